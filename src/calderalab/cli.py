@@ -1,0 +1,31 @@
+"""The `calderalab` command: one thin subcommand per job. Progress bars and printing live here.
+
+Library code raises `CalderalabError` (or ValueError) with a message that names the problem
+and the fix; `main()` prints it without a traceback and exits 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from calderalab.errors import CalderalabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+
+
+@app.command()
+def version() -> None:
+    """Print the calderalab version."""
+    from calderalab import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except (CalderalabError, ValueError, FileNotFoundError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""Goodhart Gap evaluation: task families, probes, scoring, metrics, statistics."""
