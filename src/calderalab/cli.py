@@ -12,7 +12,7 @@ import typer
 
 from calderalab.errors import CalderalabError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__.splitlines()[0])
 
 
 @app.command()
@@ -21,6 +21,46 @@ def version() -> None:
     from calderalab import __version__
 
     typer.echo(__version__)
+
+
+# ---------------------------------------------------------------- models commands
+# (section owned by the models work; add commands below this line)
+
+
+
+# ---------------------------------------------------------------- compression commands
+# (section owned by the compression work; add commands below this line)
+
+
+
+# ---------------------------------------------------------------- evaluation commands
+# (section owned by the evaluation work; add commands below this line)
+
+
+
+# ---------------------------------------------------------------- statistics commands
+# (section owned by the statistics work; add commands below this line)
+
+
+
+# ---------------------------------------------------------------- sensitivity commands
+# (section owned by the sensitivity work; add commands below this line)
+
+
+
+# ---------------------------------------------------------------- experiments commands
+# (section owned by the experiments work; add commands below this line)
+
+
+
+# ---------------------------------------------------------------- report commands
+# (section owned by the report work; add commands below this line)
+
+
+
+# ---------------------------------------------------------------- study commands
+# (section owned by the study work; add commands below this line)
+
 
 
 def main() -> None:

@@ -1,0 +1,5 @@
+"""`python -m calderalab` runs the CLI."""
+
+from calderalab.cli import main
+
+main()
