@@ -15,6 +15,11 @@ from calderalab.errors import CalderalabError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__.splitlines()[0])
 
 
+@app.callback()
+def _root() -> None:
+    """calderalab: CALDERA compression, layer sensitivity and Goodhart Gap evaluation."""
+
+
 @app.command()
 def version() -> None:
     """Print the calderalab version."""
