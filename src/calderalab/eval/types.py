@@ -53,6 +53,10 @@ class Instance:
     plan_question: str = ""  # the understanding probe's question text
     plan_options: tuple[str, ...] = ()
     correct_option: int = 0
+    # Candidate final answers for scoring the execution probe by log-likelihood (`choice`):
+    # the gold answer plus the answers the mutated (wrong) plans produce, deduplicated, shuffled by seed.
+    answer_options: tuple[str, ...] = ()
+    correct_answer_option: int = 0
     canonical: bool = False  # True for the report's seven seed instances
 
     @property
