@@ -94,3 +94,16 @@ def test_comparison_table_rows_and_holm():
 def test_markdown_table_validates_width():
     with pytest.raises(ValueError, match="cells"):
         tables.markdown_table(["a", "b"], [["1"]])
+
+
+def test_seed_table_mean_std_over_seeds():
+    outs = []
+    # seed 0: 2/4 executed, 4/4 understood (2 gaps); seed 1: 3/4 executed, 2/4 understood (0 gaps)
+    for seed, ex, un in [(0, [1, 1, 0, 0], [1, 1, 1, 1]), (1, [1, 1, 1, 0], [1, 1, 0, 0])]:
+        for i in range(4):
+            outs.append(InstanceOutcome(f"f/{seed}/{i}", "f", "1", bool(un[i]), bool(ex[i]), seed=seed))
+    text = tables.seed_table([RunOutcomes("A", "All", tuple(outs))])
+    # execution 50 and 75 -> 62.5 ± 17.7 (ddof=1); understanding 100, 50 -> 75.0 ± 35.4; gap rate 50, 0
+    assert text.splitlines()[2] == "| A | 0,1 | 75.0 ± 35.4 (n=2) | 62.5 ± 17.7 (n=2) | 25.0 ± 35.4 (n=2) |"
+    with pytest.raises(ValueError, match="no instance seeds"):
+        tables.seed_table([BASE])

@@ -24,6 +24,7 @@ class InstanceOutcome:
     executed: bool
     executed_parsed: str | None = None
     canonical: bool = False
+    seed: int | None = None  # the instance generation seed (runs over several seeds report mean ± std)
 
     @property
     def verdict(self) -> Verdict:
@@ -66,6 +67,12 @@ class RunOutcomes:
     def n_gaps(self) -> int:
         return sum(o.gap for o in self.outcomes)
 
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(sorted({o.seed for o in self.outcomes if o.seed is not None}))
+
+    def for_seed(self, seed: int) -> "RunOutcomes":
+        return RunOutcomes(self.label, self.protected, tuple(o for o in self.outcomes if o.seed == seed), self.bits)
+
     def by_uid(self) -> dict[str, InstanceOutcome]:
         return {o.uid: o for o in self.outcomes}
 
@@ -97,6 +104,7 @@ def join_probe_results(instances: Sequence[Instance], results: Iterable[ProbeRes
             executed=table[(inst.uid, "execution")].correct,
             executed_parsed=table[(inst.uid, "execution")].parsed,
             canonical=inst.canonical,
+            seed=inst.seed,
         )
         for inst in instances
     )

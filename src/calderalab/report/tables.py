@@ -3,6 +3,7 @@
 - `goodhart_table`: Config | Protected | Understanding | Execution | Gaps | Gap rate (of understood)
 - `per_test_grid`: Test | Expected | one PASS/GAP/FAIL/LUCKY column per configuration
 - `bitwidth_table`: Bitwidth | Config | Understanding | Execution | Gaps | vs Baseline
+- `seed_table`: Config | Seeds | Understanding | Execution | Gap rate, as mean ± std over instance seeds
 - `comparison_table`: paired comparison (McNemar, bootstrap CIs, Holm across the table's tests)
 
 Rates are written "6/7 (86%) [49–97]" with a Wilson 95% interval in percent. A table adds a
@@ -62,6 +63,33 @@ def goodhart_table(rows: Sequence[RunOutcomes], *, note: bool = True) -> str:
     ]
     header = ["Config", "Protected", "Understanding", "Execution", "Gaps", "Gap rate (of understood)"]
     return markdown_table(header, body) + (_note(min(r.n for r in rows)) if note else "")
+
+
+def _seed_mean(runs: Sequence[RunOutcomes], rate: Callable[[RunOutcomes], float | None]) -> str:
+    values = [v for v in (rate(r) for r in runs) if v is not None]
+    return stats.mean_std(values).format() if values else "–"
+
+
+def seed_table(rows: Sequence[RunOutcomes]) -> str:
+    """Per configuration, each rate as mean ± std (ddof=1, in points) over its instance seeds.
+
+    The spread is across seeds (different instance draws), the report's "multiple runs" error bars.
+    """
+    if not rows:
+        raise ValueError("seed_table needs at least one run")
+    body = []
+    for r in rows:
+        per_seed = [r.for_seed(s) for s in r.seeds()]
+        if not per_seed:
+            raise ValueError(f"run {r.label!r} has no instance seeds recorded")
+        body.append([
+            r.label, ",".join(str(s) for s in r.seeds()),
+            _seed_mean(per_seed, lambda x: x.n_understood / x.n),
+            _seed_mean(per_seed, lambda x: x.n_executed / x.n),
+            _seed_mean(per_seed, lambda x: x.n_gaps / x.n_understood if x.n_understood else None),
+        ])
+    header = ["Config", "Seeds", "Understanding % (mean ± std)", "Execution % (mean ± std)", "Gap rate % (mean ± std)"]
+    return markdown_table(header, body)
 
 
 def verdict_cell(o: InstanceOutcome) -> str:
