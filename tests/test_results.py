@@ -11,7 +11,8 @@ def _instances(n=4, seed=0):
     fams = ["discount_coupon", "time_duration"]
     return [
         Instance(family=fams[i % 2], index=i // 2, seed=seed, question=f"q{i}", answer=str(10 + i),
-                 answer_type="number", tolerance=0.0, n_steps=3, canonical=(seed == 0 and i < 2))
+                 answer_type="number", tolerance=0.0, n_steps=3, canonical=(seed == 0 and i < 2),
+                 plan_options=("plan a", "plan b"))
         for i in range(n)
     ]
 
@@ -140,3 +141,16 @@ def test_record_validation_and_layer_format():
         _record(decoding={"x": object()})
     assert format_layers((27, 23, 24, 25, 70)) == "23-25,27,70"
     assert _record(artifacts_manifest_hash="h", protected_layers=tuple(range(70, 80))).protected_label == "70-79"
+
+
+def test_execution_only_instances_round_trip(tmp_path):
+    # GSM8K rows carry no plan options: execution only, no verdict.
+    insts = [Instance("gsm8k", i, 0, "q", str(i), "number", 0.0, 2) for i in range(3)]
+    res = [ProbeResult(i.uid, "execution", "generate", i.index != 1, i.answer, "…") for i in insts]
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        rid = db.add_run(_record(scoring="generate"), res, insts)
+        ro = db.run_outcomes(rid)
+    assert [o.understood for o in ro.outcomes] == [None] * 3
+    assert (ro.n_probed, ro.n_executed) == (0, 2)
+    conn = sqlite3.connect(tmp_path / "r.sqlite")
+    assert {v for (v,) in conn.execute("SELECT verdict FROM verdicts")} == {None}

@@ -87,6 +87,7 @@ SELECT run_id, instance_uid, family,
        MAX(CASE WHEN probe = 'understanding' THEN correct END) AS understood,
        MAX(CASE WHEN probe = 'execution' THEN correct END) AS executed,
        CASE
+         WHEN MAX(CASE WHEN probe = 'understanding' THEN 1 END) IS NULL THEN NULL
          WHEN MAX(CASE WHEN probe = 'understanding' THEN correct END) = 1
            THEN CASE WHEN MAX(CASE WHEN probe = 'execution' THEN correct END) = 1 THEN 'PASS' ELSE 'GAP' END
          ELSE CASE WHEN MAX(CASE WHEN probe = 'execution' THEN correct END) = 1 THEN 'LUCKY' ELSE 'FAIL' END

@@ -5,7 +5,8 @@ from calderalab.eval.types import Instance, ProbeResult
 
 
 def _inst(i):
-    return Instance(family="f", index=i, seed=0, question="q", answer="1", answer_type="number", tolerance=0, n_steps=2)
+    return Instance(family="f", index=i, seed=0, question="q", answer="1", answer_type="number", tolerance=0, n_steps=2,
+                    plan_options=("x", "y"))
 
 
 def test_join_orders_by_instances_and_reports_missing():

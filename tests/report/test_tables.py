@@ -107,3 +107,15 @@ def test_seed_table_mean_std_over_seeds():
     assert text.splitlines()[2] == "| A | 0,1 | 75.0 ± 35.4 (n=2) | 62.5 ± 17.7 (n=2) | 25.0 ± 35.4 (n=2) |"
     with pytest.raises(ValueError, match="no instance seeds"):
         tables.seed_table([BASE])
+
+
+def test_tables_without_understanding_probe():
+    outs = (InstanceOutcome("gsm8k/0/0", "gsm8k", "18", None, True, "18"),
+            InstanceOutcome("gsm8k/0/1", "gsm8k", "3", None, False, "4"))
+    run = RunOutcomes("base", "All", outs)
+    assert tables.goodhart_table([run], note=False).splitlines()[2] == (
+        "| base | All | – (no probe) | 1/2 (50%) [9–91] | – | – (none understood) |")
+    assert tables.per_test_grid([run]).splitlines()[2:] == [
+        "| gsm8k/0/0 | 18 | RIGHT |", "| gsm8k/0/1 | 3 | WRONG (4) |"]
+    metrics = [t.metric for t in tables.paired_tests(run, [run], n_boot=10)]
+    assert metrics == ["Execution"]

@@ -15,25 +15,33 @@ from calderalab.eval.types import Instance, ProbeResult, Verdict
 
 @dataclass(frozen=True)
 class InstanceOutcome:
-    """Both probes of one instance. `executed_parsed` is the parsed final answer (None = unparsable)."""
+    """Both probes of one instance. `executed_parsed` is the parsed final answer (None = unparsable).
+
+    understood=None: the instance has no understanding probe (GSM8K rows); it counts towards
+    execution only and has no verdict.
+    """
 
     uid: str
     family: str
     expected: str
-    understood: bool
+    understood: bool | None
     executed: bool
     executed_parsed: str | None = None
     canonical: bool = False
     seed: int | None = None  # the instance generation seed (runs over several seeds report mean ± std)
 
     @property
-    def verdict(self) -> Verdict:
-        return Verdict.of(self.understood, self.executed)
+    def probed(self) -> bool:
+        return self.understood is not None
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return None if self.understood is None else Verdict.of(self.understood, self.executed)
 
     @property
     def gap(self) -> bool:
-        """The Goodhart Gap indicator: understood but not executed."""
-        return self.understood and not self.executed
+        """The Goodhart Gap indicator: understood but not executed (False without an understanding probe)."""
+        return bool(self.understood) and not self.executed
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,13 @@ class RunOutcomes:
         return len(self.outcomes)
 
     @property
+    def n_probed(self) -> int:
+        """Instances with an understanding probe: the denominator of understanding and gap counts."""
+        return sum(o.probed for o in self.outcomes)
+
+    @property
     def n_understood(self) -> int:
-        return sum(o.understood for o in self.outcomes)
+        return sum(bool(o.understood) for o in self.outcomes)
 
     @property
     def n_executed(self) -> int:
@@ -80,8 +93,10 @@ class RunOutcomes:
 def join_probe_results(instances: Sequence[Instance], results: Iterable[ProbeResult]) -> tuple[InstanceOutcome, ...]:
     """Join execution and understanding ProbeResults per instance, in the order of `instances`.
 
-    Raises ValueError naming the instances whose probes are missing or duplicated, or results
-    that belong to no given instance, instead of silently scoring them as wrong.
+    Every instance needs an execution result; instances with plan options (>= 2) also need an
+    understanding result, others (GSM8K) may lack one. Raises ValueError naming the probes that
+    are missing or duplicated, or results that belong to no given instance, instead of silently
+    scoring them as wrong.
     """
     known = {inst.uid for inst in instances}
     table: dict[tuple[str, str], ProbeResult] = {}
@@ -92,7 +107,12 @@ def join_probe_results(instances: Sequence[Instance], results: Iterable[ProbeRes
         if key in table:
             raise ValueError(f"duplicate {res.probe} result for instance {res.instance_uid!r}")
         table[key] = res
-    missing = [f"{i.uid}:{p}" for i in instances for p in ("execution", "understanding") if (i.uid, p) not in table]
+    missing = [f"{i.uid}:execution" for i in instances if (i.uid, "execution") not in table]
+    missing += [
+        f"{i.uid}:understanding"
+        for i in instances
+        if len(i.plan_options) >= 2 and (i.uid, "understanding") not in table
+    ]
     if missing:
         raise ValueError(f"missing probe results for {len(missing)} probe(s), e.g. {missing[:4]}")
     return tuple(
@@ -100,7 +120,7 @@ def join_probe_results(instances: Sequence[Instance], results: Iterable[ProbeRes
             uid=inst.uid,
             family=inst.family,
             expected=inst.answer,
-            understood=table[(inst.uid, "understanding")].correct,
+            understood=table[(inst.uid, "understanding")].correct if (inst.uid, "understanding") in table else None,
             executed=table[(inst.uid, "execution")].correct,
             executed_parsed=table[(inst.uid, "execution")].parsed,
             canonical=inst.canonical,

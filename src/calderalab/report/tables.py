@@ -47,6 +47,14 @@ def _gap_rate_cell(run: RunOutcomes) -> str:
     return rate_cell(run.n_gaps, run.n_understood)
 
 
+def _understanding_cell(run: RunOutcomes) -> str:
+    return rate_cell(run.n_understood, run.n_probed) if run.n_probed else "– (no probe)"
+
+
+def _gaps_cell(run: RunOutcomes) -> str:
+    return f"{run.n_gaps}/{run.n_probed}" if run.n_probed else "–"
+
+
 def _note(n: int, discordant: int | None = None) -> str:
     msg = stats.adequacy(n, discordant=discordant)
     return f"\n\n> **Note:** {msg}" if msg else ""
@@ -57,8 +65,7 @@ def goodhart_table(rows: Sequence[RunOutcomes], *, note: bool = True) -> str:
     if not rows:
         raise ValueError("goodhart_table needs at least one run")
     body = [
-        [r.label, r.protected, rate_cell(r.n_understood, r.n), rate_cell(r.n_executed, r.n),
-         f"{r.n_gaps}/{r.n}", _gap_rate_cell(r)]
+        [r.label, r.protected, _understanding_cell(r), rate_cell(r.n_executed, r.n), _gaps_cell(r), _gap_rate_cell(r)]
         for r in rows
     ]
     header = ["Config", "Protected", "Understanding", "Execution", "Gaps", "Gap rate (of understood)"]
@@ -93,8 +100,14 @@ def seed_table(rows: Sequence[RunOutcomes]) -> str:
 
 
 def verdict_cell(o: InstanceOutcome) -> str:
-    """'PASS', or 'GAP (8.7)' / 'FAIL (2:45)' with the wrong parsed answer, 'FAIL (no answer)' if unparsable."""
-    v = o.verdict.value
+    """'PASS', or 'GAP (8.7)' / 'FAIL (2:45)' with the wrong parsed answer, 'FAIL (no answer)' if unparsable.
+
+    Without an understanding probe (GSM8K) there is no verdict: 'RIGHT' or 'WRONG (…)'.
+    """
+    if o.verdict is None:
+        v = "RIGHT" if o.executed else "WRONG"
+    else:
+        v = o.verdict.value
     if o.executed:
         return v
     return f"{v} ({o.executed_parsed})" if o.executed_parsed is not None else f"{v} (no answer)"
@@ -138,7 +151,7 @@ def bitwidth_table(rows: Sequence[RunOutcomes], *, baseline: int = 0, note: bool
         raise ValueError(f"baseline index {baseline} out of range for {len(rows)} rows")
     base = rows[baseline]
     body = [
-        [r.bits, r.label, rate_cell(r.n_understood, r.n), rate_cell(r.n_executed, r.n), f"{r.n_gaps}/{r.n}",
+        [r.bits, r.label, _understanding_cell(r), rate_cell(r.n_executed, r.n), _gaps_cell(r),
          "-" if i == baseline else _vs_baseline(base, r)]
         for i, r in enumerate(rows)
     ]
@@ -147,10 +160,11 @@ def bitwidth_table(rows: Sequence[RunOutcomes], *, baseline: int = 0, note: bool
 
 
 _METRICS: dict[str, Callable[[InstanceOutcome], bool]] = {
-    "Understanding": lambda o: o.understood,
+    "Understanding": lambda o: bool(o.understood),
     "Execution": lambda o: o.executed,
     "Gap": lambda o: o.gap,
 }
+_NEEDS_PROBE = {"Understanding", "Gap"}
 
 
 @dataclass(frozen=True)
@@ -175,9 +189,15 @@ def paired_tests(
     """Every (B, metric) test against A, with Holm-adjusted p across all of them."""
     tests: list[PairedTest] = []
     for b in others:
-        oa, ob = align(a, b)
-        families = [o.family for o in oa]
+        oa_all, ob_all = align(a, b)
         for metric, fn in _METRICS.items():
+            pairs = list(zip(oa_all, ob_all))
+            if metric in _NEEDS_PROBE:  # only instances both runs probed for understanding
+                pairs = [(x, y) for x, y in pairs if x.probed and y.probed]
+            if not pairs:
+                continue
+            oa, ob = [x for x, _ in pairs], [y for _, y in pairs]
+            families = [o.family for o in oa]
             xa, xb = [fn(o) for o in oa], [fn(o) for o in ob]
             clustered = None
             if len(set(families)) > 1:
