@@ -1,0 +1,156 @@
+"""One evaluation job end to end: instances → model (+ artifacts) → probes → results database.
+
+This is the library side of `calderalab eval`: the CLI parses options into an `EvalJob` and
+calls `run_eval_job`. Heavy pieces (models, artifacts, the probe runner, plans) are imported
+inside the functions that need them, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from calderalab.eval.outcomes import RunOutcomes, join_probe_results
+from calderalab.eval.types import Instance, ProbeResult, Scoring
+from calderalab.results import DEFAULT_DB, ResultsDB, RunRecord, detect_git_sha
+
+log = logging.getLogger(__name__)
+
+Suite = Literal["goodhart", "gsm8k"]
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """What to evaluate and how. n=None on the goodhart suite means the report's seven canonical tests."""
+
+    model_ref: str
+    scoring: Scoring = "choice"
+    suite: Suite = "goodhart"
+    n: int | None = None  # instances per seed
+    seeds: tuple[int, ...] = (0,)
+    data_path: str | None = None  # GSM8K jsonl
+    tasks_dirs: tuple[str, ...] = ()  # extra task-family directories
+    artifacts: str | None = None  # artifact store directory or URL; None = the uncompressed model
+    protect: str | None = None  # layer set kept original, e.g. "23-27" or "last:5"
+    label: str = ""
+    experiment: str = ""
+
+    def __post_init__(self) -> None:
+        if self.scoring not in ("generate", "choice"):
+            raise ValueError(f"--scoring must be 'generate' or 'choice', got {self.scoring!r}")
+        if self.suite not in ("goodhart", "gsm8k"):
+            raise ValueError(f"--suite must be 'goodhart' or 'gsm8k', got {self.suite!r}")
+        if self.n is not None and self.n <= 0:
+            raise ValueError(f"--n must be > 0, got {self.n}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"--seeds must be distinct integers, got {list(self.seeds)}")
+        if self.suite == "gsm8k":
+            if self.scoring != "generate":
+                raise ValueError("GSM8K has no answer options: use --scoring generate with --suite gsm8k")
+            if self.data_path is None or self.n is None:
+                raise ValueError("--suite gsm8k needs --data PATH/TO/test.jsonl and --n")
+        elif self.data_path is not None:
+            raise ValueError("--data is only for --suite gsm8k; goodhart instances come from task families")
+        if self.protect is not None and self.artifacts is None:
+            raise ValueError("--protect only makes sense with --artifacts (the uncompressed model protects everything)")
+        if self.n is None and self.seeds != (0,):
+            raise ValueError("the canonical seven have one seed; pass --n to generate instances for several --seeds")
+
+    @property
+    def default_label(self) -> str:
+        if self.artifacts is None:
+            return "Baseline"
+        return f"compressed (protect {self.protect})" if self.protect else "compressed"
+
+
+def _balanced(instances: list[Instance], n: int) -> list[Instance]:
+    """The first n instances taking families round-robin (index 0 of every family, then 1, ...)."""
+    return sorted(instances, key=lambda i: (i.index, i.family))[:n]
+
+
+def build_instances(job: EvalJob) -> list[Instance]:
+    """The job's instances: canonical seven, n generated per seed (balanced over families), or GSM8K rows."""
+    if job.suite == "gsm8k":
+        from calderalab.eval.gsm8k import load_gsm8k
+
+        return [inst for seed in job.seeds for inst in load_gsm8k(job.data_path, job.n, seed)]
+    from calderalab.eval import tasks
+
+    families = tasks.load_families(extra_dirs=job.tasks_dirs)
+    if job.n is None:
+        return tasks.canonical_instances(families)
+    per_family = math.ceil(job.n / len(families))
+    out: list[Instance] = []
+    for seed in job.seeds:
+        out += _balanced(tasks.generate_instances(families, per_family, seed), job.n)
+    return out
+
+
+def model_fingerprint(model: Any) -> str:
+    """sha256 over the names, shapes and bytes of every parameter (the original weights).
+
+    Two runs with equal fingerprints ran the same base model, whatever its reference string.
+    """
+    import torch
+
+    h = hashlib.sha256()
+    for name, param in sorted(model.state_dict().items()):
+        t = param.detach().to("cpu").contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: works for bf16 too
+    return h.hexdigest()
+
+
+def _apply(job: EvalJob, model: Any) -> tuple[str, tuple[int, ...], str | None]:
+    """Swap in the stored Ŵ; return (manifest hash, protected layers, plan hash if recorded)."""
+    from calderalab.artifacts import ArtifactStore, apply_artifacts
+    from calderalab.models import num_layers
+    from calderalab.plans import parse_layer_set
+
+    store = ArtifactStore(job.artifacts)
+    protect = parse_layer_set(job.protect, num_layers(model)) if job.protect else ()
+    manifest = store.manifest()
+    manifest_hash = hashlib.sha256(json.dumps(manifest.to_dict(), sort_keys=True).encode()).hexdigest()
+    apply_artifacts(model, store, protect=protect)
+    plan_hash = manifest.to_dict().get("plan_hash")
+    return manifest_hash, tuple(protect), plan_hash
+
+
+def _evaluate(model: Any, tokenizer: Any, instances: list[Instance], scoring: Scoring) -> tuple[list[ProbeResult], dict]:
+    from calderalab.eval.runner import evaluate
+
+    run = evaluate(model, tokenizer, instances, scoring)
+    decoding = getattr(run, "decoding", None) or {"scoring": scoring, "greedy": True, "temperature": 0.0}
+    return list(run.results), dict(decoding)
+
+
+def run_eval_job(job: EvalJob, db_path: str | Path = DEFAULT_DB) -> tuple[int, RunOutcomes]:
+    """Evaluate the job's model on its instances, store the run, and return (run id, outcomes)."""
+    from calderalab import __version__
+    from calderalab.models import load_model
+
+    instances = build_instances(job)
+    log.info("evaluating %s on %d instances (%s scoring)", job.model_ref, len(instances), job.scoring)
+    model, tokenizer = load_model(job.model_ref)
+    fingerprint = model_fingerprint(model)
+    manifest_hash, protected, plan_hash = (None, (), None)
+    if job.artifacts is not None:
+        manifest_hash, protected, plan_hash = _apply(job, model)
+    results, decoding = _evaluate(model, tokenizer, instances, job.scoring)
+    record = RunRecord(
+        model_ref=job.model_ref, scoring=job.scoring, suite=job.suite, seeds=job.seeds, n_requested=job.n,
+        model_fingerprint=fingerprint, artifacts_manifest_hash=manifest_hash, protected_layers=protected,
+        plan_hash=plan_hash, decoding=decoding, label=job.label or job.default_label,
+        config={"artifacts": job.artifacts, "protect": job.protect, "tasks_dirs": list(job.tasks_dirs),
+                "data": job.data_path},
+        experiment=job.experiment, tool_version=__version__, git_sha=detect_git_sha(),
+    )
+    with ResultsDB(db_path) as db:
+        run_id = db.add_run(record, results, instances)
+    outcomes = join_probe_results(instances, results)
+    return run_id, RunOutcomes(record.label, record.protected_label, outcomes)
