@@ -57,7 +57,8 @@ def test_compare_unknown_run_is_a_clean_error(tmp_path):
     "kwargs,match",
     [
         (dict(suite="gsm8k", n=5, data_path="x.jsonl"), "--scoring generate"),
-        (dict(suite="gsm8k", scoring="generate"), "--data"),
+        (dict(suite="gsm8k", scoring="generate"), "--n"),
+        (dict(batch_size=0), "--batch-size"),
         (dict(protect="23-27"), "--artifacts"),
         (dict(seeds=(0, 1)), "--n"),
         (dict(n=0), "--n must be > 0"),

@@ -64,7 +64,8 @@ def eval_cmd(
     seeds: str = typer.Option("0", help="instance seeds, comma-separated"),
     scoring: str = typer.Option("choice", help="generate (greedy, parsed) or choice (log-likelihood)"),
     suite: str = typer.Option("goodhart", help="goodhart or gsm8k"),
-    data: str | None = typer.Option(None, help="GSM8K jsonl for --suite gsm8k"),
+    data: str | None = typer.Option(None, help="GSM8K: a test.jsonl or the data dir holding gsm8k/ (default: shared data)"),
+    batch_size: int | None = typer.Option(None, help="prompts per forward pass (default: the runner's)"),
     tasks_dir: list[str] = typer.Option([], "--tasks-dir", help="extra task-family directory (repeatable)"),
     db: str = typer.Option("runs.sqlite", help="results database file"),
     label: str = typer.Option("", help="row label, e.g. '3-bit selective'"),
@@ -76,7 +77,7 @@ def eval_cmd(
     from calderalab.report.tables import goodhart_table, per_test_grid, seed_table
 
     job = EvalJob(model_ref=model, scoring=scoring, suite=suite, n=n, seeds=_parse_seeds(seeds), data_path=data,
-                  tasks_dirs=tuple(tasks_dir), artifacts=artifacts, protect=protect, label=label,
+                  tasks_dirs=tuple(tasks_dir), artifacts=artifacts, protect=protect, batch_size=batch_size, label=label,
                   experiment=experiment)
     console = _console()
     with console.status(f"evaluating {model} ({scoring} scoring)"):

@@ -33,10 +33,11 @@ class EvalJob:
     suite: Suite = "goodhart"
     n: int | None = None  # instances per seed
     seeds: tuple[int, ...] = (0,)
-    data_path: str | None = None  # GSM8K jsonl
+    data_path: str | None = None  # GSM8K: a <split>.jsonl file or a data dir holding gsm8k/; None = shared data
     tasks_dirs: tuple[str, ...] = ()  # extra task-family directories
     artifacts: str | None = None  # artifact store directory or URL; None = the uncompressed model
     protect: str | None = None  # layer set kept original, e.g. "23-27" or "last:5"
+    batch_size: int | None = None  # None: the runner's EvalConfig default
     label: str = ""
     experiment: str = ""
 
@@ -52,12 +53,14 @@ class EvalJob:
         if self.suite == "gsm8k":
             if self.scoring != "generate":
                 raise ValueError("GSM8K has no answer options: use --scoring generate with --suite gsm8k")
-            if self.data_path is None or self.n is None:
-                raise ValueError("--suite gsm8k needs --data PATH/TO/test.jsonl and --n")
+            if self.n is None:
+                raise ValueError("--suite gsm8k needs --n (rows sampled per seed)")
         elif self.data_path is not None:
             raise ValueError("--data is only for --suite gsm8k; goodhart instances come from task families")
         if self.protect is not None and self.artifacts is None:
             raise ValueError("--protect only makes sense with --artifacts (the uncompressed model protects everything)")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise ValueError(f"--batch-size must be > 0, got {self.batch_size}")
         if self.n is None and self.seeds != (0,):
             raise ValueError("the canonical seven have one seed; pass --n to generate instances for several --seeds")
 
@@ -73,12 +76,25 @@ def _balanced(instances: list[Instance], n: int) -> list[Instance]:
     return sorted(instances, key=lambda i: (i.index, i.family))[:n]
 
 
+def _gsm8k_instances(job: EvalJob) -> list[Instance]:
+    """job.n rows per seed; rows drawn by several seeds appear once (their uid is the row number)."""
+    from calderalab.eval.gsm8k import load_gsm8k
+
+    split, data_dir = "test", job.data_path
+    if data_dir is not None and data_dir.endswith(".jsonl"):
+        path = Path(data_dir)
+        split, data_dir = path.stem, str(path.parent.parent)
+    seen: dict[str, Instance] = {}
+    for seed in job.seeds:
+        for inst in load_gsm8k(split=split, limit=job.n, seed=seed, data_dir=data_dir):
+            seen.setdefault(inst.uid, inst)
+    return list(seen.values())
+
+
 def build_instances(job: EvalJob) -> list[Instance]:
     """The job's instances: canonical seven, n generated per seed (balanced over families), or GSM8K rows."""
     if job.suite == "gsm8k":
-        from calderalab.eval.gsm8k import load_gsm8k
-
-        return [inst for seed in job.seeds for inst in load_gsm8k(job.data_path, job.n, seed)]
+        return _gsm8k_instances(job)
     from calderalab.eval import tasks
 
     families = tasks.load_families(extra_dirs=job.tasks_dirs)
@@ -121,12 +137,14 @@ def _apply(job: EvalJob, model: Any) -> tuple[str, tuple[int, ...], str | None]:
     return manifest_hash, tuple(protect), plan_hash
 
 
-def _evaluate(model: Any, tokenizer: Any, instances: list[Instance], scoring: Scoring) -> tuple[list[ProbeResult], dict]:
+def _evaluate(job: EvalJob, model: Any, tokenizer: Any, instances: list[Instance]) -> tuple[list[ProbeResult], dict]:
+    """Run the probes; return the results and the decoding settings plus parse/truncation counts."""
     from calderalab.eval.runner import evaluate
 
-    run = evaluate(model, tokenizer, instances, scoring)
-    decoding = getattr(run, "decoding", None) or {"scoring": scoring, "greedy": True, "temperature": 0.0}
-    return list(run.results), dict(decoding)
+    run = evaluate(model, tokenizer, instances, job.scoring, batch_size=job.batch_size)
+    decoding = {**run.config.to_dict(), "greedy": True, "parse_failures": dict(run.parse_failures),
+                "truncated": dict(run.truncated), "seconds": round(run.seconds, 2)}
+    return list(run.results), decoding
 
 
 def run_eval_job(job: EvalJob, db_path: str | Path = DEFAULT_DB) -> tuple[int, RunOutcomes]:
@@ -141,7 +159,7 @@ def run_eval_job(job: EvalJob, db_path: str | Path = DEFAULT_DB) -> tuple[int, R
     manifest_hash, protected, plan_hash = (None, (), None)
     if job.artifacts is not None:
         manifest_hash, protected, plan_hash = _apply(job, model)
-    results, decoding = _evaluate(model, tokenizer, instances, job.scoring)
+    results, decoding = _evaluate(job, model, tokenizer, instances)
     record = RunRecord(
         model_ref=job.model_ref, scoring=job.scoring, suite=job.suite, seeds=job.seeds, n_requested=job.n,
         model_fingerprint=fingerprint, artifacts_manifest_hash=manifest_hash, protected_layers=protected,
