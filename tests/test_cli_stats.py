@@ -37,7 +37,7 @@ def test_compare_and_runs(tmp_path):
     out = runner.invoke(app, ["compare", str(a), str(b), "--db", str(db), "--n-boot", "500"])
     assert out.exit_code == 0, out.output
     # 10 discordant pairs all one way: exact p = 2·0.5^10
-    assert "| 3-bit uniform vs Baseline | Execution | 12/12 | 2/12 | -83 [" in out.output
+    assert "| 3-bit uniform (#2) vs Baseline (#1) | Execution | 12/12 | 2/12 | -83 [" in out.output
     assert "| 10/0 | 0.002 |" in out.output
     listing = runner.invoke(app, ["runs", "--db", str(db)])
     assert listing.exit_code == 0 and "3-bit uniform" in listing.output and "2/12" in listing.output

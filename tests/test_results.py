@@ -154,3 +154,19 @@ def test_execution_only_instances_round_trip(tmp_path):
     assert (ro.n_probed, ro.n_executed) == (0, 2)
     conn = sqlite3.connect(tmp_path / "r.sqlite")
     assert {v for (v,) in conn.execute("SELECT verdict FROM verdicts")} == {None}
+
+
+def test_comparability_notes(tmp_path):
+    from calderalab.results import comparability_notes
+
+    insts = _instances()
+    res = _results(insts, [True] * 4, [True] * 4)
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        a = db.get_run(db.add_run(_record(model_fingerprint="aa"), res, insts))
+        b = db.get_run(db.add_run(_record(model_fingerprint="bb", scoring="generate"), res, insts))
+        c = db.get_run(db.add_run(_record(model_fingerprint="aa"), _results(insts, [False] * 4, [True] * 4), insts))
+    notes = comparability_notes(a, b)
+    assert any("different base weights" in n for n in notes)
+    assert any("differ in scoring: choice vs generate" in n for n in notes)
+    assert any("identical outcomes" in n for n in notes)
+    assert comparability_notes(a, c) == []

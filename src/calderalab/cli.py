@@ -106,15 +106,29 @@ def compare(
     seed: int = typer.Option(0, help="bootstrap seed"),
 ) -> None:
     """Paired comparison of stored runs on their common instances (McNemar, bootstrap CIs, Holm)."""
-    from calderalab.report.tables import comparison_table, goodhart_table, per_test_grid
-    from calderalab.results import ResultsDB
+    import dataclasses
 
+    from calderalab.report.tables import comparison_table, goodhart_table, per_test_grid
+    from calderalab.results import ResultsDB, comparability_notes
+
+    notes: list[str] = []
     with ResultsDB(db) as store:
-        pairs = [store.paired(run_a, b) for b in run_b]
-    a = pairs[0][0]
-    others = [b for _, b in pairs]
+        stored_a = store.get_run(run_a)
+        a = store.run_outcomes(stored_a.run_id)
+        a = dataclasses.replace(a, label=f"{a.label} (#{stored_a.run_id})")
+        others = []
+        for ref in run_b:
+            stored_b = store.get_run(ref)
+            b = store.run_outcomes(stored_b.run_id)
+            others.append(dataclasses.replace(b, label=f"{b.label} (#{stored_b.run_id})"))
+            common = len(set(a.by_uid()) & set(b.by_uid()))
+            if common != a.n or common != b.n:
+                notes.append(f"runs {stored_a.run_id} and {stored_b.run_id} are compared on their {common} common instances")
+            notes += comparability_notes(stored_a, stored_b)
     typer.echo(goodhart_table([a, *others], note=False))
     typer.echo("\n" + comparison_table(a, others, n_boot=n_boot, seed=seed))
+    for line in notes:
+        _console().print(f"[yellow]Note:[/yellow] {line}")
     if a.n <= 40:
         typer.echo("\n" + per_test_grid([a, *others]))
 

@@ -182,6 +182,20 @@ class StoredRun:
         return self.record.label or f"run {self.run_id}"
 
 
+def comparability_notes(a: StoredRun, b: StoredRun) -> list[str]:
+    """Plain-language warnings when two runs are not a clean paired comparison."""
+    notes = []
+    ra, rb = a.record, b.record
+    if ra.model_fingerprint and rb.model_fingerprint and ra.model_fingerprint != rb.model_fingerprint:
+        notes.append(f"runs {a.run_id} and {b.run_id} start from different base weights (model fingerprints differ)")
+    for name in ("scoring", "suite"):
+        if getattr(ra, name) != getattr(rb, name):
+            notes.append(f"runs {a.run_id} and {b.run_id} differ in {name}: {getattr(ra, name)} vs {getattr(rb, name)}")
+    if a.outcomes_hash == b.outcomes_hash:
+        notes.append(f"runs {a.run_id} and {b.run_id} have identical outcomes on every probe")
+    return notes
+
+
 def outcomes_hash(results: Sequence[ProbeResult]) -> str:
     """sha256 over the sorted outcomes: two runs with equal hashes answered identically."""
     rows = sorted((r.instance_uid, r.probe, r.scoring, r.correct, r.parsed, r.raw_output) for r in results)
