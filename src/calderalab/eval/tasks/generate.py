@@ -132,12 +132,18 @@ def check_family(family: Family) -> None:
     and has enough wrong plans. Raises TaskFamilyError naming the family file."""
     if family.canonical_variables is None:
         return
-    instance = build_instance(family, family.canonical_variables, 0, 0, canonical=True)
-    if instance is None:
+    solved = _solve(family, family.canonical_variables)
+    if solved is None:
         raise TaskFamilyError(
-            f"{family.source}: field 'canonical': the canonical variables violate a condition, fail to evaluate, "
-            f"or leave fewer than {MIN_WRONG_PLANS} wrong plans whose answers differ from the gold answer"
+            f"{family.source}: field 'canonical': the canonical variables fail to evaluate or violate a condition"
         )
+    if len(solved[1]) < MIN_WRONG_PLANS:
+        raise TaskFamilyError(
+            f"{family.source}: field 'mutations': on the canonical variables only {len(solved[1])} wrong plan(s) give an "
+            f"answer different from the gold {solved[0]!r}; expected at least {MIN_WRONG_PLANS}"
+        )
+    instance = build_instance(family, family.canonical_variables, 0, 0, canonical=True)
+    assert instance is not None
     if family.canonical_answer is not None and instance.answer != family.canonical_answer:
         raise TaskFamilyError(
             f"{family.source}: field 'canonical.answer': expected {family.canonical_answer!r} "
