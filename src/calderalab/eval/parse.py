@@ -9,7 +9,7 @@ Rules (what a careful reviewer expects):
    A tag with no parseable value is a failure ("tagged answer unparseable"), not a fallback.
 2. Without any tag, the LAST value of the type anywhere in the text is taken (`tagged=False`).
 3. Numbers: `$`/`€`/`£`, thousands commas (1,168), units or words after ("6.3 km", "15 dollars"),
-   trailing dots, percentages (15% -> 15), fractions "3/4" and "1 1/2", decimals, negatives
+   trailing dots, percentages (15% -> 15), fractions "3/4", "1 1/2" and LaTeX \\frac{3}{4}, decimals, negatives
    (also U+2212). Written-out number words are not parsed. Compared exactly as rationals:
    |parsed - expected| <= tolerance, so 6.30 == 6.3 and no float rounding decides anything.
 4. Times: 12-h ("4:15 PM", "4:15pm", "4.15 p.m.", "4 PM"), 24-h ("16:15"), "noon", "midnight".
@@ -81,14 +81,18 @@ def tagged_segments(text: str) -> list[tuple[int, str]]:
 # --------------------------------------------------------------------------------------- numbers
 _NUM_RE = re.compile(
     r"(?<![\w.])(?P<sign>[-−]?)\s?[$€£]?\s?(?P<sign2>[-−]?)"
-    r"(?:(?P<whole>\d+)\s+(?P<fn>\d+)/(?P<fd>\d+)"  # mixed fraction 1 1/2
+    r"(?:(?P<whole>\d+)[ \t]+(?P<fn>\d+)/(?P<fd>\d+)"  # mixed fraction 1 1/2
     r"|(?P<num>\d+)/(?P<den>\d+)"  # fraction 3/4
     r"|(?P<dec>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+))"  # 1,168 / 6.30 / .5
     r"(?![\d/]|,\d{3})"
 )
 
 
+_LATEX_FRAC_RE = re.compile(r"\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
+
+
 def _numbers(segment: str) -> list[Fraction]:
+    segment = _LATEX_FRAC_RE.sub(r"\1/\2", segment)  # \frac{3}{4} -> 3/4
     values = []
     for m in _NUM_RE.finditer(segment):
         negative = bool(m.group("sign") or m.group("sign2"))
@@ -196,6 +200,8 @@ def _word_list(segment: str, entities: tuple[str, ...] | None) -> str | None:
 
 def _orderings(segment: str, entities: tuple[str, ...] | None, last_line_only: bool) -> list[str]:
     chains = _chains(segment)
+    if not chains and _CHAIN_RE.search(segment):
+        return []  # mixed directions like "A < B > C": no ordering, and no guessing from the words
     if entities:
         chains = [c for c in chains if set(c.split("<")) == set(entities)] or chains
     if chains:
