@@ -81,6 +81,9 @@ ROWS = [
     ("Plan A looks plausible but Option B is correct.", "letter", "B", False),
     ("Answer: A\nAnswer: B", "letter", "B", True),
     ("**B**", "letter", "B", False),
+    ("Answer: I think B is right.", "letter", "B", True),
+    ("Answer: A good plan is C.", "letter", "C", True),
+    ("Answer: A", "letter", "A", True),
     ("Answer: none of them", "letter", None, True),
     ("All plans look wrong to me.", "letter", None, False),
 ]

@@ -223,7 +223,15 @@ _LETTER_STRONG = re.compile(
 def _letters(segment: str, tagged: bool) -> list[str]:
     strong = [next(g for g in m.groups() if g).upper() for m in _LETTER_STRONG.finditer(segment)]
     if tagged:
-        bare = re.search(rf"(?<![\w'])([{LETTERS}])(?![\w'])", segment)
+        # "A"/"I" followed by a lower-case word are the article/pronoun ("I think B", "A good plan is C").
+        bare = next(
+            (
+                m
+                for m in re.finditer(rf"(?<![\w'])([{LETTERS}])(?![\w'])", segment)
+                if not (m.group(1) in "AI" and re.match(r"\s+[a-z]", segment[m.end() :]))
+            ),
+            None,
+        )
         first = [bare.group(1)] if bare else []
         # The first letter-like token of the tagged segment, unless an explicit "(B)" comes first.
         if strong and (not bare or segment.find(strong[0]) <= bare.start()):
