@@ -31,8 +31,8 @@ class RunMetrics:
 
     fidelity: float
     margin: float
-    kl: float
-    top1_agreement: float
+    kl: float | None  # None: unknown (a profile built from published numbers)
+    top1_agreement: float | None
     n_samples: int
     n_tokens: int
 
@@ -50,8 +50,8 @@ class LayerRow:
     metrics: RunMetrics
     fidelity_loss: float
     margin_excess: float
-    kl_excess: float
-    top1_loss: float
+    kl_excess: float | None
+    top1_loss: float | None
 
     @staticmethod
     def against_noise(layer: int, metrics: RunMetrics, noise: RunMetrics) -> "LayerRow":
@@ -60,8 +60,9 @@ class LayerRow:
             metrics=metrics,
             fidelity_loss=noise.fidelity - metrics.fidelity,
             margin_excess=metrics.margin - noise.margin,
-            kl_excess=metrics.kl - noise.kl,
-            top1_loss=noise.top1_agreement - metrics.top1_agreement,
+            kl_excess=None if metrics.kl is None or noise.kl is None else metrics.kl - noise.kl,
+            top1_loss=None if metrics.top1_agreement is None or noise.top1_agreement is None
+            else noise.top1_agreement - metrics.top1_agreement,
         )
 
 
@@ -102,6 +103,20 @@ class SensitivityProfile:
     def margin(self) -> dict[int, float]:
         return {r.layer: r.metrics.margin for r in self.rows}
 
+    @staticmethod
+    def from_values(
+        n_layers: int, fidelity: dict[int, float], margin: dict[int, float], settings: dict[str, Any] | None = None
+    ) -> "SensitivityProfile":
+        """A profile from published per-layer numbers (e.g. the report's tables), with a perfect
+        noise floor; KL and token agreement are unknown (None)."""
+        if set(fidelity) != set(margin):
+            raise ValueError(f"fidelity and margin cover different layers: {sorted(set(fidelity) ^ set(margin))}")
+        noise = RunMetrics(fidelity=1.0, margin=0.0, kl=0.0, top1_agreement=1.0, n_samples=0, n_tokens=0)
+        rows = tuple(
+            LayerRow.against_noise(l, RunMetrics(fidelity[l], margin[l], None, None, 0, 0), noise) for l in sorted(fidelity)
+        )
+        return SensitivityProfile(n_layers=n_layers, rows=rows, noise=noise, settings=dict(settings or {"source": "values"}))
+
     def to_dict(self) -> dict[str, Any]:
         return {"format": PROFILE_FORMAT, **asdict(self)}
 
@@ -119,7 +134,7 @@ class SensitivityProfile:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False))
         tmp.replace(path)
         return path
 
