@@ -42,6 +42,7 @@ def test_run_sensitivity_on_tiny_model(tmp_path, make_tiny_llama):
                                                        ("calderalab.eval.probes", "execution_messages"),
                                                        ("calderalab.plans", "parse_layer_set")]),
                     reason="models/core/tasks/probes/plans not merged yet")
+@pytest.mark.slow  # ~3.5 min on 2 cores against the helpers' in-progress code: calibration dominates; to be trimmed
 def test_cli_sensitivity_end_to_end(tmp_path):
     from calderalab.models import tiny_model
 
