@@ -7,6 +7,7 @@ and the fix; `main()` prints it without a traceback and exits 2.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
@@ -50,6 +51,68 @@ def version() -> None:
 
 # ---------------------------------------------------------------- sensitivity commands
 # (section owned by the sensitivity work; add commands below this line)
+
+
+@app.command("sensitivity")
+def sensitivity_cmd(
+    model: str = typer.Argument("smollm2", help="model reference (smollm2, hub id, local dir, .gguf)"),
+    bits: int = typer.Option(3, help="b_Q of the per-layer compression"),
+    rank: int = typer.Option(32, help="rank k of L·R (0 = ldlq)"),
+    samples: int = typer.Option(None, help="probe samples N (default 64)"),
+    threshold: float = typer.Option(None, help="fidelity threshold of the critical zone (default 0.15)"),
+    layers: str = typer.Option(None, help="layer set to profile, e.g. 'last:5' or '0-3' (default all)"),
+    out: Path = typer.Option(Path("runs/sensitivity"), help="output directory"),
+) -> None:
+    """Per-layer sensitivity profile: fidelity / margin / KL, critical zone, tables and U-shape plot."""
+    import dataclasses
+
+    from calderalab.allocation import ultra_ranks
+    from calderalab.core import CompressionSpec, decompose
+    from calderalab.models import discover_layers, load_model, num_layers
+    from calderalab.plans import parse_layer_set
+    from calderalab.sensitivity.pipeline import SensitivityJob, probe_prompt_ids, run_sensitivity, write_outputs
+
+    job = SensitivityJob(**{k: v for k, v in {"n_samples": samples, "threshold": threshold}.items() if v is not None})
+    spec = CompressionSpec(method="caldera" if rank > 0 else "ldlq", bits=bits, rank=rank, seed=job.seed)
+    net, tok = load_model(model)
+    n_layers = num_layers(net)
+    chosen = parse_layer_set(layers, n_layers) if layers else None
+    prompts = probe_prompt_ids(tok, job.n_samples, job.seed)
+    calib = _sensitivity_calibration(net, tok, prompts, job)
+    with _progress() as bar:
+        task = bar.add_task("layers", total=len(chosen) if chosen else n_layers)
+        profile, zone = run_sensitivity(
+            net, prompts, calib, lambda W, H: decompose(W, H, spec).reconstruct(), job, chosen,
+            eos_token_id=getattr(tok, "eos_token_id", None),
+            settings={"model": model, "spec": spec.to_dict(), "spec_key": spec.key()},
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    max_rank = min(min(m.weight.shape) for t in discover_layers(net) for m in t.modules.values())
+    ultra = ultra_ranks(profile, rank, zone, max_rank=max_rank) if zone and rank > 0 else None
+    paths = write_outputs(profile, zone, out, job.groups, ultra, rank)
+    typer.echo(paths["tables"].read_text())
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+def _sensitivity_calibration(net, tok, prompts, job) -> list:
+    """Calibration batches from calderalab.calib when available, else the probe prompts themselves."""
+    import torch
+
+    try:
+        from calderalab.calib import CalibConfig, load_calibration
+    except ImportError:
+        typer.secho("calderalab.calib not available: calibrating on the probe prompts", fg=typer.colors.YELLOW, err=True)
+        return [torch.tensor([p]) for p in prompts[: job.calib_samples]]
+    data = load_calibration(net, tok, CalibConfig(n_samples=job.calib_samples, seq_len=job.calib_seq_len, seed=job.seed))
+    return list(data.batches)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
+
 
 
 
