@@ -18,7 +18,7 @@ MODULE_NAMES = ("q", "k", "v", "o", "gate", "up", "down")
 
 @dataclass(frozen=True)
 class CompressionSpec:
-    method: Literal["rtn", "ldlq", "caldera"] = "caldera"
+    method: Literal["rtn", "ldlq", "caldera"] = "rtn"
     bits: int = 3
     rank: int = 0
     lr_bits: int = 4
@@ -26,7 +26,7 @@ class CompressionSpec:
     outer_iters: int = 2
     inner_iters: int = 2
     damp: float = 0.01
-    hadamard: bool = True
+    hadamard: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -34,8 +34,8 @@ class CompressionSpec:
             raise ValueError(f"method {self.method!r}")
         if not 2 <= self.bits <= 8:
             raise ValueError(f"bits={self.bits} outside 2-8")
-        if self.rank < 0:
-            raise ValueError(f"rank={self.rank}")
+        if self.rank < 0 or (self.method == "caldera") != (self.rank > 0):
+            raise ValueError(f"rank={self.rank} does not fit method {self.method!r}")
 
     def key(self):
         g = "row" if self.group_size is None else self.group_size

@@ -20,6 +20,9 @@ def _api(monkeypatch):
 
 
 def spec(**kw):
+    """A full spec dict (every field given): rank > 0 implies caldera unless a method is named."""
+    if kw.get("rank", 0) > 0:
+        kw.setdefault("method", "caldera")
     return core.CompressionSpec.from_dict({**artifacts_standins.CompressionSpec().to_dict(), **kw})
 
 
@@ -164,7 +167,8 @@ def test_rule_errors():
 
 PLAN_YAML = """
 n_layers: 6
-base: {method: caldera, bits: 3, rank: 8}
+base: {method: caldera, bits: 3, rank: 8, lr_bits: 4, group_size: null, outer_iters: 2,
+       inner_iters: 2, damp: 0.01, hadamard: false, seed: 0}
 rules:
   - name: protect-tail
     layers: last:2
@@ -227,7 +231,7 @@ import sys; sys.path.insert(0, {tests!r})
 import pytest, artifacts_standins
 mp = pytest.MonkeyPatch(); artifacts_standins.install(mp)
 from calderalab import core, plans
-s = core.CompressionSpec.from_dict({{**artifacts_standins.CompressionSpec().to_dict(), "rank": 4}})
+s = core.CompressionSpec.from_dict({{**artifacts_standins.CompressionSpec().to_dict(), "method": "caldera", "rank": 4}})
 print(plans.ultra_plan(30, s, "23:256,24:256,25:128").hash())
 """
 

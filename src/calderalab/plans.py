@@ -359,26 +359,29 @@ def load_plan(path: str | Path, n_layers: int | None = None) -> Plan:
 
 # ---------------------------------------------------------------- bits per weight
 
-# Storage assumed by the spec-only estimate (must agree with core's Decomposition.bpw; a
-# test checks it once core lands): per quantisation group of Q one fp16 scale and one fp16
-# zero point; L and R one fp16 scale and zero each; one fp32 unit-RMS scale per module.
-SCALE_BITS = 16
-MODULE_SCALE_BITS = 32
+# Storage counted by the spec-only estimate; must agree with core's honest count (core/bpw.py,
+# checked by a test against Decomposition.bpw): per group of Q an fp16 scale + fp16 offset; per
+# rank component of L and of R the same; an fp32 RMS scale of W; two int64 rotation seeds.
+GRID_BITS = 32
+W_SCALE_BITS = 32
+SEED_BITS = 64
 
 
 def estimate_bpw(spec: Any, d_out: int, d_in: int) -> float:
     """Honest bits per weight of one module from its spec alone (nothing decomposed).
 
-    bpw = (b_Q·d_out·d_in + k·(d_out + d_in)·b_LR + scale bits) / (d_out·d_in), scales counted.
-    If core provides its own `estimate_bpw`, that is the single source of truth and is used.
+    bpw = (b_Q·m·n + 32·m·n/g + k·(m + n)·b_LR + 64·k + 32 + 128·[hadamard]) / (m·n),
+    m = d_out, n = d_in, g = group size. core.expected_bpw is the single source of truth
+    and is used when present; the formula here mirrors it for a core without one.
     """
-    if hasattr(core, "estimate_bpw"):
-        return float(core.estimate_bpw(spec, d_out, d_in))
-    group = d_in if spec.group_size is None else spec.group_size
-    n_groups = d_out * -(-d_in // group)
-    q_bits = spec.bits * d_out * d_in + n_groups * 2 * SCALE_BITS
-    lr_bits = spec.rank * (d_out + d_in) * spec.lr_bits + (2 * 2 * SCALE_BITS if spec.rank else 0)
-    return (q_bits + lr_bits + MODULE_SCALE_BITS) / (d_out * d_in)
+    if hasattr(core, "expected_bpw"):
+        return float(core.expected_bpw(spec, d_out, d_in))
+    m, n, k = d_out, d_in, spec.rank
+    g = n if spec.group_size is None else spec.group_size
+    bits = spec.bits * m * n + GRID_BITS * m * -(-n // g) + W_SCALE_BITS + (2 * SEED_BITS if spec.hadamard else 0)
+    if k:
+        bits += k * (m + n) * spec.lr_bits + 2 * GRID_BITS * k
+    return bits / (m * n)
 
 
 @dataclass(frozen=True)
