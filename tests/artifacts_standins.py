@@ -46,6 +46,8 @@ class CompressionSpec:
 
     @classmethod
     def from_dict(cls, data):
+        if missing := {"method", "bits"} - set(data):  # like core: no silent defaults for these
+            raise ValueError(f"CompressionSpec needs field(s) {sorted(missing)}")
         return cls(**data)
 
 

@@ -115,9 +115,12 @@ def test_validate_rank_against_shapes():
 
 def test_bits_outside_range_is_plan_error():
     with pytest.raises(PlanError, match="bits=9 is outside 2-8"):
-        P.plan_from_dict({"n_layers": 2, "base": {"bits": 9}})
+        P.plan_from_dict({"n_layers": 2, "base": {"method": "rtn", "bits": 9}})
     with pytest.raises(PlanError, match="rule #0: bits=1 is outside 2-8"):
-        P.plan_from_dict({"n_layers": 2, "base": {"bits": 3}, "rules": [{"layers": "0", "spec": {"bits": 1}}]})
+        P.plan_from_dict({"n_layers": 2, "base": {"method": "rtn", "bits": 3}, "rules": [{"layers": "0", "spec": {"bits": 1}}]})
+
+
+BASE = {"method": "rtn", "bits": 3}
 
 
 # ------------------------------------------------------------ resolver
@@ -154,13 +157,15 @@ def test_rule_errors():
     with pytest.raises(PlanError, match="bad regex"):
         P.PlanRule("x", pattern="(")
     with pytest.raises(PlanError, match="unknown module name 'mlp'"):
-        P.plan_from_dict({"n_layers": 2, "base": {}, "rules": [{"modules": ["mlp"], "spec": "none"}]})
+        P.plan_from_dict({"n_layers": 2, "base": BASE, "rules": [{"modules": ["mlp"], "spec": "none"}]})
     with pytest.raises(PlanError, match="unknown key"):
-        P.plan_from_dict({"n_layers": 2, "base": {}, "rules": [{"layer": "1"}]})
+        P.plan_from_dict({"n_layers": 2, "base": BASE, "rules": [{"layer": "1"}]})
     with pytest.raises(PlanError, match="no n_layers"):
-        P.plan_from_dict({"base": {}})
+        P.plan_from_dict({"base": BASE})
+    with pytest.raises(PlanError, match="no base spec"):
+        P.plan_from_dict({"n_layers": 2})
     with pytest.raises(PlanError, match="for 4 layers but the model has 2"):
-        P.plan_from_dict({"n_layers": 4, "base": {}}, n_layers=2)
+        P.plan_from_dict({"n_layers": 4, "base": BASE}, n_layers=2)
 
 
 # ------------------------------------------------------------ plan files, JSON, hash
