@@ -89,6 +89,13 @@ def _dequantize_gguf(model_ref: ModelRef, dtype: torch.dtype):
         tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name, local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise ModelRefError(f"cannot load GGUF {model_ref.path}: {err}") from err
+    # The weights are plain float tensors now, but transformers still marks the model as
+    # "quantized with gguf", which blocks save_pretrained and dtype casts; drop the marks so a
+    # fresh and a cached load give the same model object.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    model.config.architectures = [type(model).__name__]
     return model, tokenizer
 
 
