@@ -27,6 +27,7 @@ def test_discovery_finds_seven_targets_with_shapes(family):
     named = dict(model.named_modules())
     for i, targets in enumerate(layers):
         assert targets.index == i and targets.layer is model.model.layers[i]
+        assert targets.path == f"model.layers.{i}"
         assert tuple(targets.modules) == MODULE_NAMES
         assert targets.shapes == expected
         for name in MODULE_NAMES:

@@ -34,7 +34,8 @@ class LayerTargets:
     """The target linears of one decoder layer.
 
     modules: canonical name -> nn.Linear; qualified_names: canonical name -> full module path
-    ("model.layers.3.self_attn.q_proj"); shapes: canonical name -> weight shape (d_out, d_in).
+    ("model.layers.3.self_attn.q_proj"); shapes: canonical name -> weight shape (d_out, d_in);
+    path: the layer's own qualified name ("model.layers.3").
     """
 
     index: int
@@ -42,6 +43,7 @@ class LayerTargets:
     modules: dict[str, nn.Linear]
     qualified_names: dict[str, str]
     shapes: dict[str, tuple[int, int]]
+    path: str = ""  # qualified name of the layer itself, e.g. "model.layers.3"
 
 
 # Leaf names that identify a module on their own.
@@ -150,6 +152,7 @@ def _layer_targets(index: int, layer: nn.Module, layer_path: str) -> LayerTarget
         modules=modules,
         qualified_names={n: f"{layer_path}.{found[n][0][0]}" for n in MODULE_NAMES},
         shapes={n: (m.out_features, m.in_features) for n, m in modules.items()},
+        path=layer_path,
     )
 
 
