@@ -20,8 +20,12 @@ def _run(*args, env_extra=None):
 def test_inspect_local_checkpoint_prints_layers_and_shapes(tmp_path):
     model, tokenizer = tiny_model("qwen3", n_layers=3, hidden=64, intermediate=96)
     export_checkpoint(model, tokenizer, tmp_path / "tiny")
-    out = _run("inspect", str(tmp_path / "tiny"))
-    assert out.returncode == 0, out.stderr
+    from typer.testing import CliRunner
+
+    from calderalab.cli import app
+
+    out = CliRunner().invoke(app, ["inspect", str(tmp_path / "tiny")], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
     assert "decoder layers: 3" in out.stdout and "Qwen3ForCausalLM" in out.stdout
     assert "mlp.down_proj" in out.stdout and "64 x 96" in out.stdout and "32 x 64" in out.stdout
     assert "18,432" in out.stdout  # down: 64*96 per layer, x3 layers
