@@ -60,3 +60,35 @@ def test_prepare_tokenizer_falls_back_to_eos_and_pads_left():
     prepare_tokenizer(tokenizer, model)
     assert tokenizer.pad_token == "<|im_end|>" and tokenizer.padding_side == "left"
     assert model.config.pad_token_id == 2 == model.generation_config.pad_token_id
+
+
+def test_importing_models_package_is_cheap():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, calderalab.models, calderalab.models.refs; "
+        "assert 'transformers' not in sys.modules and 'torch' not in sys.modules, 'heavy import'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_gguf_cache_write_replaces_stale_directory_and_loads(tmp_path, monkeypatch):
+    """The cache write path without a real GGUF: a tiny model stands in for the de-quantised one."""
+    from calderalab.models import load as load_module
+    from calderalab.models.refs import resolve_model_ref
+
+    monkeypatch.setenv("CALDERALAB_CACHE", str(tmp_path / "cache"))
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"GGUF fake")
+    model_ref = resolve_model_ref(str(fake))
+    cache_path = load_module.gguf_cache_path(model_ref)
+    assert cache_path.parent == tmp_path / "cache" / "models" and cache_path.name.startswith("fake-")
+    cache_path.mkdir(parents=True)
+    (cache_path / "partial.bin").write_text("stale")  # no marker: not a valid cache
+    model, tokenizer = tiny_model("llama", n_layers=1)
+    load_module._write_gguf_cache(model_ref, model, tokenizer, cache_path)
+    assert load_module._cache_is_valid(cache_path) and not (cache_path / "partial.bin").exists()
+    loaded, _ = load_model(model_ref)  # served from the cache: the fake file is never parsed
+    ids = torch.arange(3, 9)[None]
+    assert torch.equal(loaded(ids).logits, model(ids).logits)

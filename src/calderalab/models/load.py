@@ -106,8 +106,12 @@ def _write_gguf_cache(model_ref: ModelRef, model, tokenizer, cache_path: Path) -
         "identity": model_identity(model_ref),
         "dtype": "float32",
     }
+    # A directory without a valid marker is left over from an older format: replace it.
+    overwrite = cache_path.exists() and not _cache_is_valid(cache_path)
     try:
-        export_checkpoint(model, tokenizer, cache_path, extra_files={CACHE_MARKER: json.dumps(marker, indent=2)})
+        export_checkpoint(
+            model, tokenizer, cache_path, overwrite=overwrite, extra_files={CACHE_MARKER: json.dumps(marker, indent=2)}
+        )
     except FileExistsError:
         log.info("another process cached %s first", cache_path)  # the rename is atomic; theirs is complete
     except OSError as err:
