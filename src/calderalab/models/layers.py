@@ -21,8 +21,7 @@ from torch import nn
 
 from calderalab.errors import ModelRefError
 
-# Same tuple, same order as calderalab.core.MODULE_NAMES (a test keeps them equal).
-MODULE_NAMES: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
+from calderalab.core.spec import MODULE_NAMES  # one definition; core.spec imports only the stdlib
 
 
 class UnsupportedModelError(ModelRefError):
