@@ -7,7 +7,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_eval_job_canonical_choice_round_trip(tmp_path):
+def test_eval_job_canonical_choice_round_trip(tmp_path, smollm2):
     # The job needs the models, tasks and probe-runner packages (built on their own branches).
     pytest.importorskip("calderalab.eval.runner", reason="eval.runner (probes branch) not merged yet")
     pytest.importorskip("calderalab.eval.tasks", reason="eval.tasks (tasks branch) not merged yet")
@@ -16,7 +16,8 @@ def test_eval_job_canonical_choice_round_trip(tmp_path):
     from calderalab.results import ResultsDB
 
     db_path = tmp_path / "runs.sqlite"
-    run_id, outcomes = run_eval_job(EvalJob(model_ref="smollm2", scoring="choice", label="Baseline"), db_path)
+    run_id, outcomes = run_eval_job(EvalJob(model_ref="smollm2", scoring="choice", label="Baseline"), db_path,
+                                   loaded=smollm2)
     assert outcomes.n == 7 and outcomes.n_probed == 7
     assert [o.family for o in outcomes.outcomes] == [
         "discount_coupon", "time_duration", "financial_compound", "recipe_scale", "unit_chain",

@@ -147,14 +147,20 @@ def _evaluate(job: EvalJob, model: Any, tokenizer: Any, instances: list[Instance
     return list(run.results), decoding
 
 
-def run_eval_job(job: EvalJob, db_path: str | Path = DEFAULT_DB) -> tuple[int, RunOutcomes]:
-    """Evaluate the job's model on its instances, store the run, and return (run id, outcomes)."""
+def run_eval_job(
+    job: EvalJob, db_path: str | Path = DEFAULT_DB, loaded: tuple[Any, Any] | None = None
+) -> tuple[int, RunOutcomes]:
+    """Evaluate the job's model on its instances, store the run, and return (run id, outcomes).
+
+    `loaded` = (model, tokenizer) already loaded from job.model_ref (tests share one); it must
+    hold the original weights, and with job.artifacts it is modified in place.
+    """
     from calderalab import __version__
     from calderalab.models import load_model
 
     instances = build_instances(job)
     log.info("evaluating %s on %d instances (%s scoring)", job.model_ref, len(instances), job.scoring)
-    model, tokenizer = load_model(job.model_ref)
+    model, tokenizer = loaded if loaded is not None else load_model(job.model_ref)
     fingerprint = model_fingerprint(model)
     manifest_hash, protected, plan_hash = (None, (), None)
     if job.artifacts is not None:
