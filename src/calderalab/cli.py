@@ -110,7 +110,7 @@ def eval_cmd(
     """Evaluate understanding and execution (Goodhart Gap), print the tables, and store the run."""
     from calderalab.eval.job import EvalJob, run_eval_job
     from calderalab.eval.stats import adequacy
-    from calderalab.report.tables import goodhart_table, per_test_grid, seed_table
+    from calderalab.report.tables import family_table, goodhart_table, per_test_grid, seed_table
 
     job = EvalJob(model_ref=model, scoring=scoring, suite=suite, n=n, seeds=_parse_seeds(seeds), data_path=data,
                   tasks_dirs=tuple(tasks_dir), artifacts=artifacts, protect=protect, batch_size=batch_size, label=label,
@@ -121,7 +121,8 @@ def eval_cmd(
     typer.echo(goodhart_table([outcomes], note=False))
     if len(job.seeds) > 1:
         typer.echo("\n" + seed_table([outcomes]))
-    typer.echo("\n" + per_test_grid([outcomes]))
+    # A per-test grid is readable up to a few dozen rows; beyond that, summarise per family.
+    typer.echo("\n" + (per_test_grid([outcomes]) if outcomes.n <= 40 else family_table(outcomes)))
     note = adequacy(outcomes.n)
     if note:
         console.print(f"\n[yellow]Note:[/yellow] {note}")
@@ -144,7 +145,7 @@ def compare(
     """Paired comparison of stored runs on their common instances (McNemar, bootstrap CIs, Holm)."""
     import dataclasses
 
-    from calderalab.report.tables import comparison_table, goodhart_table, per_test_grid
+    from calderalab.report.tables import comparison_table, goodhart_table, per_test_grid, seed_table
     from calderalab.results import ResultsDB, comparability_notes
 
     notes: list[str] = []
@@ -162,6 +163,8 @@ def compare(
                 notes.append(f"runs {stored_a.run_id} and {stored_b.run_id} are compared on their {common} common instances")
             notes += comparability_notes(stored_a, stored_b)
     typer.echo(goodhart_table([a, *others], note=False))
+    if all(len(r.seeds()) > 1 for r in (a, *others)):
+        typer.echo("\n" + seed_table([a, *others]))
     typer.echo("\n" + comparison_table(a, others, n_boot=n_boot, seed=seed))
     for line in notes:
         _console().print(f"[yellow]Note:[/yellow] {line}")

@@ -119,3 +119,11 @@ def test_tables_without_understanding_probe():
         "| gsm8k/0/0 | 18 | RIGHT |", "| gsm8k/0/1 | 3 | WRONG (4) |"]
     metrics = [t.metric for t in tables.paired_tests(run, [run], n_boot=10)]
     assert metrics == ["Execution"]
+
+
+def test_family_table():
+    outs = (InstanceOutcome("a/0/0", "a", "1", True, False), InstanceOutcome("a/0/1", "a", "1", True, True),
+            InstanceOutcome("b/0/0", "b", "1", False, False))
+    lines = tables.family_table(RunOutcomes("r", "All", outs)).splitlines()
+    assert lines[2] == "| a | 2 | 2/2 (100%) [34–100] | 1/2 (50%) [9–91] | 1/2 |"
+    assert lines[3] == "| b | 1 | 0/1 (0%) [0–79] | 0/1 (0%) [0–79] | 0/1 |"

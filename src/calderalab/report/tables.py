@@ -2,6 +2,7 @@
 
 - `goodhart_table`: Config | Protected | Understanding | Execution | Gaps | Gap rate (of understood)
 - `per_test_grid`: Test | Expected | one PASS/GAP/FAIL/LUCKY column per configuration
+- `family_table`: Family | N | Understanding | Execution | Gaps, one row per task family of one run
 - `bitwidth_table`: Bitwidth | Config | Understanding | Execution | Gaps | vs Baseline
 - `seed_table`: Config | Seeds | Understanding | Execution | Gap rate, as mean ± std over instance seeds
 - `comparison_table`: paired comparison (McNemar, bootstrap CIs, Holm across the table's tests)
@@ -131,6 +132,18 @@ def per_test_grid(runs: Sequence[RunOutcomes]) -> str:
         name = o.family if per_family[o.family] == 1 else uid
         body.append([name, o.expected] + [verdict_cell(m[uid]) if uid in m else "–" for m in maps])
     return markdown_table(["Test", "Expected"] + [r.label for r in runs], body)
+
+
+def family_table(run: RunOutcomes) -> str:
+    """Per task family of one run (families in first-seen order): where the gaps are."""
+    families: dict[str, list[InstanceOutcome]] = {}
+    for o in run.outcomes:
+        families.setdefault(o.family, []).append(o)
+    body = []
+    for fam, outs in families.items():
+        sub = RunOutcomes(run.label, run.protected, tuple(outs))
+        body.append([fam, str(sub.n), _understanding_cell(sub), rate_cell(sub.n_executed, sub.n), _gaps_cell(sub)])
+    return markdown_table(["Family", "N", "Understanding", "Execution", "Gaps"], body)
 
 
 def _vs_baseline(base: RunOutcomes, run: RunOutcomes) -> str:
