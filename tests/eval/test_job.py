@@ -48,8 +48,10 @@ def test_fingerprint_and_apply_with_protect(tmp_path):
             H = torch.eye(W.shape[1])
             store.put(layer, name, spec, core.decompose(W, H, spec), W, H)
     job = EvalJob("tiny", artifacts=str(tmp_path / "store"), protect="last:1")
-    manifest_hash, protected, _ = _apply(job, model)
+    manifest_hash, protected, summary = _apply(job, model)
     assert re.fullmatch(r"[0-9a-f]{64}", manifest_hash) and protected == (2,)
+    assert summary["n_modules_compressed"] == 14 and summary["bits"] == "3"
+    assert 3.0 < summary["mean_bpw_compressed"] < 4.0  # 3-bit codes plus per-row scales
     assert torch.equal(target_linear(model, 2, "q").weight, target_linear(fresh, 2, "q").weight)
     assert not torch.equal(target_linear(model, 0, "q").weight, target_linear(fresh, 0, "q").weight)
     assert model_fingerprint(model) != fp

@@ -7,13 +7,14 @@ inside the functions that need them, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from calderalab.eval.outcomes import RunOutcomes, join_probe_results
 from calderalab.eval.types import Instance, ProbeResult, Scoring
@@ -122,8 +123,20 @@ def model_fingerprint(model: Any) -> str:
     return h.hexdigest()
 
 
-def _apply(job: EvalJob, model: Any) -> tuple[str, tuple[int, ...], str | None]:
-    """Swap in the stored Ŵ; return (manifest hash, protected layers, plan hash if recorded)."""
+def _compression_summary(manifest: Any, applied: Sequence[tuple[int, str, str]]) -> dict[str, Any]:
+    """Nominal bits and the weight-count-averaged bpw of the modules actually swapped in."""
+    entries = [manifest.modules[key] for key in applied]
+    numel = [e.shape[0] * e.shape[1] for e in entries]
+    bpws = [e.metrics.get("bpw") for e in entries]
+    bits = sorted({int(e.spec["bits"]) for e in entries if "bits" in e.spec})
+    summary: dict[str, Any] = {"n_modules_compressed": len(entries), "bits": "/".join(map(str, bits)) or "-"}
+    if entries and all(b is not None for b in bpws):
+        summary["mean_bpw_compressed"] = round(sum(b * n for b, n in zip(bpws, numel)) / sum(numel), 4)
+    return summary
+
+
+def _apply(job: EvalJob, model: Any) -> tuple[str, tuple[int, ...], dict[str, Any]]:
+    """Swap in the stored Ŵ; return (manifest hash, protected layers, compression summary)."""
     from calderalab.artifacts import ArtifactStore, apply_artifacts
     from calderalab.models import num_layers
     from calderalab.plans import parse_layer_set
@@ -131,10 +144,12 @@ def _apply(job: EvalJob, model: Any) -> tuple[str, tuple[int, ...], str | None]:
     store = ArtifactStore(job.artifacts)
     protect = parse_layer_set(job.protect, num_layers(model)) if job.protect else ()
     manifest = store.manifest()
-    manifest_hash = hashlib.sha256(json.dumps(manifest.to_dict(), sort_keys=True).encode()).hexdigest()
+    # Hash the manifest's content (header + every entry's spec, fingerprint and file hash).
+    content = {"header": manifest.header.to_dict(),
+               "modules": sorted(json.dumps(dataclasses.asdict(e), sort_keys=True) for e in manifest.modules.values())}
+    manifest_hash = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     apply_artifacts(model, store, protect=protect)
-    plan_hash = manifest.to_dict().get("plan_hash")
-    return manifest_hash, tuple(protect), plan_hash
+    return manifest_hash, tuple(protect), _compression_summary(manifest, model.calderalab_applied.applied)
 
 
 def _evaluate(job: EvalJob, model: Any, tokenizer: Any, instances: list[Instance]) -> tuple[list[ProbeResult], dict]:
@@ -162,16 +177,16 @@ def run_eval_job(
     log.info("evaluating %s on %d instances (%s scoring)", job.model_ref, len(instances), job.scoring)
     model, tokenizer = loaded if loaded is not None else load_model(job.model_ref)
     fingerprint = model_fingerprint(model)
-    manifest_hash, protected, plan_hash = (None, (), None)
+    manifest_hash, protected, compression = None, (), {}
     if job.artifacts is not None:
-        manifest_hash, protected, plan_hash = _apply(job, model)
+        manifest_hash, protected, compression = _apply(job, model)
     results, decoding = _evaluate(job, model, tokenizer, instances)
     record = RunRecord(
         model_ref=job.model_ref, scoring=job.scoring, suite=job.suite, seeds=job.seeds, n_requested=job.n,
         model_fingerprint=fingerprint, artifacts_manifest_hash=manifest_hash, protected_layers=protected,
-        plan_hash=plan_hash, decoding=decoding, label=job.label or job.default_label,
+        decoding=decoding, label=job.label or job.default_label,
         config={"artifacts": job.artifacts, "protect": job.protect, "tasks_dirs": list(job.tasks_dirs),
-                "data": job.data_path},
+                "data": job.data_path, **compression},
         experiment=job.experiment, tool_version=__version__, git_sha=detect_git_sha(),
     )
     with ResultsDB(db_path) as db:
