@@ -193,18 +193,20 @@ def cluster_bootstrap_diff(
     _check_level(level)
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    d = xb.astype(np.float64) - xa.astype(np.float64)
-    groups = [d[np.asarray([c == name for c in clusters])] for name in sorted(set(clusters))]
+    d = xb.astype(np.int64) - xa.astype(np.int64)  # (n,) per-pair difference in {-1, 0, 1}
+    names = sorted(set(clusters))
+    labels = np.asarray([names.index(c) for c in clusters])
+    sizes = np.bincount(labels, minlength=len(names))  # (G,)
+    # Per family, the shares of d = -1, 0, +1. Resampling n_g instances with replacement, m times,
+    # is one multinomial draw of m·n_g counts over those three values: exact and vectorised.
+    shares = np.stack([np.bincount(d[labels == g] + 1, minlength=3) / sizes[g] for g in range(len(names))])  # (G, 3)
     rng = np.random.default_rng(seed)
-    draws = np.empty(n_boot)
-    for i in range(n_boot):
-        picked = rng.integers(0, len(groups), size=len(groups))
-        total, count = 0.0, 0
-        for g in picked:
-            vals = groups[g]
-            total += vals[rng.integers(0, vals.size, size=vals.size)].sum()
-            count += vals.size
-        draws[i] = total / count
+    picks = rng.multinomial(len(names), np.full(len(names), 1 / len(names)), size=n_boot)  # (n_boot, G)
+    total = np.zeros(n_boot)
+    for g in range(len(names)):
+        counts = rng.multinomial(picks[:, g] * sizes[g], shares[g])  # (n_boot, 3)
+        total += counts[:, 2] - counts[:, 0]
+    draws = total / (picks @ sizes)  # (n_boot,)
     return _percentile_interval(float(d.mean()), draws, level)
 
 

@@ -214,7 +214,7 @@ def paired_tests(
             xa, xb = [fn(o) for o in oa], [fn(o) for o in ob]
             clustered = None
             if len(set(families)) > 1:
-                clustered = stats.cluster_bootstrap_diff(xa, xb, families, n_boot=max(1, n_boot // 5), seed=seed,
+                clustered = stats.cluster_bootstrap_diff(xa, xb, families, n_boot=n_boot, seed=seed,
                                                          level=level)
             tests.append(PairedTest(a.label, b.label, metric, len(oa), sum(xa), sum(xb), stats.mcnemar_exact(xa, xb),
                                     stats.paired_bootstrap_diff(xa, xb, n_boot=n_boot, seed=seed, level=level),
