@@ -170,3 +170,13 @@ def test_comparability_notes(tmp_path):
     assert any("differ in scoring: choice vs generate" in n for n in notes)
     assert any("identical outcomes" in n for n in notes)
     assert comparability_notes(a, c) == []
+
+
+def test_detect_git_sha(tmp_path):
+    import re
+
+    from calderalab.results import detect_git_sha
+
+    sha = detect_git_sha()  # the test suite runs from a checkout: src/calderalab is this package
+    assert sha is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", sha)
+    assert detect_git_sha(tmp_path) is None  # not a calderalab checkout

@@ -101,13 +101,26 @@ def _now() -> str:
 
 
 def detect_git_sha(path: str | Path | None = None) -> str | None:
-    """The git commit of the calderalab checkout (None when not a git checkout or git is absent)."""
-    cwd = Path(path) if path else Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
+    """The git commit of the calderalab checkout ('<sha>-dirty' with uncommitted changes), or None.
+
+    Only a repository whose src/calderalab *is* this package counts: an installed copy inside
+    some other repository (a venv under a checkout) must not borrow that repository's sha.
+    """
+    pkg = Path(path) if path else Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=pkg, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() or None if out.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or (Path(top) / "src" / "calderalab").resolve() != pkg.resolve():
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    sha = git("rev-parse", "HEAD")
+    # Uncommitted changes to tracked files mean the sha alone does not reproduce the run.
+    return f"{sha}-dirty" if sha and git("status", "--porcelain", "--untracked-files=no") else sha
 
 
 def format_layers(layers: Sequence[int]) -> str:
