@@ -9,7 +9,9 @@ for A (d_out, d_in), L (d_out, k), R (k, d_in), H (d_in, d_in) positive definite
   * closed-form steps: for fixed L the weighting cancels, R = (LᵀL)⁻¹LᵀA; for fixed R,
     L = A H Rᵀ (R H Rᵀ)⁻¹. Each is an exact minimiser, so neither can increase the loss.
 Factors are quantised to `lr_bits` with one fp16 scale + offset per rank component (per column of
-L, per row of R): 2·32·k bits in all, counted in `core.bpw`. Rounding can raise the loss, so `lplr`
+L, per row of R): 2·32·k bits in all, counted in `core.bpw`. The grids are MSE-clipped
+(`fit_grid(clip_search=True)`): at 2–3 bits a min–max grid let the CALDERA error drift upwards
+over outer iterations on the seeded test problem. Rounding can raise the loss, so `lplr`
 keeps the best quantised pair it has seen.
 """
 
@@ -84,6 +86,11 @@ class LowRankFactors:
         return self.Lt.dequantize().T @ self.R.dequantize()
 
 
+def _quantize(F: Tensor, lr_bits: int) -> QuantizedMatrix:
+    """One grid per row of F (k, ·): per rank component."""
+    return quantize_rtn(F, lr_bits, None, clip_search=True)
+
+
 def lplr(A: Tensor, hd: DampedHessian, k: int, lr_bits: int, inner_iters: int) -> LowRankFactors:
     """Quantised rank-k factors of A: exact SVD start, then `inner_iters` rounds of R-step, L-step.
 
@@ -92,13 +99,13 @@ def lplr(A: Tensor, hd: DampedHessian, k: int, lr_bits: int, inner_iters: int) -
     A: (d_out, d_in) float32.
     """
     L, R = exact_lowrank(A, hd, k)
-    best = LowRankFactors(quantize_rtn(L.T, lr_bits, None), quantize_rtn(R, lr_bits, None))
+    best = LowRankFactors(_quantize(L.T, lr_bits), _quantize(R, lr_bits))
     best_loss = weighted_loss(A, best.product(), hd.H)
     AH = A @ hd.H  # (d_out, d_in)
     Lq = best.Lt
     for _ in range(inner_iters):
-        Rq = quantize_rtn(solve_R(A, Lq.dequantize().T), lr_bits, None)
-        Lq = quantize_rtn(solve_L(AH, Rq.dequantize(), hd.H).T, lr_bits, None)
+        Rq = _quantize(solve_R(A, Lq.dequantize().T), lr_bits)
+        Lq = _quantize(solve_L(AH, Rq.dequantize(), hd.H).T, lr_bits)
         pair = LowRankFactors(Lq, Rq)
         loss = weighted_loss(A, pair.product(), hd.H)
         if loss < best_loss:

@@ -144,10 +144,10 @@ def decode(codes: Tensor, scale: Tensor, offset: Tensor, group_size: int) -> Ten
     return out.reshape(rows, cols)
 
 
-def quantize_rtn(X: Tensor, bits: int, group_size: int | None) -> QuantizedMatrix:
-    """Round-to-nearest quantisation of X (rows, cols) on its own min–max group grid."""
+def quantize_rtn(X: Tensor, bits: int, group_size: int | None, clip_search: bool = False) -> QuantizedMatrix:
+    """Round-to-nearest quantisation of X (rows, cols) on its own group grid (see `fit_grid`)."""
     X = X.float()
     g = effective_group_size(X.shape[1], group_size)
-    scale, offset = fit_grid(X, bits, g)
+    scale, offset = fit_grid(X, bits, g, clip_search=clip_search)
     codes = encode(X, scale, offset, bits, g)
     return QuantizedMatrix(codes, scale.to(torch.float16), offset.to(torch.float16), bits, g)
