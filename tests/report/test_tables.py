@@ -84,6 +84,7 @@ def test_comparison_table_rows_and_holm():
     ex_uni = rows[4]
     assert ex_uni[2:4] == ["4/7", "1/7"] and ex_uni[6:8] == ["3/0", "0.250"]
     assert ex_uni[4].startswith("-43 [")
+    assert ex_uni[5] == "–"  # one instance per family: the clustered bootstrap would be the plain one
     tests = tables.paired_tests(BASE, [SEL3, UNI3], n_boot=200)
     raw = sorted(t.mcnemar.p_value for t in tests)
     assert min(t.p_holm for t in tests) == pytest.approx(min(1.0, 6 * raw[0]))

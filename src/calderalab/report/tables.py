@@ -213,7 +213,8 @@ def paired_tests(
             families = [o.family for o in oa]
             xa, xb = [fn(o) for o in oa], [fn(o) for o in ob]
             clustered = None
-            if len(set(families)) > 1:
+            # With one instance per family the two-stage bootstrap is the plain one: no extra column.
+            if 1 < len(set(families)) < len(families):
                 clustered = stats.cluster_bootstrap_diff(xa, xb, families, n_boot=n_boot, seed=seed,
                                                          level=level)
             tests.append(PairedTest(a.label, b.label, metric, len(oa), sum(xa), sum(xb), stats.mcnemar_exact(xa, xb),
