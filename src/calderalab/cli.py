@@ -78,6 +78,13 @@ def inspect(
 # (section owned by the evaluation work; add commands below this line)
 
 
+
+# ---------------------------------------------------------------- statistics commands
+# (section owned by the statistics work; add commands below this line)
+# `eval` (stores runs in the results database) lives here, beside compare/runs, so that it does
+# not collide with the evaluation section's own commands.
+
+
 def _console():
     from rich.console import Console
 
@@ -128,10 +135,6 @@ def eval_cmd(
         console.print(f"\n[yellow]Note:[/yellow] {note}")
     console.print(f"\nstored as run [bold]{run_id}[/bold] in {db}  (compare with: calderalab compare RUN_A {run_id})")
 
-
-
-# ---------------------------------------------------------------- statistics commands
-# (section owned by the statistics work; add commands below this line)
 
 
 @app.command()
