@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--quick", action="store_true", help="bits 2,3 and rank 64 only")
     parser.add_argument("--skip-model", action="store_true", help="Gaussian matrices only")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the target machine has 2 cores)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: OpenMP threads on an oversubscribed machine cost up to 10x)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sources: dict[str, dict] = {}

@@ -32,7 +32,7 @@ def ldlq_quantize(
     bits: int,
     group_size: int | None,
     grid: tuple[Tensor, Tensor] | None = None,
-    block_size: int = 128,
+    block_size: int = 64,
 ) -> QuantizedMatrix:
     """LDLQ codes of W given the upper Cholesky factor U of the damped inverse Hessian.
 
