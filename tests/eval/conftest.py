@@ -90,3 +90,4 @@ def tok():
 @pytest.fixture(scope="session")
 def random_lm(tok):
     return tiny_llama(len(tok), seed=0)
+
