@@ -21,3 +21,11 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.fail(f"reference data not found at {path}: check out the repo beside ../shared")
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The embedded SmolLM2-135M-Instruct, loaded once per test session (de-quantised copy is cached)."""
+    from calderalab.models import load_model
+
+    return load_model("smollm2")
