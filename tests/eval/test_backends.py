@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import chain, scripted_llama
+from tiny_lm import chain, scripted_llama
 
 from calderalab.eval.backends import AnswerLineStop, HFBackend
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import chain, scripted_llama
+from tiny_lm import chain, scripted_llama
 from test_probes import make_instance
 
 from calderalab.eval.runner import EvalConfig, evaluate

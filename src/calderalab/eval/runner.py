@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from calderalab.eval.backends import Generation, HFBackend, OptionScores
 from calderalab.eval.goodhart import GoodhartSummary, InstanceOutcome, summarize
+from calderalab.eval.parse import is_correct, parse_answer
 from calderalab.eval.probes import (
     ANSWER_PREFIX,
     execution_choice,
@@ -100,19 +101,7 @@ class EvalRun:
         return summarize(self.outcomes())
 
 
-def _answer_checker() -> tuple[Callable, Callable]:
-    """(parse_answer, is_correct) from eval.parse; a minimal stand-in until that module is merged."""
-    try:
-        from calderalab.eval.parse import is_correct, parse_answer
-    except ModuleNotFoundError:
-        from calderalab.eval import _parse_fallback as fallback
-
-        log.warning("calderalab.eval.parse not available; using the minimal fallback answer parser")
-        return fallback.parse_answer, fallback.is_correct
-    return parse_answer, is_correct
-
-
-def _score_execution_generation(inst: Instance, gen: Generation, parse_answer: Callable, is_correct: Callable) -> ProbeResult:
+def _score_execution_generation(inst: Instance, gen: Generation) -> ProbeResult:
     parsed = parse_answer(gen.text, inst.answer_type)
     correct = parsed is not None and bool(is_correct(gen.text, inst.answer, inst.answer_type, inst.tolerance))
     return ProbeResult(inst.uid, "execution", "generate", correct, parsed, gen.text, gen.truncated)
@@ -142,11 +131,10 @@ def _counter(total: int, progress: Progress | None) -> Callable[[int], None] | N
 
 
 def _run_generate(backend: HFBackend, instances: Sequence[Instance], probed: Sequence[Instance], cfg: EvalConfig, progress: Progress | None) -> tuple[list[ProbeResult], int]:
-    parse_answer, is_correct = _answer_checker()
     advance = _counter(len(instances) + len(probed), progress)
     gens_e = backend.generate([execution_messages(i) for i in instances], cfg.max_new_tokens, cfg.stop_at_answer, advance)
     gens_u = backend.generate([understanding_messages(i) for i in probed], cfg.understanding_max_new_tokens, cfg.stop_at_answer, advance)
-    results = [_score_execution_generation(i, g, parse_answer, is_correct) for i, g in zip(instances, gens_e)]
+    results = [_score_execution_generation(i, g) for i, g in zip(instances, gens_e)]
     results += [_score_understanding_generation(i, g) for i, g in zip(probed, gens_u)]
     return results, sum(g.n_tokens for g in gens_e + gens_u)
 
