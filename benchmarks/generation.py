@@ -1,6 +1,6 @@
 """Generation throughput on the embedded SmolLM2: batched vs one prompt at a time, side by side.
 
-    PYTHONPATH=src python benchmarks/generation.py --n 8 --batch-size 8 --max-new-tokens 128
+    PYTHONPATH=src python benchmarks/generation.py --n 8 --batch-size 8 --max-new-tokens 128 [--threads 1]
 
 Both passes run the same execution prompts (GSM8K test rows) with greedy decoding and the
 answer-line stop, in one process on the same threads; the table gives seconds, generated
@@ -33,7 +33,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8, help="number of execution prompts")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        # On a shared, oversubscribed CPU one thread per process avoids OpenMP spin-wait collapse.
+        torch.set_num_threads(args.threads)
     console = Console()
 
     start = time.perf_counter()
