@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from calderalab.eval.probes import (
@@ -36,10 +38,11 @@ def test_execution_probe_asks_for_steps_and_an_answer_line():
     assert "15" not in msg["content"]  # the answer never leaks into the prompt
 
 
-@pytest.mark.parametrize("answer_type, example", [("time", "9:05 AM"), ("ordering", "C<A<B"), ("number", "42")])
-def test_execution_probe_states_the_answer_format(answer_type, example):
+@pytest.mark.parametrize("answer_type, form", [("time", "<AM or PM>"), ("ordering", "<name><<name>"), ("number", "<number>")])
+def test_execution_probe_states_the_answer_format(answer_type, form):
     (msg,) = execution_messages(make_instance(answer_type=answer_type))
-    assert f"Answer: {example}" in msg["content"]
+    assert form in msg["content"]
+    assert not re.search(r"Answer: \d", msg["content"])  # no sample value a model could copy
 
 
 def test_understanding_probe_is_a_separate_lettered_question():
@@ -85,7 +88,9 @@ def test_answer_line_detection(text, done):
 @pytest.mark.parametrize(
     "text, letter",
     [("Answer: B", "B"), ("answer: (c)\n", "C"), ("B) Apply discount", "B"), ("**Answer:** A", "A"),
-     ("Answer: E", None), ("I think plan two.", None), ("Answer:\nC", "C")],
+     ("Answer: E", None), ("I think plan two.", None), ("Answer:\nC", "C"),
+     ("A) Step 1: add.\nB) Step 1: subtract.", None), ("Step 1: 25%.\nThe answer is A.\n\nB) Step 2", "A"),
+     ("Answer: A\nWait, the answer is option C.", "C")],  # an echo of the options is no answer
 )
 def test_parse_letter(text, letter):
     assert parse_letter(text, n_options=4) == letter

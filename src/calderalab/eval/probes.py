@@ -22,13 +22,13 @@ Message = dict[str, str]
 LETTERS = "ABCDEFGHIJ"
 ANSWER_PREFIX = "Answer:"
 
-# How the final line must be written, per answer type: small models follow an example better
-# than a description, so every hint carries one.
+# How the final line must be written, per answer type. Placeholders, not sample values: a small
+# model copies an example value ("Answer: 42") into its reply, which could even be right by chance.
 _FORMAT_HINTS = {
-    "number": "Write the number only, without units or commas (for example: Answer: 42).",
-    "time": "Write the clock time as H:MM AM/PM (for example: Answer: 9:05 AM).",
-    "ordering": "Write the ordering as the names joined by '<', with no spaces (for example: Answer: C<A<B).",
-    "text": "Write a short phrase only (for example: Answer: blue).",
+    "number": "Write the number only, without units or commas: `Answer: <number>`.",
+    "time": "Write the clock time with AM or PM: `Answer: <hour>:<minutes> <AM or PM>`.",
+    "ordering": "Write the names in increasing order joined by '<', with no spaces: `Answer: <name><<name><<name>`.",
+    "text": "Write a short phrase only: `Answer: <phrase>`.",
 }
 
 
@@ -144,6 +144,11 @@ def has_complete_answer_line(text: str) -> bool:
     return ANSWER_LINE.search(text) is not None
 
 
+_LETTER_TAG = re.compile(
+    r"\banswer(?:[^:：\n]*[:：]|\s+is\b:?)[ \t*_(\[]*\n?[ \t*_(\[]*(?:option\s+)?([A-J])\b", re.IGNORECASE
+)
+
+
 def parse_letter(text: str, n_options: int) -> str | None:
     """The option letter chosen in an understanding reply, or None when there is none.
 
@@ -151,10 +156,12 @@ def parse_letter(text: str, n_options: int) -> str | None:
     Letters outside the first n_options are not accepted.
     """
     valid = LETTERS[:n_options]
-    line = re.search(r"answer[^:：\n]*[:：][ \t*_(\[]*\n?[ \t*_(\[]*([A-J])\b", text, re.IGNORECASE)
-    if line and line.group(1).upper() in valid:
-        return line.group(1).upper()
+    # The last answer tag wins ("Answer: B", "**Answer:** (b)", "The answer is B.").
+    tagged = _LETTER_TAG.findall(text)
+    if tagged and tagged[-1].upper() in valid:
+        return tagged[-1].upper()
+    # A bare letter counts only in a one-line reply: a multi-line "A) ... B) ..." echoes the options.
     bare = re.match(r"^\s*[*(\[]*([A-J])(?:[).\]:*]|\s|$)", text)
-    if bare and bare.group(1) in valid:
+    if bare and bare.group(1) in valid and len(text.strip().splitlines()) == 1:
         return bare.group(1)
     return None
