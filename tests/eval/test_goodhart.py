@@ -81,3 +81,13 @@ def test_decomposition_identity_is_exact(seed):
 def test_decomposition_needs_paired_runs():
     with pytest.raises(ValueError, match="not paired"):
         decompose_execution_change(outcomes("UE U."), outcomes("UE"))
+
+
+def test_summary_accepts_the_results_outcome_type():
+    # eval.outcomes.InstanceOutcome (results DB / report side) has the same fields summarize reads.
+    from calderalab.eval.outcomes import InstanceOutcome as StoredOutcome
+
+    stored = [StoredOutcome(o.uid, o.family, "15", o.understood, o.executed) for o in outcomes("UE U. .E ..")]
+    s = summarize(stored)
+    assert (s.passes, s.gaps, s.lucky, s.fails) == (1, 1, 1, 1)
+    assert decompose_execution_change(stored, outcomes("U. U. .E ..")).total == -1

@@ -1,5 +1,8 @@
 """Goodhart Gap metrics over per-instance outcomes. Pure Python: no torch, no I/O.
 
+summarize() and decompose_execution_change() read only uid, family, executed, understood and
+verdict, so they take this module's InstanceOutcome or eval.outcomes.InstanceOutcome alike.
+
 Per instance (DESIGN.md, Probe suite): PASS = understood and executed, GAP = understood but not
 executed, FAIL = neither, LUCKY = executed without understanding. The conditional gap rate
 gaps / understood is the headline number, because a model that understands nothing shows
