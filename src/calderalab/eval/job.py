@@ -14,7 +14,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from calderalab.eval.outcomes import RunOutcomes, join_probe_results
 from calderalab.eval.types import Instance, ProbeResult, Scoring
@@ -152,20 +152,27 @@ def _apply(job: EvalJob, model: Any) -> tuple[str, tuple[int, ...], dict[str, An
     return manifest_hash, tuple(protect), _compression_summary(manifest, model.calderalab_applied.applied)
 
 
-def _evaluate(job: EvalJob, model: Any, tokenizer: Any, instances: list[Instance]) -> tuple[list[ProbeResult], dict]:
+def _evaluate(
+    job: EvalJob, model: Any, tokenizer: Any, instances: list[Instance], progress: Callable[[int, int], None] | None
+) -> tuple[list[ProbeResult], dict]:
     """Run the probes; return the results and the decoding settings plus parse/truncation counts."""
     from calderalab.eval.runner import evaluate
 
-    run = evaluate(model, tokenizer, instances, job.scoring, batch_size=job.batch_size)
+    run = evaluate(model, tokenizer, instances, job.scoring, batch_size=job.batch_size, progress=progress)
     decoding = {**run.config.to_dict(), "greedy": True, "parse_failures": dict(run.parse_failures),
                 "truncated": dict(run.truncated), "seconds": round(run.seconds, 2)}
     return list(run.results), decoding
 
 
 def run_eval_job(
-    job: EvalJob, db_path: str | Path = DEFAULT_DB, loaded: tuple[Any, Any] | None = None
+    job: EvalJob,
+    db_path: str | Path = DEFAULT_DB,
+    loaded: tuple[Any, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[int, RunOutcomes]:
     """Evaluate the job's model on its instances, store the run, and return (run id, outcomes).
+
+    `progress(done, total)` is called as scoring advances (the CLI passes a progress bar).
 
     `loaded` = (model, tokenizer) already loaded from job.model_ref (tests share one); it must
     hold the original weights, and with job.artifacts it is modified in place.
@@ -180,7 +187,7 @@ def run_eval_job(
     manifest_hash, protected, compression = None, (), {}
     if job.artifacts is not None:
         manifest_hash, protected, compression = _apply(job, model)
-    results, decoding = _evaluate(job, model, tokenizer, instances)
+    results, decoding = _evaluate(job, model, tokenizer, instances, progress)
     record = RunRecord(
         model_ref=job.model_ref, scoring=job.scoring, suite=job.suite, seeds=job.seeds, n_requested=job.n,
         model_fingerprint=fingerprint, artifacts_manifest_hash=manifest_hash, protected_layers=protected,
