@@ -1,10 +1,13 @@
 """Measuring per-layer sensitivity: reference answers, teacher-forced runs, answer-token metrics.
 
 Protocol (DESIGN.md, Layer sensitivity): the uncompressed model first answers N probe prompts
-greedily; its teacher-forced log-probs on prompt + own answer are computed ONCE and cached;
-then for each decoder layer l only layer l's compressed weights are swapped in (restored
-exactly on exit) and the same teacher-forced batches are run and compared over the answer
-tokens. A noise floor compares the uncompressed model with itself under another batch layout.
+greedily; its teacher-forced log-probs on prompt + own answer are computed ONCE and cached
+(answer positions only, float32); then for each decoder layer l only layer l's compressed
+weights are swapped in (restored exactly on exit) and the same teacher-forced batches are run
+and compared over the answer tokens. By default the run of layer l executes only layers
+l..L-1 on the cached uncompressed stream, and the head only at answer positions
+(`fastpath.SuffixRunner`); `teacher_forced_logprobs` is the full-forward reference path.
+A noise floor compares the uncompressed model with itself under another batch layout.
 Imports torch; model access goes through `calderalab.models` (never transformers directly).
 """
 
