@@ -143,7 +143,8 @@ def sensitivity_cmd(
 
 
 class _StageClock:
-    """Wall-clock seconds per stage of a command, for the closing timing line."""
+    """Wall-clock seconds per stage of a command: echoed to stderr as each stage ends (long runs
+    show where they are), and kept for the closing timing line."""
 
     def __init__(self) -> None:
         import time
@@ -156,6 +157,7 @@ class _StageClock:
         now = self._now()
         self.stages.append((name, now - self._last))
         self._last = now
+        typer.echo(f"[{name}: {self.stages[-1][1]:.1f}s]", err=True)
 
 
 def _sensitivity_calibration(net, tok, prompts, job) -> tuple[list, str]:
