@@ -216,6 +216,9 @@ def sensitivity_cmd(
     threshold: float = typer.Option(None, help="fidelity threshold of the critical zone (default 0.15)"),
     layers: str = typer.Option(None, help="layer set to profile, e.g. 'last:5' or '0-3' (default all)"),
     out: Path = typer.Option(Path("runs/sensitivity"), help="output directory"),
+    calib: str = typer.Option("self", help="calibration source of the Hessians: 'self' (model-generated text) or a text / GSM8K .jsonl file"),
+    calib_samples: int = typer.Option(None, help="calibration windows (default 16)"),
+    max_new_tokens: int = typer.Option(None, help="cap of the reference answers in tokens (default 48)"),
 ) -> None:
     """Per-layer sensitivity profile: fidelity / margin / KL, critical zone, tables and U-shape plot."""
     import dataclasses
@@ -226,40 +229,68 @@ def sensitivity_cmd(
     from calderalab.plans import parse_layer_set
     from calderalab.sensitivity.pipeline import SensitivityJob, probe_prompt_ids, run_sensitivity, write_outputs
 
-    job = SensitivityJob(**{k: v for k, v in {"n_samples": samples, "threshold": threshold}.items() if v is not None})
+    job = SensitivityJob(**{k: v for k, v in {"n_samples": samples, "threshold": threshold, "calib_samples": calib_samples,
+                                              "calib_source": calib}.items() if v is not None})
+    if max_new_tokens is not None:
+        job = dataclasses.replace(job, measure=dataclasses.replace(job.measure, max_new_tokens=max_new_tokens))
     spec = CompressionSpec(method="caldera" if rank > 0 else "ldlq", bits=bits, rank=rank, seed=job.seed)
+    clock = _StageClock()
     net, tok = load_model(model)
+    clock.done("load model")
     n_layers = num_layers(net)
     chosen = parse_layer_set(layers, n_layers) if layers else None
     prompts = probe_prompt_ids(tok, job.n_samples, job.seed)
-    calib = _sensitivity_calibration(net, tok, prompts, job)
+    calib_batches, calib_description = _sensitivity_calibration(net, tok, prompts, job)
+    clock.done("calibration data")
     with _progress() as bar:
         task = bar.add_task("layers", total=len(chosen) if chosen else n_layers)
         profile, zone = run_sensitivity(
-            net, prompts, calib, lambda W, H: decompose(W, H, spec).reconstruct(), job, chosen,
+            net, prompts, calib_batches, lambda W, H: decompose(W, H, spec).reconstruct(), job, chosen,
             eos_token_id=getattr(tok, "eos_token_id", None),
-            settings={"model": model, "spec": spec.to_dict(), "spec_key": spec.key()},
-            progress=lambda done, total: bar.update(task, completed=done),
+            settings={"model": model, "spec": spec.to_dict(), "spec_key": spec.key(), "calib_source": job.calib_source,
+                      "calib": calib_description},
+            progress=lambda done, total: bar.update(task, completed=done), stage=clock.done,
         )
     max_rank = min(min(m.weight.shape) for t in discover_layers(net) for m in t.modules.values())
     ultra = ultra_ranks(profile, rank, zone, max_rank=max_rank) if zone and rank > 0 else None
     paths = write_outputs(profile, zone, out, job.groups, ultra, rank)
+    clock.done("write outputs")
     typer.echo(paths["tables"].read_text())
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
+    typer.echo("timings: " + ", ".join(f"{name} {sec:.1f}s" for name, sec in clock.stages))
 
 
-def _sensitivity_calibration(net, tok, prompts, job) -> list:
-    """Calibration batches from calderalab.calib when available, else the probe prompts themselves."""
+class _StageClock:
+    """Wall-clock seconds per stage of a command: echoed to stderr as each stage ends (long runs
+    show where they are), and kept for the closing timing line."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self._last = self._now()
+        self.stages: list[tuple[str, float]] = []
+
+    def done(self, name: str) -> None:
+        now = self._now()
+        self.stages.append((name, now - self._last))
+        self._last = now
+        typer.echo(f"[{name}: {self.stages[-1][1]:.1f}s]", err=True)
+
+
+def _sensitivity_calibration(net, tok, prompts, job) -> tuple[list, str]:
+    """(batches, description): from calderalab.calib when available, else the probe prompts themselves."""
     import torch
 
     try:
         from calderalab.calib import CalibConfig, load_calibration
     except ImportError:
         typer.secho("calderalab.calib not available: calibrating on the probe prompts", fg=typer.colors.YELLOW, err=True)
-        return [torch.tensor([p]) for p in prompts[: job.calib_samples]]
-    data = load_calibration(net, tok, CalibConfig(n_samples=job.calib_samples, seq_len=job.calib_seq_len, seed=job.seed))
-    return list(data.batches)
+        return [torch.tensor([p]) for p in prompts[: job.calib_samples]], "probe prompts (calderalab.calib not available)"
+    data = load_calibration(net, tok, CalibConfig(source=job.calib_source, n_samples=job.calib_samples,
+                                                  seq_len=job.calib_seq_len, seed=job.seed))
+    return list(data.batches), data.description
 
 
 def _progress():
