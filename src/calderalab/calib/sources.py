@@ -25,6 +25,9 @@ import torch
 log = logging.getLogger(__name__)
 
 SELF_SOURCE = "self"
+# Rows sampled per generate() call: decoding is step-bound on CPU, so wide batches cost little
+# more per step than narrow ones (part of the data description, so it changes the token sha).
+GENERATION_BATCH = 16
 
 # Neutral openings: no task content, so self-generated calibration does not favour any probe.
 NEUTRAL_PROMPTS: tuple[str, ...] = (
@@ -159,8 +162,8 @@ def load_calibration(model: Any, tokenizer: Any, config: CalibConfig) -> CalibDa
     if config.source == SELF_SOURCE:
         if tokenizer is None:
             raise ValueError("self-generated calibration needs the model's tokenizer; pass a text or .jsonl source instead")
-        ids = generate_self_text(model, tokenizer, config.n_samples, config.seq_len, config.seed, config.batch_size)
-        description = f"self-generated (seeded sampling, top_p=0.95, seed={config.seed}) from {len(NEUTRAL_PROMPTS)} neutral prompts"
+        ids = generate_self_text(model, tokenizer, config.n_samples, config.seq_len, config.seed, GENERATION_BATCH)
+        description = f"self-generated (seeded sampling, top_p=0.95, seed={config.seed}, {GENERATION_BATCH} rows per prompt) from {len(NEUTRAL_PROMPTS)} neutral prompts"
         return CalibData(ids, description, config.batch_size)
     path = Path(config.source).expanduser()
     if path.suffix == ".jsonl":
