@@ -7,6 +7,7 @@ and the fix; `main()` prints it without a traceback and exits 2.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
@@ -30,6 +31,41 @@ def version() -> None:
 
 # ---------------------------------------------------------------- models commands
 # (section owned by the models work; add commands below this line)
+
+
+@app.command()
+def inspect(
+    model: str = typer.Argument(..., help="smollm2, an HF id in the local cache, a model directory, or a .gguf file"),
+    weights: bool = typer.Option(False, "--weights", help="load the weights too (identity hash; slower)"),
+) -> None:
+    """Print a model's decoder layer count and its target modules with shapes and parameter counts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from calderalab.models import discover_layers, load_model, load_skeleton, model_identity, resolve_model_ref
+
+    model_ref = resolve_model_ref(model)
+    net = load_model(model_ref)[0] if weights else load_skeleton(model_ref)
+    layers = discover_layers(net)
+    console = Console()
+    console.print(f"[bold]{model_ref.display_name}[/bold]  ({model_ref.kind}: {model_ref.path})")
+    if weights:
+        console.print(f"identity: {model_identity(model_ref)}")
+    console.print(f"architecture: {type(net).__name__}   decoder layers: {len(layers)}")
+    table = Table(title="target modules (per decoder layer)")
+    for column in ("module", "path in layer", "shape (d_out, d_in)", "params / layer", "params, all layers"):
+        table.add_column(column, justify="right" if column.startswith("params") else "left")
+    console.print(f"decoder layers at: {layers[0].path.rsplit('.', 1)[0]}.<i>")
+    total = 0
+    for name, shape in layers[0].shapes.items():
+        per_layer = shape[0] * shape[1]
+        all_layers = sum(t.shapes[name][0] * t.shapes[name][1] for t in layers)
+        total += all_layers
+        in_layer = layers[0].qualified_names[name][len(layers[0].path) + 1 :]
+        table.add_row(name, in_layer, f"{shape[0]} x {shape[1]}", f"{per_layer:,}", f"{all_layers:,}")
+    console.print(table)
+    n_params = sum(p.numel() for p in net.parameters())
+    console.print(f"target parameters: {total:,} of {n_params:,} ({100 * total / n_params:.1f}%; the rest: embeddings, norms, lm_head)")
 
 
 
@@ -268,6 +304,68 @@ def ppl(
 
 # ---------------------------------------------------------------- sensitivity commands
 # (section owned by the sensitivity work; add commands below this line)
+
+
+@app.command("sensitivity")
+def sensitivity_cmd(
+    model: str = typer.Argument("smollm2", help="model reference (smollm2, hub id, local dir, .gguf)"),
+    bits: int = typer.Option(3, help="b_Q of the per-layer compression"),
+    rank: int = typer.Option(32, help="rank k of L·R (0 = ldlq)"),
+    samples: int = typer.Option(None, help="probe samples N (default 64)"),
+    threshold: float = typer.Option(None, help="fidelity threshold of the critical zone (default 0.15)"),
+    layers: str = typer.Option(None, help="layer set to profile, e.g. 'last:5' or '0-3' (default all)"),
+    out: Path = typer.Option(Path("runs/sensitivity"), help="output directory"),
+) -> None:
+    """Per-layer sensitivity profile: fidelity / margin / KL, critical zone, tables and U-shape plot."""
+    import dataclasses
+
+    from calderalab.allocation import ultra_ranks
+    from calderalab.core import CompressionSpec, decompose
+    from calderalab.models import discover_layers, load_model, num_layers
+    from calderalab.plans import parse_layer_set
+    from calderalab.sensitivity.pipeline import SensitivityJob, probe_prompt_ids, run_sensitivity, write_outputs
+
+    job = SensitivityJob(**{k: v for k, v in {"n_samples": samples, "threshold": threshold}.items() if v is not None})
+    spec = CompressionSpec(method="caldera" if rank > 0 else "ldlq", bits=bits, rank=rank, seed=job.seed)
+    net, tok = load_model(model)
+    n_layers = num_layers(net)
+    chosen = parse_layer_set(layers, n_layers) if layers else None
+    prompts = probe_prompt_ids(tok, job.n_samples, job.seed)
+    calib = _sensitivity_calibration(net, tok, prompts, job)
+    with _progress() as bar:
+        task = bar.add_task("layers", total=len(chosen) if chosen else n_layers)
+        profile, zone = run_sensitivity(
+            net, prompts, calib, lambda W, H: decompose(W, H, spec).reconstruct(), job, chosen,
+            eos_token_id=getattr(tok, "eos_token_id", None),
+            settings={"model": model, "spec": spec.to_dict(), "spec_key": spec.key()},
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    max_rank = min(min(m.weight.shape) for t in discover_layers(net) for m in t.modules.values())
+    ultra = ultra_ranks(profile, rank, zone, max_rank=max_rank) if zone and rank > 0 else None
+    paths = write_outputs(profile, zone, out, job.groups, ultra, rank)
+    typer.echo(paths["tables"].read_text())
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+def _sensitivity_calibration(net, tok, prompts, job) -> list:
+    """Calibration batches from calderalab.calib when available, else the probe prompts themselves."""
+    import torch
+
+    try:
+        from calderalab.calib import CalibConfig, load_calibration
+    except ImportError:
+        typer.secho("calderalab.calib not available: calibrating on the probe prompts", fg=typer.colors.YELLOW, err=True)
+        return [torch.tensor([p]) for p in prompts[: job.calib_samples]]
+    data = load_calibration(net, tok, CalibConfig(n_samples=job.calib_samples, seq_len=job.calib_seq_len, seed=job.seed))
+    return list(data.batches)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
+
 
 
 

@@ -1,0 +1,224 @@
+"""ArtifactStore: compressed modules on a local directory or any fsspec URL, one code path.
+
+Owns reading and writing artifact files and manifest entries (layout in manifest.py),
+atomic writes, checksums, and resume (`has`). Knows nothing about models: fingerprints of
+the weights an artifact is applied to are checked in apply.py. Never imports transformers.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import uuid
+from typing import Any, Mapping
+
+import fsspec
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from calderalab import __version__, core
+from calderalab.artifacts import codec
+from calderalab.artifacts.fingerprint import bytes_sha256, weight_fingerprint
+from calderalab.artifacts.manifest import Manifest, ManifestHeader, ModuleEntry, module_stem
+from calderalab.errors import ArtifactError
+
+log = logging.getLogger(__name__)
+
+_META_PREFIX = "calderalab."  # our keys in the safetensors header, stripped before from_tensors
+
+
+class ArtifactStore:
+    """Artifacts of one model under `url` ("/path", "file://", "s3://bucket/x", "memory://x", ...).
+
+    `storage_options` go to fsspec (e.g. {"client_kwargs": {"endpoint_url": ...}} for S3).
+    """
+
+    def __init__(self, url: str, **storage_options: Any) -> None:
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
+        self.root = self.root.rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.url!r})"
+
+    # ------------------------------------------------------------ low-level I/O
+
+    def _path(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def _write_atomic(self, rel: str, data: bytes) -> None:
+        """Make `rel` appear whole or not at all.
+
+        Local filesystems: write a uniquely named temp file beside it, then rename (atomic
+        on POSIX within one directory). Object stores: one PUT is already atomic (an object
+        becomes visible only once complete), and a rename would be a non-atomic copy.
+        """
+        path = self._path(rel)
+        parent = path.rsplit("/", 1)[0]
+        if isinstance(self.fs, LocalFileSystem):
+            self.fs.makedirs(parent, exist_ok=True)
+            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
+            try:
+                self.fs.pipe_file(tmp, data)
+                self.fs.mv(tmp, path)
+            except BaseException:
+                if self.fs.exists(tmp):
+                    self.fs.rm(tmp)
+                raise
+        else:
+            self.fs.pipe_file(path, data)
+
+    def _read(self, rel: str) -> bytes:
+        try:
+            return self.fs.cat_file(self._path(rel))
+        except FileNotFoundError as err:
+            raise ArtifactError(f"artifact file {self.url}/{rel} is missing") from err
+
+    # ------------------------------------------------------------ header
+
+    def init(self, model: Mapping[str, Any], calibration: Mapping[str, Any]) -> ManifestHeader:
+        """Create the store's header, or check an existing one describes the same model and calibration.
+
+        `model`: {"ref": ..., "revision": ..., ...} identity of the source model. A store holds
+        artifacts of one model and one calibration only, so resuming into it with another
+        raises ArtifactError instead of mixing them.
+        """
+        created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        fresh = ManifestHeader(dict(model), dict(calibration), __version__, created)
+        if self.fs.exists(self._path("manifest.json")):
+            existing = self.header()
+            if not existing.same_source(fresh):
+                raise ArtifactError(
+                    f"{self.url} holds artifacts of model {existing.model} with calibration "
+                    f"{existing.calibration}, not {fresh.model} with {fresh.calibration}; use a new store URL"
+                )
+            return existing
+        self._write_atomic("manifest.json", json.dumps(fresh.to_dict(), sort_keys=True, indent=1).encode())
+        return fresh
+
+    def header(self) -> ManifestHeader:
+        if not self.fs.exists(self._path("manifest.json")):
+            raise ArtifactError(f"no artifact store at {self.url}: manifest.json is missing (compress first)")
+        return ManifestHeader.from_dict(json.loads(self._read("manifest.json")), f"{self.url}/manifest.json")
+
+    # ------------------------------------------------------------ entries
+
+    def _entry_rel(self, layer: int, name: str, spec_key: str) -> str:
+        return f"entries/{module_stem(layer, name, spec_key)}.json"
+
+    def entry(self, layer: int, name: str, spec: Any) -> ModuleEntry:
+        key = spec if isinstance(spec, str) else spec.key()
+        rel = self._entry_rel(layer, name, key)
+        if not self.fs.exists(self._path(rel)):
+            raise ArtifactError(f"module {layer}.{name} (spec {key}) is not in {self.url}: compress it first")
+        return ModuleEntry.from_dict(json.loads(self._read(rel)), rel)
+
+    def manifest(self) -> Manifest:
+        """Header merged with every entry sidecar (or, if there are none, manifest.json's snapshot)."""
+        header = self.header()
+        entries_dir = self._path("entries")
+        paths = [p for p in self.fs.find(entries_dir) if p.endswith(".json")] if self.fs.exists(entries_dir) else []
+        if paths:
+            blobs = self.fs.cat(paths)  # one batched (concurrent on object stores) read
+            rows = [(p, json.loads(blobs[p])) for p in sorted(blobs)]
+        else:
+            rows = [("manifest.json", r) for r in json.loads(self._read("manifest.json")).get("modules", [])]
+        modules = {}
+        for where, row in rows:
+            entry = ModuleEntry.from_dict(row, where)
+            modules[(entry.layer, entry.module, entry.spec_key)] = entry
+        return Manifest(header, modules)
+
+    def consolidate(self) -> Manifest:
+        """Write the merged manifest into manifest.json (call once, after all writers finish)."""
+        manifest = self.manifest()
+        self._write_atomic("manifest.json", json.dumps(manifest.to_dict(), sort_keys=True, indent=1).encode())
+        return manifest
+
+    def has(self, layer: int, name: str, spec: Any) -> bool:
+        """True when the module's entry and a file of the recorded size both exist (resume check)."""
+        rel = self._entry_rel(layer, name, spec.key())
+        if not self.fs.exists(self._path(rel)):
+            return False
+        entry = ModuleEntry.from_dict(json.loads(self._read(rel)), rel)
+        path = self._path(entry.file)
+        return self.fs.exists(path) and self.fs.size(path) == entry.size
+
+    # ------------------------------------------------------------ modules
+
+    def put(
+        self,
+        layer: int,
+        name: str,
+        spec: Any,
+        decomposition: Any,
+        W: torch.Tensor,
+        H: torch.Tensor | None = None,
+        qualified_name: str | None = None,
+    ) -> ModuleEntry:
+        """Store one module's decomposition of original weight W (d_out, d_in); H (d_in, d_in) optional.
+
+        Writes the safetensors file, then its entry: a module counts as stored only once
+        its entry exists, so a crash between the two just redoes the module on resume.
+        """
+        if W.dim() != 2:
+            raise ValueError(f"W must be (d_out, d_in), got shape {tuple(W.shape)}")
+        self.header()  # refuse to write into a store without a header (call init first)
+        key = spec.key()
+        rel = f"modules/{module_stem(layer, name, key)}.safetensors"
+        tensors = {k: v.detach().cpu().contiguous() for k, v in decomposition.to_tensors().items()}
+        own = {"layer": str(layer), "module": name, "spec": json.dumps(spec.to_dict(), sort_keys=True)}
+        meta = {**decomposition.metadata(), **{_META_PREFIX + k: v for k, v in own.items()}}
+        data = codec.encode(tensors, meta)
+        self._write_atomic(rel, data)
+        entry = ModuleEntry(
+            layer=layer,
+            module=name,
+            spec_key=key,
+            spec=spec.to_dict(),
+            shape=(int(W.shape[0]), int(W.shape[1])),
+            original_fingerprint=weight_fingerprint(W),
+            file=rel,
+            sha256=bytes_sha256(data),
+            size=len(data),
+            metrics=module_metrics(decomposition, W, H),
+            qualified_name=qualified_name,
+        )
+        self._write_atomic(self._entry_rel(layer, name, key), entry.to_json().encode())
+        log.debug("stored %s (%d bytes)", rel, len(data))
+        return entry
+
+    def read_verified(self, entry: ModuleEntry) -> bytes:
+        """The bytes of an entry's file, after checking its size and sha256 against the manifest."""
+        data = self._read(entry.file)
+        digest = bytes_sha256(data)
+        if digest != entry.sha256 or len(data) != entry.size:
+            raise ArtifactError(
+                f"artifact file {self.url}/{entry.file} is corrupted: manifest says sha256 {entry.sha256} "
+                f"({entry.size} bytes), file has sha256 {digest} ({len(data)} bytes); delete the file and "
+                "its entries/ sidecar and resume the compression to rewrite it"
+            )
+        return data
+
+    def load(self, layer: int, name: str, spec: Any) -> Any:
+        """The stored Decomposition of one module, checksum-verified."""
+        return decomposition_from_bytes(self.read_verified(self.entry(layer, name, spec)))
+
+
+def decomposition_from_bytes(data: bytes) -> Any:
+    """Decode a module file into core.Decomposition (our own metadata keys removed)."""
+    meta = {k: v for k, v in codec.read_metadata(data).items() if not k.startswith(_META_PREFIX)}
+    return core.Decomposition.from_tensors(codec.decode(data), meta)
+
+
+def module_metrics(decomposition: Any, W: torch.Tensor, H: torch.Tensor | None) -> dict[str, float | None]:
+    """Validation metrics of one module: relative H-weighted error, Pearson corr, SQNR, bpw."""
+    W_hat = decomposition.reconstruct()
+    W32 = W.detach().to(torch.float32)
+    return {
+        "relative_error": None if H is None else float(decomposition.relative_error(W32, H)),
+        "weight_correlation": float(core.weight_correlation(W32, W_hat)),
+        "sqnr_db": float(core.sqnr_db(W32, W_hat)),
+        "bpw": float(decomposition.bpw),
+        "bpw_paper": float(decomposition.bpw_paper),
+    }

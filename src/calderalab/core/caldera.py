@@ -1,0 +1,78 @@
+"""The CALDERA alternating solver, W ≈ Q + L·R, in the (already normalised, rotated) basis.
+
+Imports torch only (plus calderalab.errors through ldlq).
+
+Algorithm (Saha, Srivastava, Candès, Pilanci, NeurIPS 2024, Alg. 1, as the reference code runs it):
+    Q ← 0, L ← 0, R ← 0
+    for t = 1..outer_iters:
+        L, R ← LPLR(W − Q)      exact rank-k start from the SVD of (W − Q)H^½, then inner_iters
+                                rounds of closed-form weighted least squares, factors quantised
+        Q    ← LDLQ(W − L·R)    b_Q-bit Hessian-aware rounding
+        e_t  ← √( tr(ΔHΔᵀ) / tr(WHWᵀ) ),  Δ = W − Q − L·R
+    return the iterate with the smallest e_t
+The quantised steps are not monotone (rounding can raise the loss), hence "keep the best".
+H is damped once, H/mean(diag H) + damp·I, on a copy; e_t uses the undamped H.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from calderalab.core.ldlq import inverse_cholesky_upper, ldlq_quantize
+from calderalab.core.lowrank import HessianFactors, LowRankFactors, lplr
+from calderalab.core.metrics import relative_error
+from calderalab.core.quantize import QuantizedMatrix
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """The kept iterate. Q: codes (d_out, d_in); factors: Lᵀ (k, d_out), R (k, d_in) or None (rank 0);
+    errors: e_t for every outer iteration; best_iter: index of the kept one."""
+
+    Q: QuantizedMatrix
+    factors: LowRankFactors | None
+    errors: tuple[float, ...]
+    best_iter: int
+
+
+def ldlq_solve(W: Tensor, H: Tensor, bits: int, group_size: int | None, damp: float) -> SolveResult:
+    """Rank-0 solve: Q = LDLQ(W). W: (d_out, d_in) float32, H: (d_in, d_in)."""
+    U, _ = inverse_cholesky_upper(H, damp)
+    Q = ldlq_quantize(W, U, bits, group_size)
+    return SolveResult(Q, None, (relative_error(W, Q.dequantize(), H),), 0)
+
+
+def caldera_solve(
+    W: Tensor,
+    H: Tensor,
+    *,
+    bits: int,
+    rank: int,
+    lr_bits: int,
+    group_size: int | None,
+    outer_iters: int,
+    inner_iters: int,
+    damp: float,
+) -> SolveResult:
+    """Alternate LPLR and LDLQ for `outer_iters` rounds and keep the best iterate.
+
+    W: (d_out, d_in) float32; H: (d_in, d_in) undamped Hessian (any dtype; factorised in float64).
+    """
+    U, Hd = inverse_cholesky_upper(H, damp)  # (d_in, d_in) each, float64
+    hf = HessianFactors.from_damped(Hd)
+    Q_hat = torch.zeros_like(W)  # (d_out, d_in)
+    best: SolveResult | None = None
+    errors: list[float] = []
+    for t in range(outer_iters):
+        factors = lplr(W - Q_hat, hf, rank, lr_bits, inner_iters)
+        LR = factors.product()  # (d_out, d_in)
+        Q = ldlq_quantize(W - LR, U, bits, group_size)
+        Q_hat = Q.dequantize()
+        errors.append(relative_error(W, Q_hat + LR, H))
+        if best is None or errors[-1] < best.errors[best.best_iter]:
+            best = SolveResult(Q, factors, tuple(errors), t)
+    assert best is not None
+    return SolveResult(best.Q, best.factors, tuple(errors), best.best_iter)

@@ -1,0 +1,125 @@
+"""Uniform asymmetric group quantisation (2..8 bits). Imports torch only.
+
+A row of X (rows, cols) is cut into groups of `group_size` consecutive columns (None = the whole
+row). Each group g has an fp16 `offset` o_g and an fp16 `scale` s_g; an entry is stored as the
+integer code c = clamp(round((x − o_g)/s_g), 0, 2^b − 1) and decoded as x̂ = o_g + s_g·c.
+
+The grid is fitted so that the fp16-stored values still cover the group: o_g is min(x) rounded
+*down* to fp16 and s_g is (max(x) − o_g)/(2^b − 1) rounded *up*, so every entry of the group lies on
+[o_g, o_g + s_g·(2^b − 1)] and round-to-nearest errs by at most s_g/2. Storage per group: 32 bits
+(two fp16), counted by `core.bpw`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+# Smallest positive normal fp16: the floor for a scale, so a constant group still decodes exactly.
+_MIN_SCALE = 2.0**-14
+SCALE_BITS = 16  # fp16 scale
+OFFSET_BITS = 16  # fp16 offset
+
+
+@dataclass(frozen=True)
+class QuantizedMatrix:
+    """Integer codes plus their per-group grid.
+
+    codes: (rows, cols) uint8, values in [0, 2^bits).
+    scale, offset: (rows, n_groups) float16, n_groups = cols // group_size.
+    group_size: effective columns per group (cols when the spec said None).
+    """
+
+    codes: Tensor
+    scale: Tensor
+    offset: Tensor
+    bits: int
+    group_size: int
+
+    def dequantize(self) -> Tensor:
+        """(rows, cols) float32: offset + scale·code."""
+        return decode(self.codes, self.scale, self.offset, self.group_size)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.codes.shape)  # type: ignore[return-value]
+
+
+def effective_group_size(cols: int, group_size: int | None) -> int:
+    """Columns per group; ValueError when `group_size` does not divide `cols`."""
+    if group_size is None:
+        return cols
+    if cols % group_size != 0:
+        raise ValueError(f"group_size={group_size} does not divide d_in={cols}; use a divisor or None (whole row)")
+    return group_size
+
+
+def _fp16_bits_step(h: Tensor, up: bool) -> Tensor:
+    """The adjacent fp16 value above (up) or below each finite h (h: float16, no -0)."""
+    bits = h.view(torch.int16)
+    positive = h > 0
+    stepped = torch.where(positive == up, bits + 1, bits - 1)  # away from zero when moving outwards
+    stepped = stepped.view(torch.float16)
+    tiny = torch.full_like(h, 2.0**-24 if up else -(2.0**-24))
+    return torch.where(h == 0, tiny, stepped)
+
+
+def round_to_fp16(x: Tensor, up: bool) -> Tensor:
+    """x (float32) rounded to an fp16 value ≥ x (up) or ≤ x (down), returned as float32."""
+    h = x.to(torch.float16) + 0.0  # "+ 0.0" turns -0 into +0 so the bit step below is monotone
+    wrong_side = (h.float() < x) if up else (h.float() > x)
+    h = torch.where(wrong_side, _fp16_bits_step(h, up), h)
+    out = h.float()
+    if not torch.isfinite(out).all():
+        raise ValueError("values exceed the fp16 range of quantisation scales; normalise the matrix first")
+    return out
+
+
+def fit_grid(X: Tensor, bits: int, group_size: int | None) -> tuple[Tensor, Tensor]:
+    """Per-group min–max grid, fp16-representable, covering every entry.
+
+    Args:
+      X: (rows, cols) float32.
+    Returns:
+      scale, offset: (rows, n_groups) float32 holding fp16 values.
+    """
+    rows, cols = X.shape
+    g = effective_group_size(cols, group_size)
+    groups = X.reshape(rows, cols // g, g)  # (rows, n_groups, g)
+    offset = round_to_fp16(groups.amin(dim=2), up=False)  # (rows, n_groups)
+    span = groups.amax(dim=2) - offset  # (rows, n_groups), ≥ 0
+    scale = round_to_fp16((span / (2**bits - 1)).clamp_min(_MIN_SCALE), up=True)
+    return scale, offset
+
+
+def encode(X: Tensor, scale: Tensor, offset: Tensor, bits: int, group_size: int) -> Tensor:
+    """Round-to-nearest codes of X on a given grid (entries outside it are clamped).
+
+    Args:
+      X: (rows, cols); scale, offset: (rows, cols // group_size).
+    Returns:
+      (rows, cols) uint8 codes.
+    """
+    rows, cols = X.shape
+    groups = X.reshape(rows, cols // group_size, group_size)  # (rows, n_groups, g)
+    codes = torch.round((groups - offset[..., None]) / scale[..., None]).clamp_(0, 2**bits - 1)
+    return codes.reshape(rows, cols).to(torch.uint8)  # (rows, cols)
+
+
+def decode(codes: Tensor, scale: Tensor, offset: Tensor, group_size: int) -> Tensor:
+    """x̂ = offset + scale·code per group. codes: (rows, cols) → (rows, cols) float32."""
+    rows, cols = codes.shape
+    groups = codes.reshape(rows, cols // group_size, group_size).float()  # (rows, n_groups, g)
+    out = offset.float()[..., None] + scale.float()[..., None] * groups
+    return out.reshape(rows, cols)
+
+
+def quantize_rtn(X: Tensor, bits: int, group_size: int | None) -> QuantizedMatrix:
+    """Round-to-nearest quantisation of X (rows, cols) on its own min–max group grid."""
+    X = X.float()
+    g = effective_group_size(X.shape[1], group_size)
+    scale, offset = fit_grid(X, bits, g)
+    codes = encode(X, scale, offset, bits, g)
+    return QuantizedMatrix(codes, scale.to(torch.float16), offset.to(torch.float16), bits, g)

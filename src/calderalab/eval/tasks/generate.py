@@ -1,0 +1,219 @@
+"""Instances from families: solve with the gold plan, run the wrong plans, render both probes. No torch.
+
+Determinism: every random choice comes from a `random.Random` seeded by a SHA-256 of
+(seed, family id, purpose, counter), never from `hash()` or dict order, so the same seed gives
+identical instances in any process. Sampling is rejection sampling over the family's conditions
+with a bounded number of tries per instance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from fractions import Fraction
+from typing import Any, Iterable, Mapping, Sequence
+
+from calderalab.errors import TaskFamilyError
+from calderalab.eval.tasks.interpreter import EvalFailure
+from calderalab.eval.tasks.schema import Family, Step
+from calderalab.eval.types import Instance
+from calderalab.eval.tasks.values import ClockTime, Ordering, format_number, to_plain
+
+log = logging.getLogger(__name__)
+
+MAX_TRIES = 2000  # consecutive rejected samples before giving up on a new distinct instance
+MAX_PLAN_OPTIONS = 4  # the correct plan + up to 3 wrong ones
+MIN_WRONG_PLANS = 2
+
+
+def derive_rng(seed: int, *parts: object) -> random.Random:
+    """A generator that depends only on (seed, parts), stable across processes and Python runs."""
+    digest = hashlib.sha256("|".join(map(str, (seed, *parts))).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def run_plan(steps: Sequence[Step], variables: Mapping[str, Any]) -> dict[str, Any]:
+    """Execute steps in order; returns the environment (variables + every step's value). Raises EvalFailure."""
+    env = dict(variables)
+    for step in steps:
+        env[step.name] = step.expr.evaluate(env)
+    return env
+
+
+def format_answer(family: Family, value: Any, plan: str = "gold plan") -> str:
+    """The final value as the report writes it; TaskFamilyError if its type is not the declared one."""
+    expected = {"number": Fraction, "time": ClockTime, "ordering": Ordering}[family.answer.type]
+    if isinstance(value, bool) or not isinstance(value, expected):
+        raise TaskFamilyError(
+            f"{family.source}: field 'answer.type': the {plan} ends in {value!r}, expected a {family.answer.type} "
+            f"(last step must compute a {expected.__name__})"
+        )
+    if isinstance(value, Fraction):
+        return format_number(value, family.answer.decimals)
+    return value.render()
+
+
+def render_plan(steps: Sequence[Step], variables: Mapping[str, Any]) -> str:
+    """A plan as one line: 'Step 1: ... Step 2: ...'."""
+    return " ".join(f"Step {i}: {s.text.render(variables).rstrip('.')}." for i, s in enumerate(steps, 1))
+
+
+def _solve(family: Family, variables: Mapping[str, Any]) -> tuple[str, list[tuple[str, str]]] | None:
+    """(gold answer, [(wrong plan text, wrong answer)]) or None if the sample violates a condition."""
+    try:
+        env = run_plan(family.steps, variables)
+        if not all(c.evaluate(env) is True for c in family.conditions):
+            return None
+    except EvalFailure:
+        return None
+    gold = format_answer(family, env[family.steps[-1].name])
+    gold_plan = render_plan(family.steps, variables)
+    wrong: list[tuple[str, str]] = []
+    for mutation in family.mutations:
+        try:
+            value = run_plan(mutation.steps, variables)[mutation.steps[-1].name]
+        except EvalFailure:
+            continue  # this wrong plan is undefined for these values (e.g. divides by zero)
+        answer = format_answer(family, value, f"mutation {mutation.id!r}")
+        text = render_plan(mutation.steps, variables)
+        if answer != gold and text != gold_plan and text not in {t for t, _ in wrong}:
+            wrong.append((text, answer))
+    return gold, wrong
+
+
+def build_instance(
+    family: Family, variables: Mapping[str, Any], seed: int, index: int, canonical: bool = False
+) -> Instance | None:
+    """The instance for one variable assignment, or None when the assignment is rejected."""
+    solved = _solve(family, variables)
+    if solved is None or len(solved[1]) < MIN_WRONG_PLANS:
+        return None
+    gold, wrong = solved
+    rng = derive_rng(seed, family.id, "options", index)
+    chosen = rng.sample(wrong, min(len(wrong), MAX_PLAN_OPTIONS - 1))
+    gold_plan = render_plan(family.steps, variables)
+    plans = [gold_plan] + [text for text, _ in chosen]
+    rng.shuffle(plans)
+    answers = [gold] + sorted({a for _, a in wrong})  # sorted first so the shuffle alone decides order
+    rng.shuffle(answers)
+    return Instance(
+        family=family.id,
+        index=index,
+        seed=seed,
+        question=family.question.render(variables),
+        answer=gold,
+        answer_type=family.answer.type,
+        tolerance=family.answer.tolerance,
+        n_steps=family.n_steps,
+        variables={name: to_plain(value) for name, value in variables.items()},
+        steps=tuple(s.text.render(variables).rstrip(".") for s in family.steps),
+        plan_question=family.plan_question.render(variables),
+        plan_options=tuple(plans),
+        correct_option=plans.index(gold_plan),
+        answer_options=tuple(answers),
+        correct_answer_option=answers.index(gold),
+        canonical=canonical,
+    )
+
+
+def _assignment_key(variables: Mapping[str, Any]) -> str:
+    return json.dumps({k: to_plain(v) for k, v in variables.items()}, sort_keys=True)
+
+
+def _sample(family: Family, rng: random.Random) -> dict[str, Any]:
+    # Sorted by name so the draw order never depends on how the file (or a dict) was ordered.
+    return {v.name: v.sample(rng) for v in sorted(family.variables, key=lambda v: v.name)}
+
+
+def check_family(family: Family) -> None:
+    """Load-time check: the canonical assignment satisfies the conditions, gives its stated answer,
+    and has enough wrong plans. Raises TaskFamilyError naming the family file."""
+    if family.canonical_variables is None:
+        return
+    solved = _solve(family, family.canonical_variables)
+    if solved is None:
+        raise TaskFamilyError(
+            f"{family.source}: field 'canonical': the canonical variables fail to evaluate or violate a condition"
+        )
+    if len(solved[1]) < MIN_WRONG_PLANS:
+        raise TaskFamilyError(
+            f"{family.source}: field 'mutations': on the canonical variables only {len(solved[1])} wrong plan(s) give an "
+            f"answer different from the gold {solved[0]!r}; expected at least {MIN_WRONG_PLANS}"
+        )
+    instance = build_instance(family, family.canonical_variables, 0, 0, canonical=True)
+    assert instance is not None
+    if family.canonical_answer is not None and instance.answer != family.canonical_answer:
+        raise TaskFamilyError(
+            f"{family.source}: field 'canonical.answer': expected {family.canonical_answer!r} "
+            f"but the gold steps compute {instance.answer!r}"
+        )
+
+
+def _family_instances(family: Family, n: int, seed: int, include_canonical: bool) -> list[Instance]:
+    instances: list[Instance] = []
+    seen: set[str] = set()
+    if include_canonical and family.canonical_variables is not None and n > 0:
+        instances.append(build_instance(family, family.canonical_variables, seed, 0, canonical=True))
+        seen.add(_assignment_key(family.canonical_variables))
+    allow_duplicates, tries, attempt = False, 0, 0
+    while len(instances) < n:
+        attempt += 1
+        tries += 1
+        if tries > MAX_TRIES:
+            if not instances:
+                raise TaskFamilyError(
+                    f"{family.source}: field 'conditions': no sample out of {MAX_TRIES} satisfies the conditions "
+                    f"(and leaves {MIN_WRONG_PLANS} distinct wrong plans); widen the variable domains or relax the conditions"
+                )
+            log.warning("%s: only %d distinct instances exist; repeating assignments", family.id, len(seen))
+            allow_duplicates, tries = True, 0
+        variables = _sample(family, derive_rng(seed, family.id, "sample", attempt))
+        key = _assignment_key(variables)
+        if key in seen and not allow_duplicates:
+            continue
+        instance = build_instance(family, variables, seed, len(instances))
+        if instance is not None:
+            instances.append(instance)
+            seen.add(key)
+            tries = 0
+    return instances
+
+
+def generate_instances(
+    families: Iterable[Family], n_per_family: int, seed: int = 0, include_canonical: bool = False
+) -> list[Instance]:
+    """`n_per_family` instances of each family (families in id order), deterministic in `seed`.
+
+    With `include_canonical=True`, instance 0 of a family that declares a canonical assignment is
+    that assignment (canonical=True). Assignments are distinct while the domain allows it.
+    """
+    if isinstance(n_per_family, bool) or not isinstance(n_per_family, int) or n_per_family < 0:
+        raise ValueError(f"n_per_family must be a whole number ≥ 0, got {n_per_family!r}")
+    ordered = sorted(families, key=lambda f: f.id)
+    return [inst for fam in ordered for inst in _family_instances(fam, n_per_family, seed, include_canonical)]
+
+
+CANONICAL_FAMILIES = (
+    "discount_coupon",
+    "time_duration",
+    "financial_compound",
+    "recipe_scale",
+    "unit_chain",
+    "transitive_order",
+    "task_schedule",
+)
+
+
+def canonical_instances(families: Iterable[Family] | None = None) -> list[Instance]:
+    """The report's seven seed problems, in the report's order, each with canonical=True (seed 0)."""
+    if families is None:
+        from calderalab.eval.tasks.loader import load_families
+
+        families = load_families()
+    by_id = {f.id: f for f in families}
+    missing = [name for name in CANONICAL_FAMILIES if name not in by_id or by_id[name].canonical_variables is None]
+    if missing:
+        raise TaskFamilyError(f"canonical families missing or without a 'canonical' section: {missing}")
+    return [build_instance(by_id[name], by_id[name].canonical_variables, 0, 0, canonical=True) for name in CANONICAL_FAMILIES]

@@ -1,0 +1,127 @@
+"""PNG plots for reports (matplotlib, Agg backend; no torch, no pyplot global state).
+
+- fidelity across layers (the U-shape) with group shading, critical zone and a margin panel;
+- execution vs number of protected layers with Wilson error bars;
+- execution vs bits per weight with mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from calderalab.sensitivity.profile import LayerGroups, SensitivityProfile
+
+GROUP_COLOURS = {"early": "#e8f1fa", "middle": "#f4f4f4", "late": "#fdf1e3", "critical": "#fbe3e3"}
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def fidelity_plot(
+    profile: SensitivityProfile,
+    path: str | Path,
+    zone: Sequence[int] = (),
+    groups: LayerGroups = LayerGroups(),
+    title: str | None = None,
+) -> Path:
+    """Fidelity (%) per layer on top, margin change below; groups shaded, critical zone hatched."""
+    fig = Figure(figsize=(9, 5.5))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    layers = list(profile.layers)
+    fid = [100 * profile.row(l).metrics.fidelity for l in layers]
+    margin = [profile.row(l).metrics.margin for l in layers]
+    for ax in (top, bottom):
+        for name, span in groups.ranges(profile.n_layers).items():
+            ax.axvspan(span.start - 0.5, span.stop - 0.5, color=GROUP_COLOURS[name], zorder=0)
+        if zone:
+            ax.axvspan(min(zone) - 0.5, max(zone) + 0.5, fill=False, hatch="//", edgecolor="#e6a19a", lw=0, zorder=1)
+    for name, span in groups.ranges(profile.n_layers).items():
+        top.text((span.start + span.stop - 1) / 2, 103, name, ha="center", va="bottom", fontsize=8, color="#555")
+    top.plot(layers, fid, "o-", color="#1f4e79", ms=4, zorder=3, label="fidelity")
+    top.axhline(100 * profile.noise.fidelity, ls="--", color="#888", lw=1, zorder=2, label="noise floor")
+    top.set_ylim(-3, 112)
+    top.set_ylabel("Fidelity (%)")
+    top.legend(loc="lower left", fontsize=8)
+    bottom.bar(layers, margin, color=["#c0392b" if m < 0 else "#27ae60" for m in margin], zorder=3)
+    bottom.axhline(0, color="black", lw=0.8)
+    bottom.set_ylabel("Δ margin (nats)")
+    bottom.set_xlabel("Layer index")
+    bottom.set_xlim(-0.5, profile.n_layers - 0.5)
+    spec = profile.settings.get("spec_key", "")
+    top.set_title(title or f"Per-layer sensitivity {spec} (N = {profile.settings.get('n_samples', '?')})".replace("  ", " "))
+    if zone:
+        top.annotate(f"critical zone {min(zone)}-{max(zone)}", xy=(max(zone), 5), xytext=(-5, 20),
+                     textcoords="offset points", ha="right", fontsize=8, color="#c0392b")
+    return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """A rate with its interval, e.g. execution with k layers protected (Wilson 95%)."""
+
+    x: float
+    rate: float
+    low: float
+    high: float
+
+
+def execution_vs_protected_plot(
+    points: Sequence[RatePoint], path: str | Path, baseline: float | None = None, title: str = "Execution vs protected layers"
+) -> Path:
+    """Execution rate (%) against the number of protected last layers, Wilson error bars."""
+    if not points:
+        raise ValueError("no points to plot")
+    pts = sorted(points, key=lambda p: p.x)
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    ax.errorbar(
+        [p.x for p in pts], [100 * p.rate for p in pts],
+        yerr=[[100 * (p.rate - p.low) for p in pts], [100 * (p.high - p.rate) for p in pts]],
+        fmt="o-", capsize=4, color="#1f4e79", label="execution (Wilson 95% CI)",
+    )
+    if baseline is not None:
+        ax.axhline(100 * baseline, ls="--", color="#888", label="uncompressed baseline")
+    ax.set_xlabel("Protected layers (last k)")
+    ax.set_ylabel("Execution (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def execution_vs_bits_plot(
+    series: Mapping[str, Mapping[float, Sequence[float]]], path: str | Path, title: str = "Execution vs bits per weight"
+) -> Path:
+    """One line per configuration: mean ± std (ddof=1) of execution over seeds at each bpw."""
+    if not series:
+        raise ValueError("no series to plot")
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    for label, by_bits in series.items():
+        xs = sorted(by_bits)
+        means, stds = [], []
+        for x in xs:
+            vals = [100 * v for v in by_bits[x]]
+            if not vals:
+                raise ValueError(f"series {label!r} has no runs at {x} bits")
+            mean = sum(vals) / len(vals)
+            var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
+            means.append(mean)
+            stds.append(var**0.5)
+        ax.errorbar(xs, means, yerr=stds, fmt="o-", capsize=4, label=label)
+    ax.set_xlabel("Bits per weight")
+    ax.set_ylabel("Execution (%, mean ± std over seeds)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
