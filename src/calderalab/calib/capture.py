@@ -136,7 +136,7 @@ def layer_hessians(
     modules: dict[str, nn.Linear],
     hidden: list[torch.Tensor],
     calls: list[_LayerCall],
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
     """Run one decoder layer over all batches; return ({name: H (d_in, d_in)}, next hidden states).
 
@@ -176,7 +176,7 @@ def collect_hessians(
     layers: Sequence[int] | None = None,
     progress: ProgressFn | None = None,
     targets: Sequence[Any] | None = None,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype = torch.float32,
 ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     """Stream (layer_idx, {canonical name: H}) one decoder layer at a time.
 
@@ -187,7 +187,8 @@ def collect_hessians(
             earlier layer, and nothing past the last requested layer runs.
         progress: called as progress(layer_idx, n_layers) after each layer's Hessians are ready.
         targets: pre-discovered `LayerTargets` (index, layer, modules); default discover_layers(model).
-        dtype: Hessian accumulation dtype (float64 default, as the reference code).
+        dtype: Hessian accumulation dtype: float32 (default; one matmul per batch, see
+            HessianAccumulator) or float64 (the reference code's choice).
 
     Hessians come from the ORIGINAL model's activations: layer l+1's inputs are computed before
     (l, H) is yielded, so the caller may replace layer l's weights right away.

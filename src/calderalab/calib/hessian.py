@@ -18,11 +18,12 @@ class HessianAccumulator:
 
     Args:
         d_in: input width of the linear module.
-        dtype: accumulation dtype. float64 (the reference CALDERA default) keeps the sum exact
-            enough over millions of tokens; float32 is faster and adequate for small runs.
+        dtype: accumulation dtype. float32 (default) is 2-4x faster on CPU and its relative rounding
+            error (~1e-7·sqrt(n_batches)) is far below the sampling noise of calibration data;
+            float64 (the reference CALDERA setting) for very long calibration streams.
     """
 
-    def __init__(self, d_in: int, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"):
+    def __init__(self, d_in: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
         if not isinstance(d_in, int) or d_in <= 0:
             raise ValueError(f"d_in must be a positive int, got {d_in!r}")
         if dtype not in _DTYPES:
