@@ -25,14 +25,19 @@ def tiny_llama():
 TEXT = "The quick brown fox jumps over the lazy dog. " * 3
 
 
-@pytest.mark.parametrize("n,ctx,stride", [(10, 4, 2), (100, 16, 16), (37, 8, 3), (5, 8, 4)])
-def test_windows_score_every_token_once(n, ctx, stride):
+@pytest.mark.parametrize("n,ctx,stride", [(10, 4, 2), (100, 16, 16), (37, 8, 3), (5, 8, 4), (40, 8, 8)])
+def test_windows_score_each_token_at_most_once_with_context(n, ctx, stride):
     windows = sliding_windows(n, ctx, stride)
     scored = []
     for begin, end, trg in windows:
         assert end - begin <= ctx
+        assert end - trg > begin  # every scored token has at least one token of context in its window
         scored.extend(range(end - trg, end))
-    assert scored == list(range(1, n))  # every token but the first, exactly once, in order
+    assert scored == sorted(set(scored))
+    if stride < ctx:
+        assert scored == list(range(1, n))  # every token but the first, exactly once
+    else:  # disjoint chunks: all but each chunk's first token
+        assert scored == [i for i in range(n) if i % ctx != 0]
 
 
 def test_full_context_equals_hf_loss():
@@ -50,14 +55,19 @@ def test_sliding_matches_token_by_token_reference():
     model = tiny_llama()
     tok = CharTokenizer()
     ids = tok(TEXT)["input_ids"][0][:60]
-    ctx, stride = 16, 5
-    nll = 0.0
+    for ctx, stride in ((16, 5), (16, 16)):
+        _check_against_reference(model, tok, ids, ctx, stride)
+
+
+def _check_against_reference(model, tok, ids, ctx, stride):
+    nll, count = 0.0, 0
     with torch.no_grad():
         for begin, end, trg in sliding_windows(len(ids), ctx, stride):
             for pos in range(end - trg, end):  # predict ids[pos] from ids[begin:pos]
                 logits = model(input_ids=ids[begin:pos].unsqueeze(0)).logits[0, -1].double()
                 nll -= torch.log_softmax(logits, -1)[ids[pos]].item()
-    ref = math.exp(nll / (len(ids) - 1))
+                count += 1
+    ref = math.exp(nll / count)
     for batch_size in (1, 3, 8):
         res = perplexity(model, tok, TEXT, context_len=ctx, stride=stride, max_tokens=60, batch_size=batch_size)
         assert res.perplexity == pytest.approx(ref, rel=1e-5)

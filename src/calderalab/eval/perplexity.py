@@ -39,8 +39,8 @@ class PerplexityResult:
 def sliding_windows(n_tokens: int, context_len: int, stride: int) -> list[tuple[int, int, int]]:
     """(begin, end, trg_len) per window: input ids[begin:end], score the last trg_len positions.
 
-    Follows the HF guide: prev_end starts at 0, trg_len = end - prev_end. The first token is never
-    scored (nothing predicts it), so Σ trg_len = n_tokens - 1.
+    Follows the HF guide: prev_end starts at 0, trg_len = end - prev_end, capped at end - begin - 1.
+    With stride < context_len every token after the first is scored exactly once.
     """
     if context_len < 2:
         raise ValueError(f"context_len must be >= 2, got {context_len}")
@@ -50,9 +50,10 @@ def sliding_windows(n_tokens: int, context_len: int, stride: int) -> list[tuple[
     prev_end = 0
     for begin in range(0, n_tokens, stride):
         end = min(begin + context_len, n_tokens)
-        trg_len = end - prev_end
-        if begin == 0:
-            trg_len -= 1  # position 0 has no prediction
+        # A window's first token has no prediction inside it (its context is not in the input),
+        # so at most end - begin - 1 positions are scored: with stride == context_len the
+        # windows are disjoint chunks and each chunk's first token goes unscored (as GPTQ does).
+        trg_len = min(end - prev_end, end - begin - 1)
         if trg_len > 0:
             windows.append((begin, end, trg_len))
         prev_end = end
