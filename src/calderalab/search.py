@@ -9,9 +9,10 @@ with its statistics. No torch: the caller evaluates a protection set and returns
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
+
+from calderalab.eval.stats import mcnemar_from_counts, wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +54,11 @@ class MinProtectResult:
 
 
 def _wilson(k: int, n: int) -> tuple[float, float]:
-    try:
-        from calderalab.eval.stats import wilson_interval
-    except ImportError:  # calderalab.eval.stats not merged yet: the same Wilson score formula
-        z = 1.959963984540054
-        p, denom = k / n, 1 + z * z / n
-        centre = (p + z * z / (2 * n)) / denom
-        half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-        return max(0.0, centre - half), min(1.0, centre + half)
     iv = wilson_interval(k, n)
     return iv.low, iv.high
 
 
 def _mcnemar_p(b: int, c: int) -> float:
-    try:
-        from calderalab.eval.stats import mcnemar_from_counts
-    except ImportError:
-        d = b + c
-        return 1.0 if d == 0 else min(1.0, 2 * sum(math.comb(d, i) for i in range(min(b, c) + 1)) / 2**d)
     return mcnemar_from_counts(b, c).p_value
 
 
