@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (stage description, done, total)
 # (model, tokenizer, instances, EvalConfig, progress(done, total)) -> ProbeResults
-Evaluator = Callable[[Any, Any, Sequence[Any], Any, Callable[[int, int] | None]], Sequence[Any]]
+Evaluator = Callable[[Any, Any, Sequence[Any], Any, Any], Sequence[Any]]
 
 
 def default_evaluator(model: Any, tokenizer: Any, instances: Sequence[Any], config: Any, progress: Any = None) -> list[Any]:

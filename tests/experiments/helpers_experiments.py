@@ -1,0 +1,15 @@
+"""Small experiment settings for the tests (imported by name: tests/experiments is on sys.path)."""
+
+from __future__ import annotations
+
+
+def small_config(out: str, calib_file: str, **eval_overrides):
+    from calderalab.experiments import CompressSettings, EvalSettings, RunSettings, SensitivitySettings, StudyConfig
+
+    return StudyConfig(
+        run=RunSettings(model="tiny-llama", out=out, device="cpu"),
+        compress=CompressSettings(bits=3, rank=4, calib_source=calib_file, calib_samples=4, calib_seq_len=32),
+        sensitivity=SensitivitySettings(n_samples=4, max_new_tokens=4, batch_size=4),
+        eval=EvalSettings(**{"n_per_family": 1, "generate_canonical": True, "max_new_tokens": 8, "batch_size": 16,
+                             **eval_overrides}),
+    )
