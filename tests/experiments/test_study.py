@@ -13,7 +13,7 @@ def test_study_end_to_end_writes_report_folder(study_run):
     folder = small_config.run.out
     text = out.paths["report"].read_text()
     for heading in ("Layer fidelity profile", "Critical layer details", "Ultra config", "Goodhart Gap (choice scoring",
-                    "Per-test breakdown", "Paired comparison against Baseline", "Goodhart Gap (generation, canonical 7)"):
+                    "Per-test breakdown", "Paired comparison against Baseline", "Goodhart Gap (generation, canonical 3)"):
         assert heading in text, heading
     assert "| Config | Protected | Understanding | Execution | Gaps |" in text
     assert "| Layer Group | Layers | Avg Fidelity | Avg Margin |" in text
@@ -26,7 +26,7 @@ def test_study_end_to_end_writes_report_folder(study_run):
     assert max(out.ultra_ranks.values()) > 4  # the zone layers got more rank than uniform
     with ResultsDB(small_config.run.db_path) as db:
         runs = db.list_runs("study")
-    assert len(runs) == 8  # 4 configurations x (choice suite + generated canonical seven)
+    assert len(runs) == 8  # 4 configurations x (choice suite + generated canonical tests)
     # the same instances for every configuration: paired
     assert len({r.n_instances for r in runs if r.record.scoring == "choice"}) == 1
     assert "Critical zone" in out.summary and "Stage times" in out.summary

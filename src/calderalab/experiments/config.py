@@ -29,7 +29,8 @@ class EvalSettings:
     The suite is the seven canonical tests plus `n_per_family` generated instances of every
     family per seed (the canonical assignment counts as a family's first instance), scored by
     `scoring`. `generate_canonical` also scores the seven canonical tests by greedy generation
-    (the report's own protocol), as a second stored run per configuration.
+    (the report's own protocol), as a second stored run per configuration. `families`
+    restricts both to the named families (their canonical tests included).
     """
 
     scoring: Scoring = "choice"
@@ -39,6 +40,7 @@ class EvalSettings:
     batch_size: int = 8
     max_new_tokens: int = 192
     tasks_dirs: tuple[str, ...] = ()
+    families: tuple[str, ...] = ()  # only these family ids (empty: every family)
 
     def __post_init__(self) -> None:
         if self.scoring not in ("generate", "choice"):
@@ -67,6 +69,8 @@ class CompressSettings:
     calib_samples: int = 32
     calib_seq_len: int = 256
     seed: int = 0
+    outer_iters: int | None = None  # None: core's CompressionSpec default
+    inner_iters: int | None = None
 
     def __post_init__(self) -> None:
         if not 2 <= self.bits <= 8:
@@ -81,8 +85,9 @@ class CompressSettings:
         from calderalab.core import CompressionSpec
 
         method = "caldera" if self.rank > 0 else "ldlq"
+        iters = {k: v for k, v in (("outer_iters", self.outer_iters), ("inner_iters", self.inner_iters)) if v is not None}
         return CompressionSpec(method=method, bits=self.bits if bits is None else bits, rank=self.rank,
-                               lr_bits=self.lr_bits, seed=self.seed)
+                               lr_bits=self.lr_bits, seed=self.seed, **iters)
 
     def calib_config(self) -> Any:
         from calderalab.calib import CalibConfig

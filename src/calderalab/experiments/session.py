@@ -57,11 +57,18 @@ def probe_instances(settings: EvalSettings) -> tuple[list[Any], list[Any]]:
     from calderalab.eval.tasks import canonical_instances, generate_instances, load_families
 
     families = load_families(extra_dirs=settings.tasks_dirs)
+    if settings.families:
+        unknown = sorted(set(settings.families) - {f.id for f in families})
+        if unknown:
+            raise ValueError(f"unknown task families {unknown}; known: {sorted(f.id for f in families)}")
+        families = [f for f in families if f.id in settings.families]
     suite: dict[str, Any] = {}
     for seed in settings.seeds:
         for inst in generate_instances(families, settings.n_per_family, seed, include_canonical=True):
             suite.setdefault(inst.uid, inst)
-    return list(suite.values()), canonical_instances(families)
+    canonical = [i for i in canonical_instances(load_families(extra_dirs=settings.tasks_dirs))
+                 if not settings.families or i.family in settings.families]
+    return list(suite.values()), canonical
 
 
 def eval_config(settings: EvalSettings, scoring: str) -> Any:

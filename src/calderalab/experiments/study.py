@@ -132,6 +132,9 @@ def _sections(profile: Any, zone: tuple[int, ...], zone_source: str, base_rank: 
                  f"{', '.join(map(str, zone))}." if zone_source == "profile" else
                  f"No late run of layers fell below fidelity {config.sensitivity.threshold:.0%}; the selective and ultra "
                  f"plans protect the critical group by depth instead: layers {', '.join(map(str, zone))}.")
+    if zone_source == "profile" and len(zone) == profile.n_layers:
+        zone_text += (" Every layer fell below the threshold: the threshold is too high for this spec (or the model "
+                      "is fragile everywhere), so selective protects the whole model and equals the baseline.")
     out = [Section("Layer fidelity profile", noise_line(profile) + "\n" + group_table(profile)),
            Section("The U-shape pattern", "![fidelity per layer](fidelity.png)"),
            Section("Critical layer details", zone_text + "\n\n" + critical_table(profile, zone))]
