@@ -33,11 +33,21 @@ def planted_evaluator(originals: dict[int, torch.Tensor], needed_tail: int, call
     return evaluate
 
 
-def _session(tiny, tmp_path, shared_data, evaluator, experiment):
+def _session(tiny, tmp_path, shared_data, evaluator, experiment, artifacts=None):
     from calderalab.experiments import Session
 
-    cfg = small_config(str(tmp_path), str(shared_data / "wikitext-2" / "valid.txt"), generate_canonical=False)
+    cfg = small_config(str(tmp_path), str(shared_data / "wikitext-2" / "valid.txt"), artifacts, generate_canonical=False)
     return Session.open(cfg.run, cfg.compress, cfg.eval, experiment, evaluator, model_and_tokenizer=tiny)
+
+
+@pytest.fixture(scope="module")
+def store(tiny, shared_data, tmp_path_factory):
+    """Uniform 3-bit artifacts of the tiny model, compressed once for the module's tests."""
+    from calderalab.plans import uniform_plan
+
+    session = _session(tiny, tmp_path_factory.mktemp("store"), shared_data, None, "setup")
+    session.compress(uniform_plan(4, session.compress_settings.spec()))
+    return session.store.url
 
 
 def _originals(model):
@@ -47,11 +57,11 @@ def _originals(model):
 
 
 @pytest.mark.parametrize("needed", [1, 3])
-def test_min_protect_finds_planted_tail(tiny, tmp_path, shared_data, needed):
+def test_min_protect_finds_planted_tail(tiny, tmp_path, shared_data, store, needed):
     from calderalab.experiments import min_protect
 
     calls: list[int] = []
-    session = _session(tiny, tmp_path, shared_data, planted_evaluator(_originals(tiny[0]), needed, calls), "min-protect")
+    session = _session(tiny, tmp_path, shared_data, planted_evaluator(_originals(tiny[0]), needed, calls), "min-protect", store)
     result = min_protect(session, tolerance=0.0)
     assert result.data["k"] == needed
     assert result.data["protected"] == list(range(4 - needed, 4))
@@ -88,10 +98,10 @@ def test_ablation_reuses_artifacts_and_runs(tiny, tmp_path, shared_data, monkeyp
     assert first.runs[note][2].outcomes == runs[2].outcomes
 
 
-def test_sweep_writes_report_with_plot(tiny, tmp_path, shared_data):
+def test_sweep_writes_report_with_plot(tiny, tmp_path, shared_data, store):
     from calderalab.experiments import finish, sweep
 
-    session = _session(tiny, tmp_path, shared_data, planted_evaluator(_originals(tiny[0]), 2, []), "sweep")
+    session = _session(tiny, tmp_path, shared_data, planted_evaluator(_originals(tiny[0]), 2, []), "sweep", store)
     result = sweep(session, ["last:3", "last:1"])
     paths = finish(session, result, {"protect": ["last:3", "last:1"]})
     text = paths["report"].read_text()
@@ -100,11 +110,11 @@ def test_sweep_writes_report_with_plot(tiny, tmp_path, shared_data):
     assert (tmp_path / "manifest.json").exists()
 
 
-def test_report_from_db_tables_and_plot(tiny, tmp_path, shared_data):
+def test_report_from_db_tables_and_plot(tiny, tmp_path, shared_data, store):
     from calderalab.experiments import sweep
     from calderalab.report.run_report import report_from_db
 
-    session = _session(tiny, tmp_path, shared_data, planted_evaluator(_originals(tiny[0]), 2, []), "sweep")
+    session = _session(tiny, tmp_path, shared_data, planted_evaluator(_originals(tiny[0]), 2, []), "sweep", store)
     sweep(session, ["last:3", "last:1"])
     paths = report_from_db(session.run.db_path, ["1", "2", "3", "4"], tmp_path / "rep")
     text = paths["report"].read_text()
