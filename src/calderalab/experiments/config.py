@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 Scoring = Literal["generate", "choice"]
@@ -20,6 +21,14 @@ T = TypeVar("T")
 def merged(config: T, **overrides: Any) -> T:
     """`config` with every override that is not None applied (the CLI's default=None merge)."""
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[type-var]
+
+
+def resolve_calib_source(source: str) -> str:
+    """"auto" -> the reference GSM8K training questions beside the checkout if present, else "self"."""
+    if source != "auto":
+        return source
+    candidate = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+    return str(candidate) if candidate.is_file() else "self"
 
 
 @dataclass(frozen=True)
@@ -59,13 +68,16 @@ class CompressSettings:
 
     bits/rank/lr_bits: b_Q, k and b_L = b_R of the uniform CALDERA spec (the report's "3-bit
     uniform", rank 32); rank 0 means LDLQ alone. calib_source: "self" (text the model samples),
-    a text file or a GSM8K .jsonl (calderalab.calib). outer/inner iterations: core's defaults.
+    a text file or a GSM8K .jsonl (calderalab.calib); "auto" = the GSM8K training questions of
+    the reference data beside the checkout (../shared/data/gsm8k/train.jsonl) when present, else
+    "self" — sampling 32 x 256 tokens from the model costs more than the rest of calibration on a
+    CPU. outer/inner iterations: core's defaults.
     """
 
     bits: int = 3
     rank: int = 32
     lr_bits: int = 4
-    calib_source: str = "self"
+    calib_source: str = "auto"
     calib_samples: int = 32
     calib_seq_len: int = 256
     seed: int = 0
@@ -92,7 +104,7 @@ class CompressSettings:
     def calib_config(self) -> Any:
         from calderalab.calib import CalibConfig
 
-        return CalibConfig(source=self.calib_source, n_samples=self.calib_samples, seq_len=self.calib_seq_len, seed=self.seed)
+        return CalibConfig(source=resolve_calib_source(self.calib_source), n_samples=self.calib_samples, seq_len=self.calib_seq_len, seed=self.seed)
 
 
 @dataclass(frozen=True)
