@@ -4,7 +4,8 @@
 
 Prints a Markdown table: method × bits × rank → relative H-weighted error, SQNR (dB), honest bpw,
 the Gaussian rate–distortion bound at that bpw (D(R) = σ²·2^(−2R), i.e. SQNR ≤ 6.02·bpw dB) and the
-distance to it, weight correlation, and seconds per module. For SmolLM2 the numbers are means over
+distance to it, weight correlation, and seconds per module (wall and CPU: on a shared machine CPU seconds are the steadier number).
+For SmolLM2 the numbers are means over
 the layer's 7 modules, bpw is weighted by module size, and "s/layer" times 30 estimates a whole
 model. (The embedded GGUF is Q4_1, so its weights already sit on a 4-bit grid per 32 entries:
 4-bit rows are optimistic for this model.)
@@ -82,11 +83,12 @@ def configs(quick: bool) -> list[CompressionSpec]:
 
 
 def evaluate(spec: CompressionSpec, mats: dict[str, tuple[torch.Tensor, torch.Tensor | None]]) -> dict[str, float]:
-    errs, sqnrs, corrs, bits, numel, seconds = [], [], [], 0.0, 0, 0.0
+    errs, sqnrs, corrs, bits, numel, seconds, cpu = [], [], [], 0.0, 0, 0.0, 0.0
     for W, H in mats.values():
-        t0 = time.perf_counter()
-        dec = decompose(W, H if spec.method != "rtn" or H is not None else None, spec)
+        t0, c0 = time.perf_counter(), time.process_time()
+        dec = decompose(W, H, spec)
         seconds += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         W_hat = dec.reconstruct()
         errs.append(dec.relative_error(W, H))
         sqnrs.append(sqnr_db(W, W_hat))
@@ -97,7 +99,7 @@ def evaluate(spec: CompressionSpec, mats: dict[str, tuple[torch.Tensor, torch.Te
     sqnr = sum(sqnrs) / len(sqnrs)
     bound = 20 * math.log10(2) * bpw
     return dict(err=sum(errs) / len(errs), sqnr=sqnr, bpw=bpw, bound=bound, gap=bound - sqnr,
-                corr=sum(corrs) / len(corrs), sec=seconds / len(mats), total=seconds)
+                corr=sum(corrs) / len(corrs), sec=seconds / len(mats), cpu=cpu / len(mats), total=seconds)
 
 
 def main() -> None:
@@ -106,20 +108,21 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--quick", action="store_true", help="bits 2,3 and rank 64 only")
     parser.add_argument("--skip-model", action="store_true", help="Gaussian matrices only")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: OpenMP threads on an oversubscribed machine cost up to 10x)")
     args = parser.parse_args()
-    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
     sources: dict[str, dict] = {}
     gen = torch.Generator().manual_seed(0)
     sources["gaussian 576x1536, H=I"] = {"g": (torch.randn(576, 1536, generator=gen), torch.eye(1536))}
     if not args.skip_model:
         sources[f"SmolLM2 layer {args.layer}"] = layer_weights_and_hessians(args.layer, args.tokens)
-    print("| source | spec | rel. error | SQNR dB | bpw | R-D bound dB | gap dB | corr | s/module | s/layer |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| source | spec | rel. error | SQNR dB | bpw | R-D bound dB | gap dB | corr | s/module | CPU s/module | s/layer |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for source, mats in sources.items():
         for spec in configs(args.quick):
             r = evaluate(spec, mats)
             print(f"| {source} | {spec.key()} | {r['err']:.4f} | {r['sqnr']:.2f} | {r['bpw']:.3f} | {r['bound']:.2f} "
-                  f"| {r['gap']:.2f} | {r['corr']:.4f} | {r['sec']:.3f} | {r['total']:.2f} |", flush=True)
+                  f"| {r['gap']:.2f} | {r['corr']:.4f} | {r['sec']:.3f} | {r['cpu']:.3f} | {r['total']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,7 @@ class TaskFamilyError(CalderalabError, ValueError):
 
 class CompressionError(CalderalabError, RuntimeError):
     """A numerical failure inside a decomposition (e.g. Cholesky fails at maximum damping)."""
+
+
+class ResultsError(CalderalabError):
+    """A results database that is not ours, has a newer schema, or lacks the requested run."""

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from calderalab.core.ldlq import inverse_cholesky_upper, ldlq_quantize
-from calderalab.core.lowrank import HessianFactors, LowRankFactors, lplr
+from calderalab.core.hessian import factor_hessian
+from calderalab.core.ldlq import ldlq_quantize
+from calderalab.core.lowrank import LowRankFactors, lplr, weighted_loss
 from calderalab.core.metrics import relative_error
 from calderalab.core.quantize import QuantizedMatrix
 
@@ -40,8 +41,7 @@ class SolveResult:
 
 def ldlq_solve(W: Tensor, H: Tensor, bits: int, group_size: int | None, damp: float) -> SolveResult:
     """Rank-0 solve: Q = LDLQ(W). W: (d_out, d_in) float32, H: (d_in, d_in)."""
-    U, _ = inverse_cholesky_upper(H, damp)
-    Q = ldlq_quantize(W, U, bits, group_size)
+    Q = ldlq_quantize(W, factor_hessian(H, damp).inv_chol_upper, bits, group_size)
     return SolveResult(Q, None, (relative_error(W, Q.dequantize(), H),), 0)
 
 
@@ -61,17 +61,18 @@ def caldera_solve(
 
     W: (d_out, d_in) float32; H: (d_in, d_in) undamped Hessian (any dtype; factorised in float64).
     """
-    U, Hd = inverse_cholesky_upper(H, damp)  # (d_in, d_in) each, float64
-    hf = HessianFactors.from_damped(Hd)
+    hd = factor_hessian(H, damp)
+    H32 = H.float()
+    energy = weighted_loss(W, torch.zeros_like(W), H32)  # tr(W H Wᵀ), undamped
     Q_hat = torch.zeros_like(W)  # (d_out, d_in)
     best: SolveResult | None = None
     errors: list[float] = []
     for t in range(outer_iters):
-        factors = lplr(W - Q_hat, hf, rank, lr_bits, inner_iters)
+        factors = lplr(W - Q_hat, hd, rank, lr_bits, inner_iters)
         LR = factors.product()  # (d_out, d_in)
-        Q = ldlq_quantize(W - LR, U, bits, group_size)
+        Q = ldlq_quantize(W - LR, hd.inv_chol_upper, bits, group_size)
         Q_hat = Q.dequantize()
-        errors.append(relative_error(W, Q_hat + LR, H))
+        errors.append((max(weighted_loss(W, Q_hat + LR, H32), 0.0) / energy) ** 0.5)
         if best is None or errors[-1] < best.errors[best.best_iter]:
             best = SolveResult(Q, factors, tuple(errors), t)
     assert best is not None

@@ -54,13 +54,13 @@ def _validate(W: Tensor, H: Tensor | None, spec: CompressionSpec) -> None:
 
 
 def _rotate(W: Tensor, H: Tensor | None, seeds: tuple[int, int] | None) -> tuple[Tensor, Tensor | None]:
-    """(U·W·Vᵀ, V·H·Vᵀ): W (d_out, d_in) float32, H (d_in, d_in) → float64."""
-    H64 = None if H is None else H.to(torch.float64)
+    """(U·W·Vᵀ, V·H·Vᵀ): W (d_out, d_in), H (d_in, d_in), both float32 (H is factorised later in float64)."""
+    H32 = None if H is None else H.to(torch.float32)
     if seeds is None:
-        return W, H64
+        return W, H32
     s_out, s_in = seeds
     Wr = rht(rht(W, s_in, dim=1), s_out, dim=0)  # (d_out, d_in)
-    Hr = None if H64 is None else rht(rht(H64, s_in, dim=0), s_in, dim=1)  # (d_in, d_in)
+    Hr = None if H32 is None else rht(rht(H32, s_in, dim=0), s_in, dim=1)  # (d_in, d_in)
     return Wr, Hr
 
 

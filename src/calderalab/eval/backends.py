@@ -1,0 +1,299 @@
+"""Scoring backends: batched greedy generation and option log-likelihoods on a Hugging Face model.
+
+Owns tokenising rendered prompts, padding, and the model calls. It must not parse answers or
+decide correctness (that is `eval.runner`, pure). Imports torch; the model and tokenizer are
+passed in, so this file never imports transformers at module level.
+
+Both paths pad on the LEFT with an attention mask and explicit positions, so a padded row sees
+the same positions and keys as it would alone: batched results equal one-at-a-time results up
+to float rounding (tested).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from calderalab.eval.probes import Message, has_complete_answer_line
+
+log = logging.getLogger(__name__)
+
+FinishReason = Literal["answer", "eos", "cap"]
+Prompt = str | Sequence[Message]
+OnBatch = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generated reply. `truncated`: the token cap was hit before a complete answer line."""
+
+    text: str
+    n_tokens: int
+    truncated: bool
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True)
+class OptionScores:
+    """Log-likelihoods of each option continuation, with the token counts they sum over."""
+
+    logliks: tuple[float, ...]
+    n_tokens: tuple[int, ...]
+
+    def normalized(self) -> tuple[float, ...]:
+        """Per-token log-likelihoods (length normalised, lm-eval's acc_norm counts bytes instead)."""
+        return tuple(ll / max(n, 1) for ll, n in zip(self.logliks, self.n_tokens))
+
+
+class AnswerLineStop:
+    """Stopping criterion: a row is done once its generated text holds a complete `Answer:` line.
+
+    Returns one bool per row (transformers' per-sequence stopping), so a batch ends as soon as
+    every row has answered. The full reply is only decoded when the newest token holds a newline,
+    which keeps the per-step cost at one short batch decode.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if input_ids.shape[1] <= self.prompt_len:
+            return done
+        last = self.tokenizer.batch_decode(input_ids[:, -1:].tolist(), skip_special_tokens=True)
+        for row, piece in enumerate(last):
+            if "\n" in piece:
+                text = self.tokenizer.decode(input_ids[row, self.prompt_len :].tolist(), skip_special_tokens=True)
+                done[row] = has_complete_answer_line(text)
+        return done
+
+
+def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), for little padding."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token rows. Returns input_ids and attention_mask, both (batch, max_len)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+class HFBackend:
+    """Greedy generation and choice log-likelihoods for a transformers causal LM.
+
+    The tokenizer's chat template is used when it has one; otherwise messages are rendered as
+    plain `Role: content` lines. Inputs are processed in batches of `batch_size`, sorted by
+    length, and results come back in input order.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.pad_id = self._pad_id()
+        self.eos_ids = self._eos_ids()
+        self._accepts_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    # ------------------------------------------------------------------ rendering and tokens
+    @property
+    def uses_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def render(self, prompt: Prompt, assistant_prefix: str = "") -> str:
+        """Prompt text: the chat template with the generation prompt, then `assistant_prefix`."""
+        if isinstance(prompt, str):
+            return prompt + assistant_prefix
+        messages = [dict(m) for m in prompt]
+        if self.uses_chat_template:
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        else:
+            text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant:"
+            assistant_prefix = (" " + assistant_prefix) if assistant_prefix else ""
+        return text + assistant_prefix
+
+    def encode(self, text: str) -> list[int]:
+        # A chat-templated text already holds its special tokens (BOS, turn markers).
+        return list(self.tokenizer(text, add_special_tokens=not self.uses_chat_template)["input_ids"])
+
+    def _pad_id(self) -> int:
+        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if candidate is not None:
+                return int(candidate)
+        return 0  # no pad/eos at all: masked positions never reach the output, any id works
+
+    def _eos_ids(self) -> set[int]:
+        ids = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if ids is None:
+            ids = self.tokenizer.eos_token_id
+        if ids is None:
+            return set()
+        return {int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])}
+
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        max_new_tokens: int,
+        stop_at_answer: bool = True,
+        on_batch: OnBatch | None = None,
+    ) -> list[Generation]:
+        """Greedy replies (temperature 0) for each prompt (messages or raw text), in input order."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        encoded = [self.encode(self.render(p)) for p in prompts]
+        results: list[Generation | None] = [None] * len(encoded)
+        for batch in _length_batches([len(e) for e in encoded], self.batch_size):
+            outs = self._generate_batch([encoded[i] for i in batch], max_new_tokens, stop_at_answer)
+            for i, out in zip(batch, outs):
+                results[i] = out
+            if on_batch is not None:
+                on_batch(len(batch))
+        return [r for r in results if r is not None]
+
+    def _generation_config(self, max_new_tokens: int) -> Any:
+        config = copy.deepcopy(self.model.generation_config)
+        config.max_new_tokens = max_new_tokens
+        config.max_length = None
+        config.do_sample = False
+        config.num_beams = 1
+        config.use_cache = True  # the KV cache: each step runs only the new token
+        # Greedy decoding ignores these; clearing them keeps transformers from warning about them.
+        config.temperature, config.top_p, config.top_k = None, None, None
+        config.pad_token_id = self.pad_id
+        if self.eos_ids:
+            config.eos_token_id = sorted(self.eos_ids)
+        return config
+
+    @torch.no_grad()
+    def _generate_batch(self, rows: list[list[int]], max_new_tokens: int, stop_at_answer: bool) -> list[Generation]:
+        device = next(self.model.parameters()).device
+        input_ids, attention_mask = _left_pad(rows, self.pad_id)
+        prompt_len = input_ids.shape[1]
+        stopping = [AnswerLineStop(self.tokenizer, prompt_len)] if stop_at_answer else []
+        out = self.model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            generation_config=self._generation_config(max_new_tokens),
+            stopping_criteria=stopping,
+        )
+        return [self._finish(out[row, prompt_len:].tolist(), max_new_tokens) for row in range(out.shape[0])]
+
+    def _finish(self, new_ids: list[int], max_new_tokens: int) -> Generation:
+        """Cut a row at its first end token (finished rows are filled with pad) and label why it ended."""
+        stop_ids = self.eos_ids | {self.pad_id}
+        cut = next((i for i, t in enumerate(new_ids) if t in stop_ids), None)
+        kept = new_ids if cut is None else new_ids[:cut]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        answered = has_complete_answer_line(text)
+        if answered:
+            reason: FinishReason = "answer"
+        elif cut is not None or len(new_ids) < max_new_tokens:
+            reason = "eos"
+        else:
+            reason = "cap"
+        n_tokens = len(kept) + (1 if cut is not None and new_ids[cut] in self.eos_ids else 0)
+        return Generation(text=text, n_tokens=n_tokens, truncated=reason == "cap", finish_reason=reason)
+
+    # ------------------------------------------------------------------ choice log-likelihood
+    def choice_loglik(
+        self, items: Sequence[tuple[Prompt, Sequence[str]]], on_batch: OnBatch | None = None
+    ) -> list[list[float]]:
+        """Sum log-likelihood of each option continuation given its context: one list per item."""
+        return [list(s.logliks) for s in self.choice_scores(items, on_batch=on_batch)]
+
+    def choice_scores(
+        self,
+        items: Sequence[tuple[Prompt, Sequence[str]]],
+        assistant_prefix: str = "",
+        on_batch: OnBatch | None = None,
+    ) -> list[OptionScores]:
+        """Log-likelihoods and token counts of each option continuation, per item.
+
+        The lm-evaluation-harness way: the context + continuation text is tokenised as a whole
+        and only the continuation's tokens are scored, so BPE merges across the boundary match
+        what the model would see. `assistant_prefix` is appended to rendered messages.
+        """
+        pairs: list[tuple[list[int], list[int]]] = []
+        owners: list[tuple[int, int]] = []
+        for item_idx, (prompt, options) in enumerate(items):
+            if len(options) == 0:
+                raise ValueError(f"choice item {item_idx} has no options")
+            context = self.render(prompt, assistant_prefix)
+            for opt_idx, option in enumerate(options):
+                pairs.append(self._encode_pair(context, option))
+                owners.append((item_idx, opt_idx))
+        scored = self._score_pairs(pairs, on_batch)
+        logliks = [[0.0] * len(options) for _, options in items]
+        counts = [[0] * len(options) for _, options in items]
+        for (item_idx, opt_idx), (ll, n) in zip(owners, scored):
+            logliks[item_idx][opt_idx] = ll
+            counts[item_idx][opt_idx] = n
+        return [OptionScores(tuple(ll), tuple(n)) for ll, n in zip(logliks, counts)]
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """(context tokens, continuation tokens); trailing context spaces move to the continuation."""
+        stripped = context.rstrip(" ")
+        continuation = context[len(stripped) :] + continuation
+        context_ids = self.encode(stripped)
+        whole = self.encode(stripped + continuation)
+        if whole[: len(context_ids)] == context_ids and len(whole) > len(context_ids):
+            return context_ids, whole[len(context_ids) :]
+        # The boundary merged into one token: fall back to encoding the continuation alone.
+        cont_ids = list(self.tokenizer(continuation, add_special_tokens=False)["input_ids"])
+        if not cont_ids:
+            raise ValueError(f"continuation {continuation!r} encodes to no tokens")
+        return context_ids, cont_ids
+
+    def _score_pairs(self, pairs: list[tuple[list[int], list[int]]], on_batch: OnBatch | None) -> list[tuple[float, int]]:
+        # The last token is never an input: only its probability is read.
+        sequences = [(ctx + cont)[:-1] for ctx, cont in pairs]
+        results: list[tuple[float, int] | None] = [None] * len(pairs)
+        for batch in _length_batches([len(s) for s in sequences], self.batch_size):
+            conts = [pairs[i][1] for i in batch]
+            scored = self._score_batch([sequences[i] for i in batch], conts)
+            for i, res in zip(batch, scored):
+                results[i] = res
+            if on_batch is not None:
+                on_batch(len(batch))
+        return [r for r in results if r is not None]
+
+    @torch.no_grad()
+    def _score_batch(self, rows: list[list[int]], conts: list[list[int]]) -> list[tuple[float, int]]:
+        device = next(self.model.parameters()).device
+        input_ids, attention_mask = _left_pad(rows, self.pad_id)  # (batch, T)
+        # Left padding: positions count real tokens only, so every row sees its unpadded positions.
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (batch, T)
+        keep = max(len(c) for c in conts)
+        kwargs: dict[str, Any] = {"logits_to_keep": keep} if self._accepts_logits_to_keep else {}
+        out = self.model(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            position_ids=position_ids.to(device),
+            use_cache=False,
+            **kwargs,
+        )
+        logits = out.logits[:, -keep:, :].float()  # (batch, keep, vocab): rows all end at T-1
+        logprobs = torch.log_softmax(logits, dim=-1)
+        scored = []
+        for row, cont in enumerate(conts):
+            target = torch.tensor(cont, dtype=torch.long, device=logprobs.device)  # (n_cont,)
+            # The prediction for cont[j] is at the position right before it; the last n_cont positions.
+            picked = logprobs[row, keep - len(cont) :, :].gather(-1, target[:, None])  # (n_cont, 1)
+            scored.append((float(picked.sum().double()), len(cont)))
+        return scored

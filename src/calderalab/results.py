@@ -1,0 +1,396 @@
+"""The results database: one SQLite file holding every evaluation run and its per-probe outcomes.
+
+Owns the schema (versioned in `schema_info`), writing a run in one transaction, and reading
+runs back, including two runs paired by instance uid for a later comparison. Standard library
+plus the plain eval types only: no torch, no transformers.
+
+Tables: `runs` (one row per run: model, artifacts, plan, suite, N, seeds, scoring, decoding,
+tool version, git sha, time, label/config/experiment), `run_instances` (the instances a run
+saw), `outcomes` (one row per instance × probe) and the view `verdicts` (one row per instance
+with PASS/GAP/FAIL/LUCKY).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import logging
+import sqlite3
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from calderalab.errors import ResultsError
+from calderalab.eval.outcomes import RunOutcomes, align, join_probe_results
+from calderalab.eval.types import Instance, ProbeResult, Scoring
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+APP_ID = "calderalab-results"
+DEFAULT_DB = "runs.sqlite"
+
+_SCHEMA = """
+CREATE TABLE schema_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    experiment TEXT NOT NULL,
+    label TEXT NOT NULL,
+    config_json TEXT NOT NULL,
+    model_ref TEXT NOT NULL,
+    model_fingerprint TEXT NOT NULL,
+    artifacts_manifest_hash TEXT,
+    protected_layers TEXT NOT NULL,
+    plan_hash TEXT,
+    suite TEXT NOT NULL,
+    n_requested INTEGER,
+    n_instances INTEGER NOT NULL,
+    seeds TEXT NOT NULL,
+    scoring TEXT NOT NULL,
+    decoding_json TEXT NOT NULL,
+    tool_version TEXT NOT NULL,
+    git_sha TEXT,
+    outcomes_hash TEXT NOT NULL
+);
+CREATE INDEX runs_experiment ON runs (experiment);
+CREATE TABLE run_instances (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    uid TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    family TEXT NOT NULL,
+    instance_index INTEGER NOT NULL,
+    instance_seed INTEGER NOT NULL,
+    answer TEXT NOT NULL,
+    answer_type TEXT NOT NULL,
+    n_steps INTEGER NOT NULL,
+    canonical INTEGER NOT NULL,
+    PRIMARY KEY (run_id, uid)
+);
+CREATE TABLE outcomes (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    instance_uid TEXT NOT NULL,
+    family TEXT NOT NULL,
+    probe TEXT NOT NULL CHECK (probe IN ('execution', 'understanding')),
+    scoring TEXT NOT NULL,
+    correct INTEGER NOT NULL,
+    parsed TEXT,
+    raw_output TEXT NOT NULL,
+    truncated INTEGER NOT NULL,
+    PRIMARY KEY (run_id, instance_uid, probe)
+);
+CREATE VIEW verdicts AS
+SELECT run_id, instance_uid, family,
+       MAX(CASE WHEN probe = 'understanding' THEN correct END) AS understood,
+       MAX(CASE WHEN probe = 'execution' THEN correct END) AS executed,
+       CASE
+         WHEN MAX(CASE WHEN probe = 'understanding' THEN 1 END) IS NULL THEN NULL
+         WHEN MAX(CASE WHEN probe = 'understanding' THEN correct END) = 1
+           THEN CASE WHEN MAX(CASE WHEN probe = 'execution' THEN correct END) = 1 THEN 'PASS' ELSE 'GAP' END
+         ELSE CASE WHEN MAX(CASE WHEN probe = 'execution' THEN correct END) = 1 THEN 'LUCKY' ELSE 'FAIL' END
+       END AS verdict
+FROM outcomes GROUP BY run_id, instance_uid, family;
+"""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def detect_git_sha(path: str | Path | None = None) -> str | None:
+    """The git commit of the calderalab checkout ('<sha>-dirty' with uncommitted changes), or None.
+
+    Only a repository whose src/calderalab *is* this package counts: an installed copy inside
+    some other repository (a venv under a checkout) must not borrow that repository's sha.
+    """
+    pkg = Path(path) if path else Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=pkg, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() or None if out.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or (Path(top) / "src" / "calderalab").resolve() != pkg.resolve():
+        return None
+    sha = git("rev-parse", "HEAD")
+    # Uncommitted changes to tracked files mean the sha alone does not reproduce the run.
+    return f"{sha}-dirty" if sha and git("status", "--porcelain", "--untracked-files=no") else sha
+
+
+def format_layers(layers: Sequence[int]) -> str:
+    """Compact layer set: (23, 24, 25, 27) -> '23-25,27'; () -> ''."""
+    parts: list[str] = []
+    ordered = sorted(set(layers))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Provenance of one evaluation run (everything needed to reproduce and to compare it)."""
+
+    model_ref: str
+    scoring: Scoring
+    suite: str = "goodhart"
+    seeds: tuple[int, ...] = (0,)
+    n_requested: int | None = None  # --n as asked; the stored N is the number of instances
+    model_fingerprint: str = ""
+    artifacts_manifest_hash: str | None = None  # None = the uncompressed model
+    protected_layers: tuple[int, ...] = ()
+    plan_hash: str | None = None
+    decoding: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    experiment: str = ""
+    tool_version: str = ""
+    git_sha: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.model_ref:
+            raise ValueError("RunRecord.model_ref is empty: name the evaluated model (e.g. 'smollm2')")
+        if self.scoring not in ("generate", "choice"):
+            raise ValueError(f"RunRecord.scoring must be 'generate' or 'choice', got {self.scoring!r}")
+        if self.n_requested is not None and self.n_requested <= 0:
+            raise ValueError(f"RunRecord.n_requested must be > 0, got {self.n_requested}")
+        if any(layer < 0 for layer in self.protected_layers):
+            raise ValueError(f"protected layers must be >= 0, got {self.protected_layers}")
+        for name in ("decoding", "config"):
+            try:
+                json.dumps(getattr(self, name), sort_keys=True)
+            except TypeError as err:
+                raise ValueError(f"RunRecord.{name} must be JSON-serialisable: {err}") from None
+
+    @property
+    def protected_label(self) -> str:
+        """'All' for the uncompressed model, 'None' when nothing is protected, else '70-79'."""
+        if self.artifacts_manifest_hash is None:
+            return "All"
+        return format_layers(self.protected_layers) or "None"
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A run as read back from the database."""
+
+    run_id: int
+    created_at: str
+    n_instances: int
+    outcomes_hash: str
+    record: RunRecord
+
+    @property
+    def display_label(self) -> str:
+        return self.record.label or f"run {self.run_id}"
+
+
+def comparability_notes(a: StoredRun, b: StoredRun) -> list[str]:
+    """Plain-language warnings when two runs are not a clean paired comparison."""
+    notes = []
+    ra, rb = a.record, b.record
+    if ra.model_fingerprint and rb.model_fingerprint and ra.model_fingerprint != rb.model_fingerprint:
+        notes.append(f"runs {a.run_id} and {b.run_id} start from different base weights (model fingerprints differ)")
+    for name in ("scoring", "suite"):
+        if getattr(ra, name) != getattr(rb, name):
+            notes.append(f"runs {a.run_id} and {b.run_id} differ in {name}: {getattr(ra, name)} vs {getattr(rb, name)}")
+    if a.outcomes_hash == b.outcomes_hash:
+        notes.append(f"runs {a.run_id} and {b.run_id} have identical outcomes on every probe")
+    return notes
+
+
+def outcomes_hash(results: Sequence[ProbeResult]) -> str:
+    """sha256 over the sorted outcomes: two runs with equal hashes answered identically."""
+    rows = sorted((r.instance_uid, r.probe, r.scoring, r.correct, r.parsed, r.raw_output) for r in results)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+class ResultsDB:
+    """SQLite results store (WAL mode, created on first use). Use as a context manager or call close()."""
+
+    def __init__(self, path: str | Path = DEFAULT_DB):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise ResultsError(f"{self.path} is a directory; --db must name a .sqlite file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(self.path)
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._check_or_create()
+        except sqlite3.DatabaseError as err:
+            raise ResultsError(
+                f"{self.path} is not a calderalab results database ({err}); pass another --db path"
+            ) from None
+
+    def __enter__(self) -> "ResultsDB":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _check_or_create(self) -> None:
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table','view')")}
+        if not tables:
+            with self._conn:
+                self._conn.executescript(_SCHEMA)
+                self._conn.executemany(
+                    "INSERT INTO schema_info VALUES (?, ?)", [("app", APP_ID), ("schema_version", str(SCHEMA_VERSION))]
+                )
+            log.info("created results database %s (schema v%d)", self.path, SCHEMA_VERSION)
+            return
+        info = dict(self._conn.execute("SELECT key, value FROM schema_info")) if "schema_info" in tables else {}
+        if info.get("app") != APP_ID:
+            raise ResultsError(
+                f"{self.path} is an SQLite file but not a calderalab results database "
+                f"(tables: {sorted(tables)[:6]}); pass another --db path"
+            )
+        version = int(info.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise ResultsError(
+                f"{self.path} has results schema v{version}, newer than this calderalab understands "
+                f"(v{SCHEMA_VERSION}); upgrade calderalab to read it"
+            )
+        if version < SCHEMA_VERSION:
+            raise ResultsError(f"{self.path} has an unknown old results schema v{version}; pass a new --db path")
+
+    # ------------------------------------------------------------------ writing
+
+    def add_run(self, record: RunRecord, results: Sequence[ProbeResult], instances: Sequence[Instance]) -> int:
+        """Store one run (record, its instances and every probe outcome) in one transaction; return its id.
+
+        Every instance must have both probes: a partial run is refused rather than stored.
+        """
+        results = list(results)
+        join_probe_results(instances, results)  # validates completeness, raises ValueError naming gaps
+        family = {inst.uid: inst.family for inst in instances}
+        r = record
+        with self._conn:
+            cur = self._conn.execute(
+                "INSERT INTO runs (created_at, experiment, label, config_json, model_ref, model_fingerprint,"
+                " artifacts_manifest_hash, protected_layers, plan_hash, suite, n_requested, n_instances, seeds,"
+                " scoring, decoding_json, tool_version, git_sha, outcomes_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _now(), r.experiment, r.label, json.dumps(r.config, sort_keys=True), r.model_ref,
+                    r.model_fingerprint, r.artifacts_manifest_hash, json.dumps(list(r.protected_layers)),
+                    r.plan_hash, r.suite, r.n_requested, len(instances), json.dumps(list(r.seeds)), r.scoring,
+                    json.dumps(r.decoding, sort_keys=True), r.tool_version, r.git_sha, outcomes_hash(results),
+                ),
+            )
+            run_id = int(cur.lastrowid)
+            self._conn.executemany(
+                "INSERT INTO run_instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (run_id, i.uid, pos, i.family, i.index, i.seed, i.answer, i.answer_type, i.n_steps, int(i.canonical))
+                    for pos, i in enumerate(instances)
+                ],
+            )
+            self._conn.executemany(
+                "INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (run_id, p.instance_uid, family[p.instance_uid], p.probe, p.scoring, int(p.correct), p.parsed,
+                     p.raw_output, int(p.truncated))
+                    for p in results
+                ],
+            )
+        log.info("stored run %d (%s, %d instances) in %s", run_id, r.label, len(instances), self.path)
+        return run_id
+
+    # ------------------------------------------------------------------ reading
+
+    def _resolve_id(self, run_id: int | str) -> int:
+        if isinstance(run_id, str) and run_id.strip().lower() in ("last", "latest"):
+            row = self._conn.execute("SELECT MAX(id) FROM runs").fetchone()
+            if row[0] is None:
+                raise ResultsError(f"{self.path} holds no runs yet; run `calderalab eval` first")
+            return int(row[0])
+        try:
+            rid = int(run_id)
+        except (TypeError, ValueError):
+            raise ResultsError(
+                f"run id {run_id!r} is not a number; `calderalab runs --db {self.path}` lists the stored runs"
+            ) from None
+        if self._conn.execute("SELECT 1 FROM runs WHERE id = ?", (rid,)).fetchone() is None:
+            raise ResultsError(f"no run {rid} in {self.path}; `calderalab runs --db {self.path}` lists the stored runs")
+        return rid
+
+    def _row_to_run(self, row: sqlite3.Row | tuple) -> StoredRun:
+        (rid, created, experiment, label, config, model_ref, fingerprint, art_hash, protected, plan_hash, suite,
+         n_req, n_inst, seeds, scoring, decoding, tool_version, git_sha, o_hash) = row
+        record = RunRecord(
+            model_ref=model_ref, scoring=scoring, suite=suite, seeds=tuple(json.loads(seeds)), n_requested=n_req,
+            model_fingerprint=fingerprint, artifacts_manifest_hash=art_hash,
+            protected_layers=tuple(json.loads(protected)), plan_hash=plan_hash, decoding=json.loads(decoding),
+            label=label, config=json.loads(config), experiment=experiment, tool_version=tool_version,
+            git_sha=git_sha,
+        )
+        return StoredRun(int(rid), created, int(n_inst), o_hash, record)
+
+    def get_run(self, run_id: int | str) -> StoredRun:
+        rid = self._resolve_id(run_id)
+        return self._row_to_run(self._conn.execute("SELECT * FROM runs WHERE id = ?", (rid,)).fetchone())
+
+    def list_runs(self, experiment: str | None = None) -> list[StoredRun]:
+        """All runs (oldest first), or only those of one experiment."""
+        if experiment is None:
+            rows = self._conn.execute("SELECT * FROM runs ORDER BY id").fetchall()
+        else:
+            rows = self._conn.execute("SELECT * FROM runs WHERE experiment = ? ORDER BY id", (experiment,)).fetchall()
+        return [self._row_to_run(r) for r in rows]
+
+    def outcomes(self, run_id: int | str) -> list[ProbeResult]:
+        """Every probe outcome of a run, in the run's instance order (execution before understanding)."""
+        rid = self._resolve_id(run_id)
+        rows = self._conn.execute(
+            "SELECT o.instance_uid, o.probe, o.scoring, o.correct, o.parsed, o.raw_output, o.truncated"
+            " FROM outcomes o JOIN run_instances i ON i.run_id = o.run_id AND i.uid = o.instance_uid"
+            " WHERE o.run_id = ? ORDER BY i.position, o.probe",
+            (rid,),
+        ).fetchall()
+        return [ProbeResult(u, p, s, bool(c), parsed, raw, bool(t)) for u, p, s, c, parsed, raw, t in rows]
+
+    def instances(self, run_id: int | str) -> list[Instance]:
+        """The instances of a run, as far as stored (identity, family and answer; not the prompt text)."""
+        rid = self._resolve_id(run_id)
+        rows = self._conn.execute(
+            "SELECT family, instance_index, instance_seed, answer, answer_type, n_steps, canonical"
+            " FROM run_instances WHERE run_id = ? ORDER BY position",
+            (rid,),
+        ).fetchall()
+        return [
+            Instance(family=f, index=i, seed=s, question="", answer=a, answer_type=t, tolerance=0.0, n_steps=n,
+                     canonical=bool(c))
+            for f, i, s, a, t, n, c in rows
+        ]
+
+    def run_outcomes(self, run_id: int | str) -> RunOutcomes:
+        """Per-instance outcomes of a run, labelled for the report tables."""
+        run = self.get_run(run_id)
+        joined = join_probe_results(self.instances(run.run_id), self.outcomes(run.run_id))
+        bits = run.record.config.get("bits", "-") if run.record.artifacts_manifest_hash else "-"
+        return RunOutcomes(run.display_label, run.record.protected_label, joined, bits=str(bits))
+
+    def paired(self, run_a: int | str, run_b: int | str) -> tuple[RunOutcomes, RunOutcomes]:
+        """Two runs restricted to their common instances, aligned by uid (in run_a's order).
+
+        Logs a warning when the instance sets differ; raises when nothing is shared.
+        """
+        a, b = self.run_outcomes(run_a), self.run_outcomes(run_b)
+        oa, ob = align(a, b)
+        if len(oa) != a.n or len(ob) != b.n:
+            log.warning("runs %s and %s share %d of %d/%d instances; comparing those", run_a, run_b, len(oa), a.n, b.n)
+        return dataclasses.replace(a, outcomes=oa), dataclasses.replace(b, outcomes=ob)

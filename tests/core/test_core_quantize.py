@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from calderalab.core.quantize import decode, encode, fit_grid, quantize_rtn, round_to_fp16
+
+
+def _X(rows=8, cols=16, seed=0, scale=1.0):
+    return torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("group_size", [None, 4, 8])
+def test_rtn_lands_on_grid_within_half_step(bits, group_size):
+    X = _X(seed=bits)
+    q = quantize_rtn(X, bits, group_size)
+    g = q.group_size
+    assert q.codes.dtype == torch.uint8 and int(q.codes.max()) < 2**bits
+    assert q.scale.dtype == torch.float16 and q.scale.shape == (8, 16 // g)
+    X_hat = q.dequantize()
+    step = q.scale.float().repeat_interleave(g, dim=1)  # (rows, cols)
+    off = q.offset.float().repeat_interleave(g, dim=1)
+    # on the grid: (x̂ − offset)/scale is an integer code
+    torch.testing.assert_close((X_hat - off) / step, q.codes.float(), atol=1e-4, rtol=0)
+    assert ((X - X_hat).abs() <= step / 2 * (1 + 1e-5) + 1e-7).all()
+
+
+def test_fp16_directed_rounding():
+    x = torch.tensor([0.1, -0.1, 1e-8, -1e-8, 0.0, 3.0])
+    up, down = round_to_fp16(x, up=True), round_to_fp16(x, up=False)
+    assert (up >= x).all() and (down <= x).all()
+    assert torch.equal(up.half().float(), up) and torch.equal(down.half().float(), down)
+    with pytest.raises(ValueError, match="fp16 range"):
+        round_to_fp16(torch.tensor([1e6]), up=True)
+
+
+def test_constant_group_is_exact():
+    X = torch.full((2, 8), 0.375)
+    assert torch.equal(quantize_rtn(X, 3, 4).dequantize(), X)
+
+
+def test_clip_search_never_worse_than_minmax():
+    X = _X(rows=32, cols=64, seed=3)
+    X[0, 0] = 12.0  # an outlier stretches the min–max range
+    for bits in (2, 3, 4):
+        errs = []
+        for clip in (False, True):
+            s, o = fit_grid(X, bits, 16, clip_search=clip)
+            errs.append(((decode(encode(X, s, o, bits, 16), s, o, 16) - X) ** 2).reshape(32, 4, 16).sum(-1))
+        assert (errs[1] <= errs[0] + 1e-6).all()
+        assert errs[1].sum() < errs[0].sum()
+
+
+def test_group_size_must_divide():
+    with pytest.raises(ValueError, match="group_size=5 does not divide d_in=16"):
+        quantize_rtn(_X(), 3, 5)
