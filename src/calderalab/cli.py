@@ -73,6 +73,224 @@ def inspect(
 # (section owned by the compression work; add commands below this line)
 
 
+def _build_plan(n_layers: int, spec_fields: dict, plan_file: str | None, protect: str | None, ranks: str | None):
+    """The plan from CLI options: --plan FILE, or uniform / selective (--protect) / ultra (--ranks)."""
+    from calderalab import core, plans
+
+    if plan_file is not None:
+        if protect or ranks:
+            raise ValueError("--plan already says which layers are protected or re-ranked: drop --protect/--ranks")
+        return plans.load_plan(plan_file, n_layers)
+    if protect and ranks:
+        raise ValueError("use either --protect (keep layers original) or --ranks (ultra: per-layer CALDERA ranks), not both")
+    spec = core.CompressionSpec(**spec_fields)
+    if protect:
+        return plans.selective_plan(n_layers, spec, protect)
+    if ranks:
+        return plans.ultra_plan(n_layers, spec, ranks)
+    return plans.uniform_plan(n_layers, spec)
+
+
+def _spec_fields(method, bits, rank, lr_bits, group_size, outer_iters, inner_iters, damp, seed) -> dict:
+    """Only the options the user gave: every default stays in CompressionSpec."""
+    given = {"bits": bits, "rank": rank, "lr_bits": lr_bits, "group_size": group_size, "outer_iters": outer_iters,
+             "inner_iters": inner_iters, "damp": damp, "seed": seed}
+    fields = {k: v for k, v in given.items() if v is not None}
+    fields["method"] = method or ("caldera" if rank else "ldlq")
+    return fields
+
+
+def _calib_config(source, n_samples, seq_len, seed):
+    from calderalab.calib import CalibConfig
+
+    given = {"source": source, "n_samples": n_samples, "seq_len": seq_len, "seed": seed}
+    return CalibConfig(**{k: v for k, v in given.items() if v is not None})
+
+
+@app.command()
+def compress(
+    model: str = typer.Argument(..., help="model reference: smollm2, an HF id, a local dir or a .gguf file"),
+    out: str = typer.Option(..., "--out", help="artifact store: a directory or an fsspec URL (s3://...)"),
+    bits: int = typer.Option(None, help="bits of the backbone Q (2-8)"),
+    rank: int = typer.Option(None, help="rank k of L·R (CALDERA); 0 or unset with --method ldlq/rtn"),
+    method: str = typer.Option(None, help="caldera | ldlq | rtn (default: caldera with --rank, else ldlq)"),
+    lr_bits: int = typer.Option(None, "--lr-bits", help="bits of L and R"),
+    group_size: int = typer.Option(None, "--group-size", help="quantisation group size of Q (default: one group per row)"),
+    outer_iters: int = typer.Option(None, "--outer-iters"),
+    inner_iters: int = typer.Option(None, "--inner-iters"),
+    damp: float = typer.Option(None, help="Hessian damping, fraction of the mean diagonal"),
+    seed: int = typer.Option(None, help="seed of rotations and calibration sampling"),
+    plan: str = typer.Option(None, "--plan", help="plan file (JSON/YAML)"),
+    protect: str = typer.Option(None, "--protect", help="layers kept original, e.g. 23-27 or last:5"),
+    ranks: str = typer.Option(None, "--ranks", help="ultra plan: per-layer ranks, e.g. 23:256,24:128"),
+    calib: str = typer.Option(None, "--calib", help="calibration source: 'self' (model-generated), a .txt file or a GSM8K .jsonl"),
+    calib_samples: int = typer.Option(None, "--calib-samples", help="number of calibration sequences"),
+    seq_len: int = typer.Option(None, "--seq-len", help="tokens per calibration sequence"),
+    executor: str = typer.Option("local", help="local | ray"),
+    num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs for a local Ray instance"),
+) -> None:
+    """Compress MODEL into an artifact store (resumes an interrupted run)."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from calderalab import compress as compress_lib
+    from calderalab import models
+    from calderalab.artifacts import ArtifactStore
+
+    console = Console()
+    calib_config = _calib_config(calib, calib_samples, seq_len, seed)
+    spec_fields = _spec_fields(method, bits, rank, lr_bits, group_size, outer_iters, inner_iters, damp, seed)
+    if "bits" not in spec_fields and plan is None:
+        raise ValueError("give --bits (and --rank for CALDERA) or a --plan file")
+    t0 = time.perf_counter()
+    model_obj, tokenizer = models.load_model(model)
+    console.print(f"loaded {model} in {time.perf_counter() - t0:.1f}s")
+    the_plan = _build_plan(models.num_layers(model_obj), spec_fields, plan, protect, ranks)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("ETA"), TimeRemainingColumn(), console=console)
+    task = None
+
+    def on_event(event) -> None:
+        nonlocal task
+        if isinstance(event, compress_lib.CompressStarted):
+            b = event.plan_bpw
+            console.print(f"plan {the_plan.preset} hash {event.plan_hash[:16]}  bpw {b.bpw_compressed_only:.3f} "
+                          f"(compressed modules), {b.bpw_fp16:.3f} (whole model, protected as fp16)")
+            console.print(f"{event.n_modules} modules, {event.n_modules - event.n_todo} already stored, {event.n_todo} to do")
+            if event.n_todo:
+                progress.start()
+                task = progress.add_task("calibrating", total=len(event.todo_layers))
+        elif isinstance(event, compress_lib.CalibrationReady):
+            progress.console.print(f"calibration: {event.description}; {event.n_tokens} tokens, sha256 {event.token_sha256[:16]}")
+            progress.update(task, description="layers")
+        elif isinstance(event, compress_lib.LayerCompressed):
+            worst = min(r.weight_correlation for r in event.results)
+            progress.update(task, advance=1, description=f"layer {event.layer:>3} (min corr {worst:.3f})")
+
+    try:
+        report = compress_lib.compress_model(model_obj, the_plan, ArtifactStore(out), calib_config, executor=executor,
+                                             progress=on_event, tokenizer=tokenizer, model_ref=models.model_identity(model),
+                                             num_cpus=num_cpus)
+    finally:
+        progress.stop()
+    table = Table(title=f"{out}: {len(report.modules)} modules ({report.n_resumed} resumed) in {report.seconds:.1f}s")
+    for col in ("layer", "modules", "rel. error", "corr (mean)", "corr (min)", "bpw"):
+        table.add_column(col, justify="right")
+    for row in report.per_layer():
+        table.add_row(str(row["layer"]), str(row["n_modules"]), f"{row['relative_error']:.4f}", f"{row['weight_correlation']:.4f}",
+                      f"{row['min_weight_correlation']:.4f}", f"{row['bpw']:.3f}")
+    console.print(table)
+    console.print(f"mean weight correlation {report.mean_weight_correlation:.4f}; plan hash {report.plan_hash}")
+
+
+@app.command()
+def validate(
+    model: str = typer.Argument(..., help="model reference the artifacts were made from"),
+    store: str = typer.Argument(..., help="artifact store directory or URL"),
+    min_corr: float = typer.Option(None, "--min-corr", help="fail modules whose weight correlation is below this"),
+    no_replacement: bool = typer.Option(False, "--no-replacement", help="skip the single-layer replacement check"),
+    plan: str = typer.Option(None, "--plan", help="plan file choosing among several stored specs"),
+) -> None:
+    """Check artifacts against MODEL: checksums, fingerprints, weight correlation, single-layer replacement. Exit 1 on failure."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from calderalab import models, plans
+    from calderalab.artifacts import ArtifactStore
+    from calderalab.artifacts.validate import ValidationConfig, validate_store
+
+    console = Console()
+    given = {"min_correlation": min_corr, "replacement_check": (False if no_replacement else None)}
+    config = ValidationConfig(**{k: v for k, v in given.items() if v is not None})
+    model_obj, tokenizer = models.load_model(model)
+    the_plan = plans.load_plan(plan, models.num_layers(model_obj)) if plan else None
+    with console.status("validating"):
+        report = validate_store(model_obj, tokenizer, ArtifactStore(store), config, plan=the_plan)
+    layer_checks = {l.layer: l for l in report.layers}
+    table = Table(title=f"{store}: {len(report.modules)} modules; reference answer {report.reference_text!r}")
+    for col in ("layer", "corr (mean)", "corr (min)", "rel. error", "bpw", "replacement", "status"):
+        table.add_column(col, justify="right")
+    for layer in sorted({m.layer for m in report.modules}):
+        ms = [m for m in report.modules if m.layer == layer]
+        corrs = [m.weight_correlation for m in ms if m.weight_correlation is not None]
+        errs = [m.relative_error for m in ms if m.relative_error is not None]
+        bpws = [m.bpw for m in ms if m.bpw is not None]
+        lc = layer_checks.get(layer)
+        ok = all(m.ok for m in ms) and (lc is None or lc.ok)
+        table.add_row(str(layer), f"{sum(corrs) / len(corrs):.4f}" if corrs else "-", f"{min(corrs):.4f}" if corrs else "-",
+                      f"{sum(errs) / len(errs):.4f}" if errs else "-", f"{sum(bpws) / len(bpws):.3f}" if bpws else "-",
+                      "-" if lc is None else f"{lc.agreement:.2f} / {lc.exact_prefix} exact",
+                      "[green]ok[/green]" if ok else "[red]FAIL[/red]")
+    console.print(table)
+    console.print(f"mean weight correlation {report.mean_weight_correlation:.4f} (threshold {config.min_correlation})")
+    if not report.passed:
+        for line in report.failures():
+            console.print(f"[red]FAIL[/red] {line}")
+        raise typer.Exit(1)
+    console.print("[green]validation passed[/green]")
+
+
+@app.command()
+def export(
+    model: str = typer.Argument(..., help="model reference the artifacts were made from"),
+    store: str = typer.Argument(..., help="artifact store directory or URL"),
+    out: str = typer.Option(..., "--out", help="output directory for the Hugging Face checkpoint"),
+    protect: str = typer.Option(None, "--protect", help="layers to keep original"),
+    plan: str = typer.Option(None, "--plan", help="plan file choosing among several stored specs"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Write MODEL with the stored artifacts applied as a de-quantised HF checkpoint (from_pretrained / vLLM)."""
+    import json
+
+    from calderalab import models, plans
+    from calderalab.artifacts import ArtifactStore, apply_artifacts
+
+    model_obj, tokenizer = models.load_model(model)
+    n_layers = models.num_layers(model_obj)
+    protected = plans.parse_layer_set(protect, n_layers) if protect else ()
+    the_plan = plans.load_plan(plan, n_layers) if plan else None
+    the_store = ArtifactStore(store)
+    apply_artifacts(model_obj, the_store, protect=protected, plan=the_plan)
+    provenance = {"source_model": models.model_identity(model), "artifacts": store, "protected_layers": list(protected),
+                  "artifact_header": the_store.header().to_dict()}
+    path = models.export_checkpoint(model_obj, tokenizer, out, overwrite=overwrite,
+                                    extra_files={"calderalab_provenance.json": json.dumps(provenance, indent=1, sort_keys=True)})
+    typer.echo(f"exported {n_layers} layers ({len(model_obj.calderalab_applied.applied)} compressed modules) to {path}")
+
+
+@app.command()
+def ppl(
+    model: str = typer.Argument(..., help="model reference"),
+    data: str = typer.Option(..., "--data", help="text file, e.g. ../shared/data/wikitext-2/test.txt"),
+    artifacts: str = typer.Option(None, "--artifacts", help="artifact store to apply first"),
+    protect: str = typer.Option(None, "--protect", help="layers kept original when applying artifacts"),
+    context: int = typer.Option(512, "--context", help="tokens per window"),
+    stride: int = typer.Option(256, "--stride", help="window step; each token is scored once"),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="score only the first N tokens of the text"),
+    batch_size: int = typer.Option(4, "--batch-size"),
+) -> None:
+    """Sliding-window perplexity of MODEL (optionally with artifacts applied) on a text file."""
+    from pathlib import Path
+
+    from calderalab import models, plans
+    from calderalab.artifacts import ArtifactStore, apply_artifacts
+    from calderalab.eval.perplexity import perplexity
+
+    if protect and not artifacts:
+        raise ValueError("--protect only makes sense with --artifacts")
+    model_obj, tokenizer = models.load_model(model)
+    if artifacts:
+        protected = plans.parse_layer_set(protect, models.num_layers(model_obj)) if protect else ()
+        apply_artifacts(model_obj, ArtifactStore(artifacts), protect=protected)
+    text = Path(data).read_text(encoding="utf-8")
+    result = perplexity(model_obj, tokenizer, text, context_len=context, stride=stride, max_tokens=max_tokens, batch_size=batch_size)
+    typer.echo(f"perplexity {result.perplexity:.4f}  ({result.n_scored_tokens} tokens, {result.n_windows} windows, "
+               f"context {result.context_len}, stride {result.stride})")
+
+
 
 # ---------------------------------------------------------------- evaluation commands
 # (section owned by the evaluation work; add commands below this line)
@@ -216,6 +434,9 @@ def sensitivity_cmd(
     threshold: float = typer.Option(None, help="fidelity threshold of the critical zone (default 0.15)"),
     layers: str = typer.Option(None, help="layer set to profile, e.g. 'last:5' or '0-3' (default all)"),
     out: Path = typer.Option(Path("runs/sensitivity"), help="output directory"),
+    calib: str = typer.Option("self", help="calibration source of the Hessians: 'self' (model-generated text) or a text / GSM8K .jsonl file"),
+    calib_samples: int = typer.Option(None, help="calibration windows (default 16)"),
+    max_new_tokens: int = typer.Option(None, help="cap of the reference answers in tokens (default 48)"),
 ) -> None:
     """Per-layer sensitivity profile: fidelity / margin / KL, critical zone, tables and U-shape plot."""
     import dataclasses
@@ -226,40 +447,68 @@ def sensitivity_cmd(
     from calderalab.plans import parse_layer_set
     from calderalab.sensitivity.pipeline import SensitivityJob, probe_prompt_ids, run_sensitivity, write_outputs
 
-    job = SensitivityJob(**{k: v for k, v in {"n_samples": samples, "threshold": threshold}.items() if v is not None})
+    job = SensitivityJob(**{k: v for k, v in {"n_samples": samples, "threshold": threshold, "calib_samples": calib_samples,
+                                              "calib_source": calib}.items() if v is not None})
+    if max_new_tokens is not None:
+        job = dataclasses.replace(job, measure=dataclasses.replace(job.measure, max_new_tokens=max_new_tokens))
     spec = CompressionSpec(method="caldera" if rank > 0 else "ldlq", bits=bits, rank=rank, seed=job.seed)
+    clock = _StageClock()
     net, tok = load_model(model)
+    clock.done("load model")
     n_layers = num_layers(net)
     chosen = parse_layer_set(layers, n_layers) if layers else None
     prompts = probe_prompt_ids(tok, job.n_samples, job.seed)
-    calib = _sensitivity_calibration(net, tok, prompts, job)
+    calib_batches, calib_description = _sensitivity_calibration(net, tok, prompts, job)
+    clock.done("calibration data")
     with _progress() as bar:
         task = bar.add_task("layers", total=len(chosen) if chosen else n_layers)
         profile, zone = run_sensitivity(
-            net, prompts, calib, lambda W, H: decompose(W, H, spec).reconstruct(), job, chosen,
+            net, prompts, calib_batches, lambda W, H: decompose(W, H, spec).reconstruct(), job, chosen,
             eos_token_id=getattr(tok, "eos_token_id", None),
-            settings={"model": model, "spec": spec.to_dict(), "spec_key": spec.key()},
-            progress=lambda done, total: bar.update(task, completed=done),
+            settings={"model": model, "spec": spec.to_dict(), "spec_key": spec.key(), "calib_source": job.calib_source,
+                      "calib": calib_description},
+            progress=lambda done, total: bar.update(task, completed=done), stage=clock.done,
         )
     max_rank = min(min(m.weight.shape) for t in discover_layers(net) for m in t.modules.values())
     ultra = ultra_ranks(profile, rank, zone, max_rank=max_rank) if zone and rank > 0 else None
     paths = write_outputs(profile, zone, out, job.groups, ultra, rank)
+    clock.done("write outputs")
     typer.echo(paths["tables"].read_text())
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
+    typer.echo("timings: " + ", ".join(f"{name} {sec:.1f}s" for name, sec in clock.stages))
 
 
-def _sensitivity_calibration(net, tok, prompts, job) -> list:
-    """Calibration batches from calderalab.calib when available, else the probe prompts themselves."""
+class _StageClock:
+    """Wall-clock seconds per stage of a command: echoed to stderr as each stage ends (long runs
+    show where they are), and kept for the closing timing line."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self._last = self._now()
+        self.stages: list[tuple[str, float]] = []
+
+    def done(self, name: str) -> None:
+        now = self._now()
+        self.stages.append((name, now - self._last))
+        self._last = now
+        typer.echo(f"[{name}: {self.stages[-1][1]:.1f}s]", err=True)
+
+
+def _sensitivity_calibration(net, tok, prompts, job) -> tuple[list, str]:
+    """(batches, description): from calderalab.calib when available, else the probe prompts themselves."""
     import torch
 
     try:
         from calderalab.calib import CalibConfig, load_calibration
     except ImportError:
         typer.secho("calderalab.calib not available: calibrating on the probe prompts", fg=typer.colors.YELLOW, err=True)
-        return [torch.tensor([p]) for p in prompts[: job.calib_samples]]
-    data = load_calibration(net, tok, CalibConfig(n_samples=job.calib_samples, seq_len=job.calib_seq_len, seed=job.seed))
-    return list(data.batches)
+        return [torch.tensor([p]) for p in prompts[: job.calib_samples]], "probe prompts (calderalab.calib not available)"
+    data = load_calibration(net, tok, CalibConfig(source=job.calib_source, n_samples=job.calib_samples,
+                                                  seq_len=job.calib_seq_len, seed=job.seed))
+    return list(data.batches), data.description
 
 
 def _progress():

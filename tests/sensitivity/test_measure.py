@@ -99,20 +99,26 @@ def test_layer_sensitivity_finds_the_damaged_layer_and_restores_weights(make_tin
             out[(layer, name)] = w + 3.0 * torch.randn(w.shape, generator=g) if layer == 2 else w.clone()
         return out
 
-    calls = []
-    model.register_forward_hook(lambda *a: calls.append(1))
+    calls, layer_calls = [], {l: [] for l in range(4)}
+    model.register_forward_pre_hook(lambda *a: calls.append(1))
+    for l in range(4):
+        model.model.layers[l].register_forward_hook(lambda *a, l=l: layer_calls[l].append(1))
     done = []
     prof = layer_sensitivity(model, samples, weights_for_layer, n_layers=4, config=SensitivityConfig(batch_size=3, noise_batch_size=1),
                              swap=swap_weights, progress=lambda d, t: done.append((d, t)))
-    # baseline once (3 batches) + noise (8 singles) + 4 layers x 3 batches: the baseline is cached, not rerun per layer
-    assert len(calls) == 3 + 8 + 4 * 3
+    # full forwards: baseline once (3 batches) + noise (8 singles); per-layer runs never run the whole model
+    assert len(calls) == 3 + 8
+    # layer j runs in the baseline and noise passes, once per batch to advance the cached streams past it
+    # (j < 3), and once per batch in the run of every layer l <= j: only layers l..L-1 run for layer l
+    for j in range(4):
+        assert len(layer_calls[j]) == 3 + 8 + (3 if j < 3 else 0) + 3 * (j + 1), j
     assert done[-1] == (4, 4)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     fid = prof.fidelity()
     assert fid[0] == fid[1] == fid[3] == 1.0 and prof.row(0).metrics.kl < 1e-8
     assert fid[2] < 1.0 and prof.row(2).metrics.kl > 1e-3 and prof.row(2).metrics.margin < 0
-    assert prof.noise.fidelity == 1.0 and prof.noise.kl < 1e-8
+    assert prof.noise.fidelity == 1.0 and prof.noise.kl < 1e-6  # float32 round-off only
     assert prof.row(2).fidelity_loss == pytest.approx(1.0 - fid[2])
     again = SensitivityProfile.from_dict(prof.to_dict())
     assert again == prof

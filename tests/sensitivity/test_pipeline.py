@@ -42,15 +42,22 @@ def test_run_sensitivity_on_tiny_model(tmp_path, make_tiny_llama):
                                                        ("calderalab.eval.probes", "execution_messages"),
                                                        ("calderalab.plans", "parse_layer_set")]),
                     reason="models/core/tasks/probes/plans not merged yet")
-@pytest.mark.slow  # ~3.5 min on 2 cores against the helpers' in-progress code: calibration dominates; to be trimmed
-def test_cli_sensitivity_end_to_end(tmp_path):
+# Not slow: the 3.5 min it once took were ~70% self-generated calibration text (16 x 256 sampled
+# tokens through generate); a GSM8K text source costs nothing, and the fast path does the rest.
+def test_cli_sensitivity_end_to_end(tmp_path, shared_data):
     from calderalab.models import tiny_model
 
     model, tok = tiny_model("llama", n_layers=4, seed=0)
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     out = subprocess.run([sys.executable, "-m", "calderalab", "sensitivity", str(tmp_path / "m"), "--bits", "2", "--rank", "0",
-                          "--samples", "4", "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+                          "--samples", "4", "--max-new-tokens", "8", "--calib", str(shared_data / "gsm8k" / "train.jsonl"),
+                          "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "o" / "profile.json").is_file() and (tmp_path / "o" / "fidelity.png").is_file()
-    assert "| Layer Group |" in out.stdout
+    assert "| Layer Group |" in out.stdout and "timings: " in out.stdout
+    import json
+
+    profile = json.loads((tmp_path / "o" / "profile.json").read_text())
+    assert len(profile["rows"]) == 4 and profile["settings"]["fast_path"] and profile["settings"]["max_new_tokens"] == 8
+    assert profile["settings"]["calib_source"].endswith("train.jsonl")

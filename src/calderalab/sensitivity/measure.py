@@ -1,10 +1,13 @@
 """Measuring per-layer sensitivity: reference answers, teacher-forced runs, answer-token metrics.
 
 Protocol (DESIGN.md, Layer sensitivity): the uncompressed model first answers N probe prompts
-greedily; its teacher-forced log-probs on prompt + own answer are computed ONCE and cached;
-then for each decoder layer l only layer l's compressed weights are swapped in (restored
-exactly on exit) and the same teacher-forced batches are run and compared over the answer
-tokens. A noise floor compares the uncompressed model with itself under another batch layout.
+greedily; its teacher-forced log-probs on prompt + own answer are computed ONCE and cached
+(answer positions only, float32); then for each decoder layer l only layer l's compressed
+weights are swapped in (restored exactly on exit) and the same teacher-forced batches are run
+and compared over the answer tokens. By default the run of layer l executes only layers
+l..L-1 on the cached uncompressed stream, and the head only at answer positions
+(`fastpath.SuffixRunner`); `teacher_forced_logprobs` is the full-forward reference path.
+A noise floor compares the uncompressed model with itself under another batch layout.
 Imports torch; model access goes through `calderalab.models` (never transformers directly).
 """
 
@@ -43,18 +46,25 @@ class ProbeSample:
 class SensitivityConfig:
     """batch_size: teacher-forced batch size. noise_batch_size: the batch size of the noise-floor
     run (must differ, so that padding layout and matmul shapes differ). max_new_tokens: cap of
-    the reference answers."""
+    the reference answers; 48 holds the probes' short final answers (and the start of a worked
+    solution) while keeping every teacher-forced run and the cached log-probs bounded
+    (N x 48 x V floats). generate_batch_size: prompts per batched greedy generation (1 = one
+    prompt at a time, no padding at all). fast_path: run only layers l..L-1 and the head at answer
+    positions on cached uncompressed streams (`fastpath.SuffixRunner`); False = a full forward
+    per layer (the reference path, and the fallback for models the fast path does not know)."""
 
     batch_size: int = 8
     noise_batch_size: int = 1
-    max_new_tokens: int = 32
+    max_new_tokens: int = 48
     pad_token_id: int = 0
+    generate_batch_size: int = 8
+    fast_path: bool = True
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.noise_batch_size < 1 or self.max_new_tokens < 1:
+        if min(self.batch_size, self.noise_batch_size, self.max_new_tokens, self.generate_batch_size) < 1:
             raise ValueError(
-                f"batch_size, noise_batch_size and max_new_tokens must be >= 1, got "
-                f"{self.batch_size}, {self.noise_batch_size}, {self.max_new_tokens}"
+                f"batch_size, noise_batch_size, max_new_tokens and generate_batch_size must be >= 1, got "
+                f"{self.batch_size}, {self.noise_batch_size}, {self.max_new_tokens}, {self.generate_batch_size}"
             )
         if self.noise_batch_size == self.batch_size:
             raise ValueError(
@@ -160,34 +170,89 @@ def compare_run(base: Sequence[torch.Tensor], run: Sequence[torch.Tensor], sampl
     )
 
 
-@torch.no_grad()
 def greedy_reference_samples(
     model: torch.nn.Module,
     prompts: Sequence[Sequence[int]],
     config: SensitivityConfig = SensitivityConfig(),
     eos_token_id: int | None = None,
 ) -> list[ProbeSample]:
-    """The uncompressed model's own greedy answers to `prompts` (token ids), one prompt at a time
-    so that no padding can change them. The answer stops after the first eos (kept: stopping is
-    part of the answer) or at max_new_tokens. Uses a KV cache through the model's forward."""
-    device = next(model.parameters()).device
-    samples = []
+    """The uncompressed model's own greedy answers to `prompts` (token ids).
+
+    The answer stops after the first eos (kept: stopping is part of the answer) or at
+    max_new_tokens. config.generate_batch_size > 1: prompts of similar length are batched with
+    left padding through `model.generate` (tested equal to one-at-a-time on tiny models; a
+    rare near-tie may still flip under padding, which only changes which continuation is the
+    reference, not how it is scored). 1: one prompt at a time, no padding at all."""
     for prompt in prompts:
         if len(prompt) == 0:
             raise ValueError("empty prompt: every probe prompt needs at least one token")
-        ids = torch.tensor([list(prompt)], device=device)  # (1, P)
-        out = model(input_ids=ids, use_cache=True)
-        cache_kw = "cache" if hasattr(out, "cache") else "past_key_values"  # transformers >= 5.x renamed it
-        answer: list[int] = []
-        for _ in range(config.max_new_tokens):
-            nxt = int(out.logits[0, -1].argmax())
-            answer.append(nxt)
-            if eos_token_id is not None and nxt == eos_token_id:
-                break
-            step = torch.tensor([[nxt]], device=device)  # (1, 1)
-            out = model(input_ids=step, use_cache=True, **{cache_kw: getattr(out, cache_kw)})
-        samples.append(ProbeSample(tuple(int(t) for t in prompt), tuple(answer)))
-    return samples
+    if config.generate_batch_size == 1:
+        return [_greedy_one(model, prompt, config.max_new_tokens, eos_token_id) for prompt in prompts]
+    by_len = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[ProbeSample | None] = [None] * len(prompts)
+    for start in range(0, len(by_len), config.generate_batch_size):
+        idx = by_len[start : start + config.generate_batch_size]
+        answers = _greedy_batch(model, [prompts[i] for i in idx], config, eos_token_id)
+        for i, answer in zip(idx, answers, strict=True):
+            out[i] = ProbeSample(tuple(int(t) for t in prompts[i]), answer)
+    return out  # type: ignore[return-value]
+
+
+def _cut_at_eos(tokens: Sequence[int], eos_token_id: int | None) -> tuple[int, ...]:
+    if eos_token_id is not None and eos_token_id in tokens:
+        tokens = tokens[: list(tokens).index(eos_token_id) + 1]
+    return tuple(int(t) for t in tokens)
+
+
+@torch.no_grad()
+def _greedy_batch(model: torch.nn.Module, prompts: Sequence[Sequence[int]], config: SensitivityConfig,
+                  eos_token_id: int | None) -> list[tuple[int, ...]]:
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), config.pad_token_id, dtype=torch.long)  # (B, P), left padded
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    # A fresh generation config: the checkpoint's own (sampling, repetition penalty, its eos) must not apply.
+    gen = type(model.generation_config)(
+        do_sample=False, num_beams=1, max_new_tokens=config.max_new_tokens, eos_token_id=eos_token_id,
+        pad_token_id=config.pad_token_id,
+    )
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen)
+    new = out[:, width:].cpu().tolist()  # (B, <= max_new_tokens); finished rows are padded
+    return [_cut_at_eos(row, eos_token_id) for row in new]
+
+
+@torch.no_grad()
+def _greedy_one(model: torch.nn.Module, prompt: Sequence[int], max_new_tokens: int, eos_token_id: int | None) -> ProbeSample:
+    """One prompt, no padding; a KV cache through the model's forward."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(prompt)], device=device)  # (1, P)
+    out = model(input_ids=ids, use_cache=True)
+    cache_kw = "cache" if hasattr(out, "cache") else "past_key_values"  # transformers >= 5.x renamed it
+    answer: list[int] = []
+    for _ in range(max_new_tokens):
+        nxt = int(out.logits[0, -1].argmax())
+        answer.append(nxt)
+        if eos_token_id is not None and nxt == eos_token_id:
+            break
+        step = torch.tensor([[nxt]], device=device)  # (1, 1)
+        out = model(input_ids=step, use_cache=True, **{cache_kw: getattr(out, cache_kw)})
+    return ProbeSample(tuple(int(t) for t in prompt), tuple(answer))
+
+
+def _fast_runner(model: torch.nn.Module, samples: Sequence[ProbeSample], config: SensitivityConfig):
+    """A SuffixRunner with the cached uncompressed streams and baseline, or None (full-forward path)."""
+    if not config.fast_path:
+        return None
+    from calderalab.sensitivity.fastpath import FastPathUnsupported, SuffixRunner
+
+    try:
+        return SuffixRunner(model, samples, config.batch_size, config.pad_token_id)
+    except FastPathUnsupported as err:
+        log.warning("fast path unavailable, one full forward per layer: %s", err)
+        return None
 
 
 def layer_sensitivity(
@@ -206,6 +271,10 @@ def layer_sensitivity(
     weights_for_layer(l) returns {(l, module name): W_hat (d_out, d_in)} for layer l only.
     swap(model, mapping) is a context manager that installs the weights and restores them
     exactly (default: `calderalab.models.swapped_weights`).
+    Fast path (config.fast_path): the baseline pass caches the uncompressed stream and each
+    layer's inputs, and layer l's run executes only layers l..L-1 and the head at answer
+    positions; layers are visited in ascending order. The noise floor is always a full forward
+    under another batch layout, so it also bounds the fast path's own numerical difference.
     """
     if not samples:
         raise ValueError("layer_sensitivity needs at least one probe sample")
@@ -216,7 +285,11 @@ def layer_sensitivity(
     if swap is None:
         from calderalab.models import swapped_weights as swap  # noqa: PLC0415 (models imports transformers)
     model.eval()
-    base = teacher_forced_logprobs(model, samples, config.batch_size, config.pad_token_id)
+    runner = _fast_runner(model, samples, config)
+    if runner is not None:
+        base = runner.base
+    else:
+        base = teacher_forced_logprobs(model, samples, config.batch_size, config.pad_token_id)
     noise = compare_run(base, teacher_forced_logprobs(model, samples, config.noise_batch_size, config.pad_token_id), samples)
     log.info("noise floor: fidelity %.3f, kl %.3g", noise.fidelity, noise.kl)
     rows = []
@@ -225,13 +298,19 @@ def layer_sensitivity(
         foreign = sorted({k for k in mapping if k[0] != layer})
         if foreign:
             raise ValueError(f"weights_for_layer({layer}) returned weights of other layers: {foreign}")
+        if runner is not None:
+            runner.advance(layer)  # through the ORIGINAL layers, before the swap
         with swap(model, mapping):
-            run = teacher_forced_logprobs(model, samples, config.batch_size, config.pad_token_id)
+            if runner is not None:
+                run = runner.run_from(layer)
+            else:
+                run = teacher_forced_logprobs(model, samples, config.batch_size, config.pad_token_id)
         metrics = compare_run(base, run, samples)
+        del run
         rows.append(LayerRow.against_noise(layer, metrics, noise))
         log.info("layer %d: fidelity %.3f margin %+.4f kl %.3g", layer, metrics.fidelity, metrics.margin, metrics.kl)
         if progress is not None:
             progress(done + 1, len(layers))
     meta = {"n_samples": len(samples), "batch_size": config.batch_size, "noise_batch_size": config.noise_batch_size,
-            "max_new_tokens": config.max_new_tokens, **(settings or {})}
+            "max_new_tokens": config.max_new_tokens, "fast_path": runner is not None, **(settings or {})}
     return SensitivityProfile(n_layers=n_layers, rows=tuple(rows), noise=noise, settings=meta)

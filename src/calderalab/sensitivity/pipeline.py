@@ -87,6 +87,7 @@ class SensitivityJob:
     threshold: float = 0.15
     calib_samples: int = 16
     calib_seq_len: int = 256
+    calib_source: str = "self"  # calderalab.calib source: "self" or a text / GSM8K .jsonl path
     seed: int = 0
     measure: SensitivityConfig = SensitivityConfig()
     groups: LayerGroups = LayerGroups()
@@ -124,18 +125,26 @@ def run_sensitivity(
     eos_token_id: int | None = None,
     settings: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> tuple[SensitivityProfile, tuple[int, ...]]:
-    """Profile every (or the given) layer and find the critical zone."""
+    """Profile every (or the given) layer and find the critical zone.
+
+    stage(name) is called as each stage ends (reference answers, Hessians + decompositions,
+    layer runs), so callers can time them."""
     from calderalab.models import num_layers, swapped_weights
 
     n_layers = num_layers(model)
     layers = list(range(n_layers)) if layers is None else list(layers)
+    stage = stage or (lambda _name: None)
     samples = greedy_reference_samples(model, prompt_ids, job.measure, eos_token_id)
+    stage("reference answers")
     weights = compressed_layer_weights(model, calib_batches, layers, compress)
+    stage("hessians + decompositions")
     profile = layer_sensitivity(
         model, samples, weights.__getitem__, n_layers, layers, job.measure, swap=swapped_weights,
         progress=progress, settings={"threshold": job.threshold, "seed": job.seed, **(settings or {})},
     )
+    stage("layer runs")
     return profile, critical_zone(profile, job.threshold, job.groups)
 
 

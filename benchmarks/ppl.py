@@ -1,0 +1,106 @@
+"""Perplexity of SmolLM2 on WikiText-2 test: baseline vs rtn / ldlq / caldera at 2, 3, 4 bits.
+
+One command, one table, the same context for every row:
+
+    PYTHONPATH=src python benchmarks/ppl.py            # defaults below; artifacts cached
+
+Hessians are collected ONCE (cached on disk by calibration sha256) and reused by every method;
+each configuration's artifacts go to <cache>/<spec key>, so a rerun only evaluates. bpw is the
+honest count from the artifacts (scales and zero points included), averaged over the compressed
+weights by parameter count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from calderalab import core, models, plans
+from calderalab.artifacts import ArtifactStore, assemble_weights
+from calderalab.calib import CalibConfig, collect_hessians, load_calibration
+from calderalab.compress import compress_model
+from calderalab.eval.perplexity import perplexity
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
+
+
+def configs(bits_list: list[int], ranks: list[int]) -> list[core.CompressionSpec]:
+    out = []
+    for bits in bits_list:
+        out.append(core.CompressionSpec("rtn", bits))
+        out.append(core.CompressionSpec("ldlq", bits))
+        out += [core.CompressionSpec("caldera", bits, rank=k) for k in ranks]
+    return out
+
+
+def cached_hessians(model, calib, cache: Path) -> list[tuple[int, dict[str, torch.Tensor]]]:
+    path = cache / f"hessians-{calib.sha256[:16]}.pt"
+    if path.exists():
+        return torch.load(path)
+    t0 = time.perf_counter()
+    hessians = list(collect_hessians(model, calib.batches))
+    print(f"collected Hessians of {len(hessians)} layers on {calib.n_tokens} tokens in {time.perf_counter() - t0:.1f}s")
+    torch.save(hessians, path)
+    return hessians
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--data", default=str(DATA / "test.txt"))
+    parser.add_argument("--calib", default=str(DATA / "valid.txt"))
+    parser.add_argument("--calib-samples", type=int, default=64)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--context", type=int, default=512)
+    parser.add_argument("--stride", type=int, default=512)
+    parser.add_argument("--max-tokens", type=int, default=16384)
+    parser.add_argument("--bits", default="2,3,4")
+    parser.add_argument("--ranks", default="32,64")
+    parser.add_argument("--methods", default="rtn,ldlq,caldera")
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "calderalab" / "bench-ppl"))
+    args = parser.parse_args()
+
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = models.load_model(args.model)
+    text = Path(args.data).read_text(encoding="utf-8")
+    calib = load_calibration(model, tokenizer, CalibConfig(args.calib, args.calib_samples, args.seq_len))
+    hessians = cached_hessians(model, calib, cache)
+    n_layers = models.num_layers(model)
+
+    def ppl() -> float:
+        return perplexity(model, tokenizer, text, args.context, args.stride, args.max_tokens).perplexity
+
+    t0 = time.perf_counter()
+    base = ppl()
+    rows = [("baseline (fp32)", "-", "-", 32.0, base, time.perf_counter() - t0)]
+    print(f"baseline ppl {base:.3f}")
+    methods = set(args.methods.split(","))
+    specs = [s for s in configs([int(b) for b in args.bits.split(",")], [int(k) for k in args.ranks.split(",")]) if s.method in methods]
+    for spec in specs:
+        t0 = time.perf_counter()
+        store = ArtifactStore(str(cache / f"{models.num_layers(model)}L-{spec.key()}"))
+        report = compress_model(model, plans.uniform_plan(n_layers, spec), store, calib, hessians=hessians)
+        seconds_compress = time.perf_counter() - t0
+        bpw = sum(m.bpw * m.n_params for m in report.modules) / sum(m.n_params for m in report.modules)
+        with models.swapped_weights(model, assemble_weights(store, model)):
+            value = ppl()
+        rows.append((spec.method, str(spec.bits), str(spec.rank) if spec.rank else "-", bpw, value, seconds_compress))
+        print(f"{spec.key():45s} bpw {bpw:.3f}  ppl {value:.3f}  corr {report.mean_weight_correlation:.4f}  "
+              f"({seconds_compress:.0f}s compress{', resumed' if report.n_resumed else ''})")
+
+    print()
+    print(f"WikiText-2 test perplexity, {args.model}, first {args.max_tokens} tokens, context {args.context}, stride {args.stride}; "
+          f"calibration: {calib.description}")
+    print()
+    print("| method | bits | rank | bpw | ppl | vs baseline |")
+    print("|---|---|---|---|---|---|")
+    for method, bits, rank, bpw, value, _ in rows:
+        print(f"| {method} | {bits} | {rank} | {bpw:.3f} | {value:.3f} | {100 * (value / base - 1):+.1f}% |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Validation of an artifact store against the model it claims to come from.
+
+Two checks (DESIGN.md §1 Validation):
+- per module: the stored file's checksum, the original-weight fingerprint, Pearson correlation
+  of Ŵ with W (recomputed here from the artifact) and the recorded relative H-weighted error;
+  a module whose correlation is below `min_correlation` (healthy 3-bit CALDERA: ≥ 0.95) fails.
+- single-layer replacement: with ONLY layer l compressed, the model still answers a trivial
+  prompt as the original does. Precisely: the original model's greedy continuation of the
+  prompt (`n_tokens` tokens) is the reference; the model with layer l replaced is run
+  teacher-forced on prompt + reference, and the layer passes iff its top-1 prediction equals the
+  reference token at each of the first `n_exact` positions (i.e. its own greedy answer starts
+  identically) and at ≥ `min_agreement` of all `n_tokens` positions.
+Never imports transformers; the model is driven through calderalab.models.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from calderalab import core, models
+from calderalab.artifacts.fingerprint import weight_fingerprint
+from calderalab.artifacts.apply import select_entries
+from calderalab.artifacts.store import ArtifactStore, decomposition_from_bytes
+from calderalab.errors import ArtifactError
+
+log = logging.getLogger(__name__)
+
+TRIVIAL_PROMPT = "What is 2+2?"
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    min_correlation: float = 0.95
+    prompt: str = TRIVIAL_PROMPT
+    n_tokens: int = 16
+    n_exact: int = 4
+    min_agreement: float = 0.75
+    replacement_check: bool = True
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.min_correlation <= 1.0:
+            raise ValueError(f"min_correlation must be in [-1, 1], got {self.min_correlation}")
+        if self.n_tokens < 1 or not 0 <= self.n_exact <= self.n_tokens:
+            raise ValueError(f"need n_tokens >= 1 and 0 <= n_exact <= n_tokens, got n_tokens={self.n_tokens}, n_exact={self.n_exact}")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ValueError(f"min_agreement must be in [0, 1], got {self.min_agreement}")
+
+
+@dataclass(frozen=True)
+class ModuleCheck:
+    layer: int
+    module: str
+    spec_key: str
+    weight_correlation: float | None
+    relative_error: float | None
+    bpw: float | None
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    layer: int
+    agreement: float
+    exact_prefix: int  # how many leading reference tokens the replaced model reproduces
+    ok: bool
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    store_url: str
+    config: ValidationConfig
+    modules: tuple[ModuleCheck, ...]
+    layers: tuple[LayerCheck, ...]
+    reference_text: str
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.modules) and all(m.ok for m in self.modules) and all(l.ok for l in self.layers)
+
+    @property
+    def mean_weight_correlation(self) -> float:
+        vals = [m.weight_correlation for m in self.modules if m.weight_correlation is not None]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    def failures(self) -> list[str]:
+        out = [f"module {m.layer}.{m.module}: {m.problem}" for m in self.modules if not m.ok]
+        out += [f"layer {l.layer}: single-layer replacement changes the answer (agreement {l.agreement:.2f}, "
+                f"first {l.exact_prefix} tokens identical)" for l in self.layers if not l.ok]
+        if not self.modules:
+            out.append("the store holds no modules for this model")
+        return out
+
+
+def check_module(store: ArtifactStore, entry: object, W: torch.Tensor, min_correlation: float) -> tuple[ModuleCheck, torch.Tensor | None]:
+    """Verify one stored module against the model's original weight W (d_out, d_in)."""
+    base = dict(layer=entry.layer, module=entry.module, spec_key=entry.spec_key)
+    recorded_err = entry.metrics.get("relative_error")
+    if tuple(W.shape) != tuple(entry.shape):
+        return ModuleCheck(**base, weight_correlation=None, relative_error=recorded_err, bpw=None,
+                           problem=f"shape {tuple(entry.shape)} in the store but {tuple(W.shape)} in the model (another model)"), None
+    if weight_fingerprint(W) != entry.original_fingerprint:
+        return ModuleCheck(**base, weight_correlation=None, relative_error=recorded_err, bpw=None,
+                           problem="original-weight fingerprint differs: artifacts made from another model"), None
+    try:
+        decomposition = decomposition_from_bytes(store.read_verified(entry))
+    except ArtifactError as err:
+        return ModuleCheck(**base, weight_correlation=None, relative_error=recorded_err, bpw=None, problem=str(err)), None
+    W_hat = decomposition.reconstruct().to(torch.float32)
+    corr = float(core.weight_correlation(W.detach().to(torch.float32), W_hat))
+    problem = None if corr >= min_correlation else f"weight correlation {corr:.4f} < {min_correlation}"
+    return ModuleCheck(**base, weight_correlation=corr, relative_error=recorded_err, bpw=float(decomposition.bpw), problem=problem), W_hat
+
+
+def prompt_ids(tokenizer: object, prompt: str) -> torch.Tensor:
+    """(1, n) token ids: the chat template with a generation prompt when the tokenizer has one."""
+    if getattr(tokenizer, "chat_template", None):
+        out = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt")
+        ids = out["input_ids"] if not isinstance(out, torch.Tensor) else out
+    else:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    return ids.to(torch.long)
+
+
+def greedy_reference(model: torch.nn.Module, ids: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """(n_tokens,) greedy continuation of ids (1, n) by repeated full forwards (no cache: exact)."""
+    seq = ids
+    with torch.no_grad():
+        for _ in range(n_tokens):
+            nxt = model(input_ids=seq, use_cache=False).logits[0, -1].argmax()
+            seq = torch.cat([seq, nxt.view(1, 1)], dim=1)
+    return seq[0, ids.shape[1]:]
+
+
+def teacher_forced_top1(model: torch.nn.Module, ids: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """(n_tokens,) bool: does the model's top-1 at each answer position equal the reference token."""
+    full = torch.cat([ids[0], reference]).unsqueeze(0)  # (1, n + n_tokens)
+    with torch.no_grad():
+        logits = model(input_ids=full, use_cache=False).logits[0]  # (n + n_tokens, vocab)
+    predicted = logits[ids.shape[1] - 1 : -1].argmax(-1)  # (n_tokens,)
+    return predicted == reference
+
+
+def layer_check(layer: int, matches: torch.Tensor, config: ValidationConfig) -> LayerCheck:
+    exact = int(torch.cumprod(matches.to(torch.int64), 0).sum())
+    agreement = float(matches.float().mean())
+    return LayerCheck(layer, agreement, exact, exact >= config.n_exact and agreement >= config.min_agreement)
+
+
+def validate_store(
+    model: torch.nn.Module,
+    tokenizer: object,
+    store: ArtifactStore,
+    config: ValidationConfig = ValidationConfig(),
+    plan: object = None,
+    layers: Iterable[int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ValidationReport:
+    """Check every stored module of `model` and (optionally) each layer's single-layer replacement."""
+    entries = select_entries(store.manifest(), models.num_layers(model), layers=layers, plan=plan)
+    checks, W_hats = [], {}
+    for entry in entries:
+        W = models.target_linear(model, entry.layer, entry.module).weight
+        check, W_hat = check_module(store, entry, W, config.min_correlation)
+        checks.append(check)
+        if W_hat is not None:
+            W_hats.setdefault(entry.layer, {})[(entry.layer, entry.module)] = W_hat
+    layer_checks, reference_text = [], ""
+    if config.replacement_check and W_hats:
+        ids = prompt_ids(tokenizer, config.prompt)
+        reference = greedy_reference(model, ids, config.n_tokens)
+        reference_text = tokenizer.decode(reference)
+        for i, (layer, weights) in enumerate(sorted(W_hats.items())):
+            with models.swapped_weights(model, weights):
+                matches = teacher_forced_top1(model, ids, reference)
+            layer_checks.append(layer_check(layer, matches, config))
+            if progress is not None:
+                progress(i + 1, len(W_hats))
+    return ValidationReport(store.url, config, tuple(checks), tuple(layer_checks), reference_text)

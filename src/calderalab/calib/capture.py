@@ -1,0 +1,223 @@
+"""Layer-by-layer Hessian capture: run the calibration data through one decoder layer at a time.
+
+How it works (the GPTQ / CALDERA "sequential" driver, made family-agnostic):
+1. One forward pass of the full model in which every decoder layer's `forward` is temporarily
+   replaced by a pass-through that records what the layer was called with (hidden states,
+   attention mask, position ids, rotary cos/sin, ...). The last layer raises a sentinel so the
+   final norm and lm_head never run. This captures per-layer keyword arguments exactly as the
+   model builds them (Qwen2/Gemma-style models give sliding-window layers a different mask),
+   without hard-coding any family's signature.
+2. For layer l: call the real layer on every batch with forward hooks on its target linears,
+   accumulating one H per distinct input (q/k/v share one, gate/up share one), compute the
+   outputs (= the inputs of layer l+1) from the ORIGINAL weights, then yield (l, {name: H}).
+   Only one layer's Hessians plus the activations are alive at any time.
+
+Imports torch only; layer discovery comes from `calderalab.models` (lazily, at call time).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from calderalab.calib.hessian import HessianAccumulator
+
+log = logging.getLogger(__name__)
+
+# Modules that read the very same input tensor: one Hessian serves the whole group.
+SHARED_INPUT_GROUPS: tuple[tuple[str, ...], ...] = (("q", "k", "v"), ("o",), ("gate", "up"), ("down",))
+
+ProgressFn = Callable[[int, int], None]
+
+
+class _StopForward(Exception):
+    """Raised by the last recording layer so the rest of the model never runs."""
+
+
+@dataclass
+class _LayerCall:
+    """What one decoder layer was called with, for one batch (hidden states excluded)."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+def input_groups(names: Iterable[str]) -> list[tuple[str, ...]]:
+    """Group canonical module names by shared input; unknown names each get their own group."""
+    present = list(names)
+    groups = [tuple(n for n in group if n in present) for group in SHARED_INPUT_GROUPS]
+    groups = [g for g in groups if g]
+    grouped = {n for g in groups for n in g}
+    return groups + [(n,) for n in present if n not in grouped]
+
+
+def _as_model_inputs(batch: Any, device: torch.device) -> dict[str, torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        if batch.dim() != 2:
+            raise ValueError(f"a calibration batch must be token ids of shape (batch, seq_len), got {tuple(batch.shape)}")
+        return {"input_ids": batch.to(device)}
+    if isinstance(batch, dict) and "input_ids" in batch:
+        return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+    raise ValueError(f"a calibration batch must be a (batch, seq_len) tensor of token ids or a dict with input_ids, got {type(batch).__name__}")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def capture_layer_inputs(
+    model: nn.Module, decoder_layers: Sequence[nn.Module], batches: Iterable[Any], stop_after: int | None = None
+) -> tuple[list[torch.Tensor], list[list[_LayerCall]]]:
+    """Record the hidden states entering layer 0 and every layer's call arguments, per batch.
+
+    Returns (hidden, calls): hidden[b] is (batch, seq_len, d_model); calls[b][l] the other
+    arguments of layer l for batch b (masks and rotary embeddings are shared objects, so
+    storing them per layer costs nothing).
+    """
+    last = len(decoder_layers) - 1 if stop_after is None else stop_after
+    device = _model_device(model)
+    hidden: list[torch.Tensor] = []
+    calls: list[list[_LayerCall]] = []
+    current: list[_LayerCall] = []
+
+    def recorder(index: int) -> Callable[..., Any]:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            h = args[0] if args else kwargs.pop("hidden_states")
+            kwargs.pop("cache", None)
+            kwargs.pop("past_key_values", None)
+            kwargs["use_cache"] = False
+            if index == 0:
+                hidden.append(h)
+            current.append(_LayerCall(args=tuple(args[1:]), kwargs=kwargs))
+            if index == last:
+                raise _StopForward
+            return h
+
+        return forward
+
+    originals = [layer.__dict__.get("forward") for layer in decoder_layers]
+    try:
+        for i, layer in enumerate(decoder_layers[: last + 1]):
+            layer.forward = recorder(i)  # instance attribute shadows the class method
+        with torch.no_grad():
+            for batch in batches:
+                current = []
+                try:
+                    model(**_as_model_inputs(batch, device), use_cache=False)
+                except _StopForward:
+                    pass
+                if len(current) != last + 1:
+                    raise RuntimeError(f"captured {len(current)} layer calls, expected {last + 1}: the model skipped layers")
+                calls.append(current)
+    finally:
+        for layer, original in zip(decoder_layers, originals):
+            if original is None:
+                layer.__dict__.pop("forward", None)
+            else:
+                layer.forward = original
+    if not hidden:
+        raise ValueError("no calibration batches were given")
+    return hidden, calls
+
+
+def _run_layer(layer: nn.Module, h: torch.Tensor, call: _LayerCall) -> torch.Tensor:
+    out = layer(h, *call.args, **call.kwargs)
+    # Older transformers layers return (hidden_states, ...); 5.x returns the tensor.
+    return out[0] if isinstance(out, tuple) else out
+
+
+def layer_hessians(
+    layer: nn.Module,
+    modules: dict[str, nn.Linear],
+    hidden: list[torch.Tensor],
+    calls: list[_LayerCall],
+    dtype: torch.dtype = torch.float32,
+) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """Run one decoder layer over all batches; return ({name: H (d_in, d_in)}, next hidden states).
+
+    H = XᵀX / n_tokens of each module's input, one accumulator per shared-input group.
+    """
+    groups = input_groups(modules)
+    accumulators = {g: HessianAccumulator(modules[g[0]].in_features, dtype=dtype, device=h_device(hidden)) for g in groups}
+
+    def hook(group: tuple[str, ...]) -> Callable[..., None]:
+        def accumulate(_module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+            accumulators[group].update(inputs[0])
+
+        return accumulate
+
+    handles = [modules[g[0]].register_forward_hook(hook(g)) for g in groups]
+    try:
+        with torch.no_grad():
+            outputs = [_run_layer(layer, h, call) for h, call in zip(hidden, calls)]
+    finally:
+        for handle in handles:
+            handle.remove()
+    H_by_name: dict[str, torch.Tensor] = {}
+    for group, acc in accumulators.items():
+        H = acc.hessian(torch.float32)
+        for name in group:
+            H_by_name[name] = H  # shared on purpose: same input, same H
+    return H_by_name, outputs
+
+
+def h_device(hidden: list[torch.Tensor]) -> torch.device:
+    return hidden[0].device
+
+
+def collect_hessians(
+    model: nn.Module,
+    batches: Iterable[Any],
+    layers: Sequence[int] | None = None,
+    progress: ProgressFn | None = None,
+    targets: Sequence[Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Stream (layer_idx, {canonical name: H}) one decoder layer at a time.
+
+    Args:
+        model: a causal LM (any family `calderalab.models.discover_layers` understands).
+        batches: token-id tensors (batch, seq_len) or dicts with input_ids / attention_mask.
+        layers: which layer indices to yield (default all); inputs still flow through every
+            earlier layer, and nothing past the last requested layer runs.
+        progress: called as progress(layer_idx, n_layers) after each layer's Hessians are ready.
+        targets: pre-discovered `LayerTargets` (index, layer, modules); default discover_layers(model).
+        dtype: Hessian accumulation dtype: float32 (default; one matmul per batch, see
+            HessianAccumulator) or float64 (the reference code's choice).
+
+    Hessians come from the ORIGINAL model's activations: layer l+1's inputs are computed before
+    (l, H) is yielded, so the caller may replace layer l's weights right away.
+    """
+    if targets is None:
+        from calderalab.models import discover_layers
+
+        targets = discover_layers(model)
+    targets = list(targets)
+    n_layers = len(targets)
+    wanted = set(range(n_layers)) if layers is None else set(layers)
+    bad = sorted(i for i in wanted if not 0 <= i < n_layers)
+    if bad:
+        raise ValueError(f"layer indices {bad} out of range for a model with {n_layers} decoder layers")
+    if not wanted:
+        return
+    last = max(wanted)
+    decoder_layers = [t.layer for t in targets]
+    hidden, calls = capture_layer_inputs(model, decoder_layers, batches, stop_after=last)
+    log.info("captured layer-0 inputs: %d batches, %d tokens", len(hidden), sum(h.shape[0] * h.shape[1] for h in hidden))
+    for position, t in enumerate(targets[: last + 1]):
+        layer_calls = [per_batch[position] for per_batch in calls]
+        if t.index in wanted:
+            H_by_name, hidden = layer_hessians(t.layer, dict(t.modules), hidden, layer_calls, dtype=dtype)
+        else:
+            with torch.no_grad():
+                hidden = [_run_layer(t.layer, h, c) for h, c in zip(hidden, layer_calls)]
+        if t.index in wanted:
+            if progress is not None:
+                progress(t.index, n_layers)
+            yield t.index, H_by_name
+            del H_by_name

@@ -1,0 +1,53 @@
+"""Streaming Hessian accumulation for one linear module: H = XᵀX / n.
+
+Owns only the accumulator; imports torch only (no transformers, no models).
+"""
+
+from __future__ import annotations
+
+import torch
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+class HessianAccumulator:
+    """Running sum of XᵀX over a stream of input batches.
+
+    Each `update(X)` costs ONE matmul (XᵀX over the whole batch), never a loop over tokens:
+    per-token outer products are what makes naive calibration slower than the decompositions.
+
+    Args:
+        d_in: input width of the linear module.
+        dtype: accumulation dtype. float32 (default) is 2-4x faster on CPU and its relative rounding
+            error (~1e-7·sqrt(n_batches)) is far below the sampling noise of calibration data;
+            float64 (the reference CALDERA setting) for very long calibration streams.
+    """
+
+    def __init__(self, d_in: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        if not isinstance(d_in, int) or d_in <= 0:
+            raise ValueError(f"d_in must be a positive int, got {d_in!r}")
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.d_in = d_in
+        self.dtype = dtype
+        self._sum = torch.zeros(d_in, d_in, dtype=dtype, device=device)  # (d_in, d_in)
+        self.n_tokens = 0
+
+    def update(self, X: torch.Tensor) -> None:
+        """Add a batch of inputs. X: (..., d_in), flattened to (n, d_in)."""
+        if X.shape[-1] != self.d_in:
+            raise ValueError(f"input width {X.shape[-1]} does not match d_in={self.d_in} (X shape {tuple(X.shape)})")
+        X = X.detach().reshape(-1, self.d_in).to(device=self._sum.device, dtype=self.dtype)  # (n, d_in)
+        if X.shape[0] == 0:
+            return
+        self._sum.addmm_(X.T, X)  # (d_in, d_in) += (d_in, n) @ (n, d_in)
+        self.n_tokens += X.shape[0]
+
+    def hessian(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """H = XᵀX / n as a new tensor (d_in, d_in) in `dtype`; the accumulator is left untouched."""
+        if self.n_tokens == 0:
+            raise ValueError("no inputs were accumulated: the calibration data produced zero tokens")
+        H = self._sum / self.n_tokens
+        # Exact symmetry: addmm is symmetric up to rounding; downstream Cholesky wants it exact.
+        H = (H + H.T) / 2
+        return H.to(dtype)

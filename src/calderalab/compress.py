@@ -1,0 +1,240 @@
+"""The compression driver: calibrate → decompose (executor) → artifacts, one decoder layer at a time.
+
+Order of work (DESIGN.md §1 Artifacts, §2 Scale):
+1. Discover the target modules, check the plan fits them, report plan hash and honest bpw.
+2. Work out what is left to do (resume: modules the store already holds are skipped, after
+   checking they were made from these very weights).
+3. Stream Hessians layer by layer from the ORIGINAL model's activations, decompose every
+   non-protected module that is still missing, write each artifact atomically with the original
+   weight's fingerprint and its metrics, move on.
+Prints nothing: progress goes to an optional callback with typed events; the CLI renders them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from calderalab import core
+from calderalab.artifacts.fingerprint import weight_fingerprint
+from calderalab.calib import CalibConfig, CalibData, collect_hessians, load_calibration
+from calderalab.errors import ArtifactError
+from calderalab.executors import DecomposeJob, ExecutorName, make_executor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModuleResult:
+    """One stored module and its metrics (from the manifest entry)."""
+
+    layer: int
+    module: str
+    spec_key: str
+    relative_error: float | None
+    weight_correlation: float
+    bpw: float
+    n_params: int
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class CompressStarted:
+    """Sent once, before any work: what will be done and what it costs in bits."""
+
+    plan_hash: str
+    plan_bpw: Any  # plans.PlanBpw
+    n_layers: int
+    n_modules: int
+    n_todo: int
+    todo_layers: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CalibrationReady:
+    description: str
+    n_tokens: int
+    token_sha256: str
+
+
+@dataclass(frozen=True)
+class LayerCompressed:
+    layer: int
+    results: tuple[ModuleResult, ...]
+    seconds: float
+
+
+CompressEvent = CompressStarted | CalibrationReady | LayerCompressed
+ProgressFn = Callable[[CompressEvent], None]
+
+
+@dataclass(frozen=True)
+class CompressReport:
+    store_url: str
+    plan_hash: str
+    plan_bpw: Any
+    modules: tuple[ModuleResult, ...]
+    calibration: dict[str, Any] | None
+    executor: str
+    seconds: float
+
+    @property
+    def n_resumed(self) -> int:
+        return sum(m.resumed for m in self.modules)
+
+    def per_layer(self) -> list[dict[str, float]]:
+        """Per layer: mean relative error and weight correlation, parameter-weighted bpw."""
+        rows = []
+        for layer in sorted({m.layer for m in self.modules}):
+            ms = [m for m in self.modules if m.layer == layer]
+            errs = [m.relative_error for m in ms if m.relative_error is not None]
+            n = sum(m.n_params for m in ms)
+            rows.append({
+                "layer": layer,
+                "n_modules": len(ms),
+                "relative_error": sum(errs) / len(errs) if errs else float("nan"),
+                "weight_correlation": sum(m.weight_correlation for m in ms) / len(ms),
+                "min_weight_correlation": min(m.weight_correlation for m in ms),
+                "bpw": sum(m.bpw * m.n_params for m in ms) / n,
+            })
+        return rows
+
+    @property
+    def mean_weight_correlation(self) -> float:
+        return sum(m.weight_correlation for m in self.modules) / max(len(self.modules), 1)
+
+
+def _result(entry: Any, resumed: bool) -> ModuleResult:
+    m = entry.metrics
+    return ModuleResult(entry.layer, entry.module, entry.spec_key, m.get("relative_error"), m["weight_correlation"],
+                        m["bpw"], entry.shape[0] * entry.shape[1], resumed)
+
+
+def model_identity(model: torch.nn.Module, ref: str | None = None) -> dict[str, Any]:
+    """The header's `model` record: reference, revision when known, architecture."""
+    config = getattr(model, "config", None)
+    return {
+        "ref": ref or getattr(config, "_name_or_path", None) or type(model).__name__,
+        "revision": getattr(config, "_commit_hash", None),
+        "architecture": type(model).__name__,
+    }
+
+
+def _check_resumed(store: Any, targets: list[Any], plan: Any) -> tuple[list[ModuleResult], dict[int, list[tuple[str, Any]]]]:
+    """Split the plan into modules already stored (fingerprint-checked) and modules to do, by layer."""
+    done, todo = [], {}
+    for t in targets:
+        for name, spec in ((n, plan.spec(t.index, n)) for n in t.modules):
+            if spec is None:
+                continue
+            if store.has(t.index, name, spec):
+                entry = store.entry(t.index, name, spec)
+                found = weight_fingerprint(t.modules[name].weight)
+                if found != entry.original_fingerprint:
+                    raise ArtifactError(
+                        f"{store.url} already holds module {t.index}.{name} made from other weights "
+                        f"(fingerprint {entry.original_fingerprint[:12]}…, this model {found[:12]}…); "
+                        "compress into a new store"
+                    )
+                done.append(_result(entry, resumed=True))
+            else:
+                todo.setdefault(t.index, []).append((name, spec))
+    return done, todo
+
+
+def compress_model(
+    model: torch.nn.Module,
+    plan: Any,
+    store: Any,
+    calib: CalibConfig | CalibData,
+    executor: ExecutorName = "local",
+    progress: ProgressFn | None = None,
+    *,
+    tokenizer: Any = None,
+    model_ref: str | None = None,
+    num_cpus: int | None = None,
+    hessians: Iterable[tuple[int, dict[str, torch.Tensor]]] | None = None,
+) -> CompressReport:
+    """Compress `model` under `plan` into `store`; resumable, deterministic.
+
+    Args:
+        calib: a CalibConfig (tokens are built with `tokenizer`) or ready CalibData.
+        hessians: precomputed (layer, {name: H}) pairs (e.g. cached by a benchmark that
+            compresses one model many ways); default: streamed from the calibration data.
+    Returns a CompressReport of every module the plan compresses (resumed ones included).
+    """
+    from calderalab import models, plans
+
+    started = time.perf_counter()
+    emit = progress or (lambda event: None)
+    targets = models.discover_layers(model)
+    shapes = {(t.index, n): tuple(m.weight.shape) for t in targets for n, m in t.modules.items()}
+    plan.validate(shapes)
+    plan_bpw = plans.plan_bpw(plan, shapes)
+    done, todo = _check_resumed(store, targets, plan)
+    emit(CompressStarted(plan.hash(), plan_bpw, len(targets), len(done) + sum(map(len, todo.values())),
+                         sum(map(len, todo.values())), tuple(sorted(todo))))
+    calibration = None
+    if todo:
+        calib_data = calib if isinstance(calib, CalibData) else load_calibration(model, tokenizer, calib)
+        calibration = calib_data.manifest_entry()
+        store.init(model_identity(model, model_ref), calibration)
+        emit(CalibrationReady(calib_data.description, calib_data.n_tokens, calib_data.sha256))
+        stream = hessians if hessians is not None else collect_hessians(model, calib_data.batches, layers=sorted(todo), targets=targets)
+        done += _compress_layers(targets, todo, stream, store, make_executor(executor, num_cpus), emit)
+    modules = tuple(sorted(done, key=lambda m: (m.layer, core.MODULE_NAMES.index(m.module))))
+    return CompressReport(store.url, plan.hash(), plan_bpw, modules, calibration, executor, time.perf_counter() - started)
+
+
+@dataclass
+class _Pending:
+    layer: int
+    jobs: list[DecomposeJob]
+    handles: list[Any]
+    started: float
+    qualified: dict[str, str] = field(default_factory=dict)
+
+
+def _compress_layers(targets: list[Any], todo: dict[int, list[tuple[str, Any]]], stream: Iterable[tuple[int, dict[str, torch.Tensor]]],
+                     store: Any, executor: Any, emit: ProgressFn) -> list[ModuleResult]:
+    """Submit each layer's jobs as its Hessians arrive; store the previous layer's results meanwhile."""
+    by_index = {t.index: t for t in targets}
+    results: list[ModuleResult] = []
+    pending: _Pending | None = None
+    try:
+        for layer, H_by_name in _only(stream, todo):
+            t = by_index[layer]
+            jobs = [DecomposeJob(layer, name, t.modules[name].weight.detach().to(torch.float32).clone(), H_by_name[name], spec)
+                    for name, spec in todo[layer]]
+            handles = executor.submit(jobs)
+            if pending is not None:
+                results += _store_layer(pending, executor, store, emit)
+            pending = _Pending(layer, jobs, handles, time.perf_counter(), dict(getattr(t, "qualified_names", {}) or {}))
+        if pending is not None:
+            results += _store_layer(pending, executor, store, emit)
+    finally:
+        executor.close()
+    missing = sorted(set(todo) - {r.layer for r in results})
+    if missing:
+        raise RuntimeError(f"no Hessians arrived for layers {missing}")
+    return results
+
+
+def _only(stream: Iterable[tuple[int, dict[str, torch.Tensor]]], todo: dict[int, Any]) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    return ((layer, Hs) for layer, Hs in stream if layer in todo)
+
+
+def _store_layer(pending: _Pending, executor: Any, store: Any, emit: ProgressFn) -> list[ModuleResult]:
+    decompositions = executor.gather(pending.handles)
+    results = []
+    for job, decomposition in zip(pending.jobs, decompositions):
+        entry = store.put(job.layer, job.name, job.spec, decomposition, job.W, job.H, pending.qualified.get(job.name))
+        results.append(_result(entry, resumed=False))
+    log.info("layer %d: %d modules stored", pending.layer, len(results))
+    emit(LayerCompressed(pending.layer, tuple(results), time.perf_counter() - pending.started))
+    return results

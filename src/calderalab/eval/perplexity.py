@@ -1,0 +1,119 @@
+"""Sliding-window perplexity of a causal LM on a text (the Hugging Face "perplexity of
+fixed-length models" procedure), batched.
+
+Windows of `context_len` tokens start every `stride` tokens; each window scores only the tokens
+not already scored by the previous window (the last `trg_len` positions), so every token after
+the first is predicted exactly once, with at least `context_len - stride` tokens of context
+(except at the start). stride == context_len gives disjoint chunks (the GPTQ convention).
+
+PPL = exp( Σ NLL(token) / n_scored ), in float64.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    perplexity: float
+    nll_sum: float
+    n_scored_tokens: int
+    n_windows: int
+    context_len: int
+    stride: int
+
+    @property
+    def mean_nll(self) -> float:
+        return self.nll_sum / self.n_scored_tokens
+
+
+def sliding_windows(n_tokens: int, context_len: int, stride: int) -> list[tuple[int, int, int]]:
+    """(begin, end, trg_len) per window: input ids[begin:end], score the last trg_len positions.
+
+    Follows the HF guide: prev_end starts at 0, trg_len = end - prev_end, capped at end - begin - 1.
+    With stride < context_len every token after the first is scored exactly once.
+    """
+    if context_len < 2:
+        raise ValueError(f"context_len must be >= 2, got {context_len}")
+    if not 1 <= stride <= context_len:
+        raise ValueError(f"stride must be in [1, context_len={context_len}], got {stride}")
+    windows = []
+    prev_end = 0
+    for begin in range(0, n_tokens, stride):
+        end = min(begin + context_len, n_tokens)
+        # A window's first token has no prediction inside it (its context is not in the input),
+        # so at most end - begin - 1 positions are scored: with stride == context_len the
+        # windows are disjoint chunks and each chunk's first token goes unscored (as GPTQ does).
+        trg_len = min(end - prev_end, end - begin - 1)
+        if trg_len > 0:
+            windows.append((begin, end, trg_len))
+        prev_end = end
+        if end == n_tokens:
+            break
+    return windows
+
+
+def _window_nll(model: Any, ids: torch.Tensor, windows: list[tuple[int, int, int]], device: torch.device) -> float:
+    """Summed NLL of the target positions of a batch of windows (right-padded to equal length)."""
+    width = max(end - begin for begin, end, _ in windows)
+    batch = torch.zeros(len(windows), width, dtype=torch.long)
+    mask = torch.zeros(len(windows), width, dtype=torch.long)
+    for row, (begin, end, _) in enumerate(windows):
+        batch[row, : end - begin] = ids[begin:end]
+        mask[row, : end - begin] = 1
+    logits = model(input_ids=batch.to(device), attention_mask=mask.to(device), use_cache=False).logits  # (B, T, V)
+    logp = F.log_softmax(logits[:, :-1].double(), dim=-1)  # (B, T-1, V): position t predicts t+1
+    nll = -logp.gather(-1, batch[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+    total = 0.0
+    for row, (begin, end, trg_len) in enumerate(windows):
+        length = end - begin
+        total += nll[row, length - 1 - trg_len : length - 1].sum().item()
+    return total
+
+
+def perplexity(
+    model: Any,
+    tokenizer: Any,
+    text: str,
+    context_len: int = 512,
+    stride: int = 256,
+    max_tokens: int | None = None,
+    batch_size: int = 4,
+) -> PerplexityResult:
+    """Sliding-window perplexity of `text` (tokenised once, no special tokens added).
+
+    max_tokens truncates the token stream first (for bounded CPU time); the result states how many
+    tokens were scored.
+    """
+    if max_tokens is not None and max_tokens < 2:
+        raise ValueError(f"max_tokens must be >= 2, got {max_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]  # (n_tokens,)
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    if ids.numel() < 2:
+        raise ValueError("the text has fewer than 2 tokens: nothing to score")
+    windows = sliding_windows(ids.numel(), context_len, stride)
+    device = next(model.parameters()).device
+    nll_sum = 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(windows), batch_size):
+                nll_sum += _window_nll(model, ids, windows[start : start + batch_size], device)
+    finally:
+        model.train(was_training)
+    n_scored = sum(w[2] for w in windows)
+    log.info("perplexity over %d tokens in %d windows", n_scored, len(windows))
+    return PerplexityResult(math.exp(nll_sum / n_scored), nll_sum, n_scored, len(windows), context_len, stride)

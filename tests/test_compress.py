@@ -1,0 +1,94 @@
+"""compress_model end to end on tiny random models: determinism, resume, refusal, Ray parity."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from calderalab import core, plans
+from calderalab.artifacts import ArtifactStore
+from calderalab.calib import CalibData
+from calderalab.compress import LayerCompressed, compress_model
+from calderalab.errors import ArtifactError
+from calderalab.models import tiny_model
+
+SPEC = core.CompressionSpec("caldera", 3, rank=4, outer_iters=2, inner_iters=2)
+
+
+def calib_data(seed: int = 0) -> CalibData:
+    ids = torch.randint(4, 260, (8, 24), generator=torch.Generator().manual_seed(seed))
+    return CalibData(ids, "random test tokens", batch_size=4)
+
+
+def file_bytes(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((root / "modules").glob("*.safetensors"))}
+
+
+def run(model, plan, url, **kw):
+    return compress_model(model, plan, ArtifactStore(str(url)), calib_data(), **kw)
+
+
+def test_compress_writes_every_planned_module_with_metrics(tmp_path):
+    model, _ = tiny_model("llama", n_layers=3)
+    plan = plans.selective_plan(3, SPEC, "1")
+    events = []
+    report = run(model, plan, tmp_path / "a", progress=events.append)
+    assert {(m.layer, m.module) for m in report.modules} == {(l, n) for l in (0, 2) for n in core.MODULE_NAMES}
+    assert [e.layer for e in events if isinstance(e, LayerCompressed)] == [0, 2]
+    for m in report.modules:
+        assert 0.9 < m.weight_correlation <= 1.0
+        assert 0.0 < m.relative_error < 0.5
+        assert m.bpw > 3.0
+    manifest = ArtifactStore(str(tmp_path / "a")).manifest()
+    assert manifest.header.calibration["token_sha256"] == calib_data().sha256
+    assert report.plan_hash == plan.hash()
+
+
+def test_deterministic_bytes_and_resume_after_interrupt(tmp_path):
+    model, _ = tiny_model("llama", n_layers=3)
+    plan = plans.uniform_plan(3, SPEC)
+    run(model, plan, tmp_path / "full")
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_layer_0(event):
+        if isinstance(event, LayerCompressed) and event.layer == 0:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(model, plan, tmp_path / "resumed", progress=stop_after_layer_0)
+    partial = file_bytes(tmp_path / "resumed")
+    assert 0 < len(partial) < 21
+    report = run(model, plan, tmp_path / "resumed")
+    assert report.n_resumed == len(partial)
+    assert file_bytes(tmp_path / "resumed") == file_bytes(tmp_path / "full")
+    # a second run does nothing at all (no calibration needed)
+    again = compress_model(model, plan, ArtifactStore(str(tmp_path / "resumed")), calib=None)
+    assert again.n_resumed == 21
+
+
+def test_store_of_another_model_is_refused(tmp_path):
+    model_a, _ = tiny_model("llama", n_layers=3, seed=0)
+    model_b, _ = tiny_model("llama", n_layers=3, seed=1)
+    plan = plans.uniform_plan(3, core.CompressionSpec("rtn", 4))
+    run(model_a, plan, tmp_path / "s")
+    with pytest.raises(ArtifactError, match=r"module 0\.q made from other weights"):
+        run(model_b, plan, tmp_path / "s")
+
+
+def test_other_families(tmp_path):
+    for family in ("qwen2", "gemma"):
+        model, _ = tiny_model(family, n_layers=2)
+        report = run(model, plans.uniform_plan(2, core.CompressionSpec("ldlq", 4)), tmp_path / family)
+        assert len(report.modules) == 14
+        assert min(m.weight_correlation for m in report.modules) > 0.95
+
+
+def test_ray_executor_matches_local_bytes(tmp_path):
+    pytest.importorskip("ray")
+    model, _ = tiny_model("llama", n_layers=2)
+    plan = plans.uniform_plan(2, SPEC)
+    run(model, plan, tmp_path / "local")
+    run(model, plan, tmp_path / "ray", executor="ray", num_cpus=2)
+    assert file_bytes(tmp_path / "ray") == file_bytes(tmp_path / "local")
