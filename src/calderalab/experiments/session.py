@@ -142,6 +142,7 @@ class Session:
         from calderalab.compress import CompressStarted, LayerCompressed, compress_model
 
         self.fingerprint()  # before anything touches the weights
+        calib = self._calibration(plan)  # timed as its own stage, not inside compression
         started = time.perf_counter()
         state = {"done": 0, "total": 0}
 
@@ -153,7 +154,7 @@ class Session:
                 state["done"] += 1
                 self._tick(stage, state["done"], state["total"])
 
-        report = compress_model(self.model, plan, self.store, self._calibration(plan), progress=on_event,
+        report = compress_model(self.model, plan, self.store, calib, progress=on_event,
                                 tokenizer=self.tokenizer, model_ref=self.run.model)
         self.timed(stage, time.perf_counter() - started)
         log.info("%s: %d modules (%d already stored) in %.1fs", stage, len(report.modules), report.n_resumed, report.seconds)
