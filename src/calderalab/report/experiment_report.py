@@ -55,8 +55,10 @@ def timings_table(timings: Mapping[str, float]) -> str:
 
 def versions() -> dict[str, str | None]:
     """Versions of the packages a result depends on (None when not installed)."""
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("calderalab", "torch", "transformers", "numpy", "scipy"):
+    from calderalab import __version__
+
+    out: dict[str, str | None] = {"python": platform.python_version(), "calderalab": __version__}
+    for name in ("torch", "transformers", "numpy", "scipy"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
