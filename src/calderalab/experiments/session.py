@@ -156,7 +156,8 @@ class Session:
 
         report = compress_model(self.model, plan, self.store, calib, progress=on_event,
                                 tokenizer=self.tokenizer, model_ref=self.run.model)
-        self.timed(stage, time.perf_counter() - started)
+        reused = report.modules and report.n_resumed == len(report.modules)
+        self.timed(stage + (" (all stored: reused)" if reused else ""), time.perf_counter() - started)
         log.info("%s: %d modules (%d already stored) in %.1fs", stage, len(report.modules), report.n_resumed, report.seconds)
         return report
 
