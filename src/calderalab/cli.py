@@ -523,14 +523,191 @@ def _progress():
 # (section owned by the experiments work; add commands below this line)
 
 
+def _stage_progress():
+    """A rich progress display with one bar per stage; returns (context manager, callback)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=max(total, 1))
+        bar.update(tasks[stage], completed=done, total=max(total, 1))
+
+    return bar, update
+
+
+def _session(model, out, artifacts, db, device, bits, rank, calib, scoring, n_per_family, seeds, generate_canonical, experiment, progress):
+    from calderalab.experiments import CompressSettings, EvalSettings, RunSettings, Session, merged
+
+    run = merged(RunSettings(), model=model, out=str(out) if out else None, artifacts=artifacts, db=db, device=device)
+    compress = merged(CompressSettings(), bits=bits, rank=rank, calib_source=calib)
+    seed_tuple = tuple(int(x) for x in seeds.split(",")) if seeds else None
+    evals = merged(EvalSettings(), scoring=scoring, n_per_family=n_per_family, seeds=seed_tuple, generate_canonical=generate_canonical)
+    return Session.open(run, compress, evals, experiment, progress=progress), {
+        "run": run.__dict__, "compress": compress.__dict__, "eval": evals.__dict__}
+
+
+def _print_experiment(paths, result) -> None:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    console = Console()
+    for section in result.sections[:2]:
+        console.print(Markdown(section.render()))
+    for name, path in paths.items():
+        console.print(f"{name}: {path}")
+
+
+_MODEL = typer.Argument("smollm2", help="model reference (smollm2, hub id, local dir, .gguf)")
+_OUT = typer.Option(None, "--out", help="report folder (default reports/study)")
+_ARTIFACTS = typer.Option(None, "--artifacts", help="artifact store dir or URL (default <out>/artifacts)")
+_DB = typer.Option(None, "--db", help="results database (default <out>/results.sqlite)")
+_DEVICE = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ... (default auto)")
+_BITS = typer.Option(None, "--bits", help="b_Q of the uniform spec (default 3)")
+_RANK = typer.Option(None, "--rank", help="rank k of L·R (default 32; 0 = ldlq)")
+_CALIB = typer.Option(None, "--calib", help="calibration source: self, a text file or a GSM8K .jsonl")
+_SCORING = typer.Option(None, "--scoring", help="probe scoring of the suite: choice or generate (default choice)")
+_NPF = typer.Option(None, "--n-per-family", help="generated instances per family and seed (default 1)")
+_SEEDS = typer.Option(None, "--seeds", help="instance seeds, e.g. 0,1,2 (default 0)")
+_GEN = typer.Option(None, "--generate-canonical/--no-generate-canonical", help="also score the canonical seven by generation")
+
+
+@app.command()
+def ablate(
+    model: str = _MODEL,
+    protect_layers: list[str] = typer.Option(..., "--protect-layers", help="a protection set, repeatable: 23,24,25,26,27 or last:3"),
+    out: Path = _OUT, artifacts: str = _ARTIFACTS, db: str = _DB, device: str = _DEVICE, bits: int = _BITS, rank: int = _RANK,
+    calib: str = _CALIB, scoring: str = _SCORING, n_per_family: int = _NPF, seeds: str = _SEEDS, generate_canonical: bool = _GEN,
+) -> None:
+    """Baseline vs uniform vs uniform with each protection set (report Experiments 1–2), from artifacts."""
+    from calderalab import experiments
+
+    bar, update = _stage_progress()
+    with bar:
+        session, config = _session(model, out, artifacts, db, device, bits, rank, calib, scoring, n_per_family, seeds, generate_canonical, "ablate", update)
+        result = experiments.ablate(session, protect_layers)
+        paths = experiments.finish(session, result, {**config, "protect_layers": protect_layers})
+    _print_experiment(paths, result)
+
+
+@app.command()
+def sweep(
+    model: str = _MODEL,
+    protect: str = typer.Option("last:10,last:5,last:3,last:1", "--protect", help="protection sets separated by ';' or tail specs by ','"),
+    out: Path = _OUT, artifacts: str = _ARTIFACTS, db: str = _DB, device: str = _DEVICE, bits: int = _BITS, rank: int = _RANK,
+    calib: str = _CALIB, scoring: str = _SCORING, n_per_family: int = _NPF, seeds: str = _SEEDS, generate_canonical: bool = _GEN,
+) -> None:
+    """Protection sweep (the report's 72B sweep table, per-test grid, execution vs protected plot)."""
+    from calderalab import experiments
+
+    sets = [p.strip() for p in (protect.split(";") if ";" in protect else protect.split(",")) if p.strip()]
+    bar, update = _stage_progress()
+    with bar:
+        session, config = _session(model, out, artifacts, db, device, bits, rank, calib, scoring, n_per_family, seeds, generate_canonical, "sweep", update)
+        result = experiments.sweep(session, sets)
+        paths = experiments.finish(session, result, {**config, "protect": sets})
+    _print_experiment(paths, result)
+
+
+@app.command("min-protect")
+def min_protect_cmd(
+    model: str = _MODEL,
+    tolerance: float = typer.Option(0.0, "--tolerance", help="allowed execution drop vs baseline, as a rate (0.05 = 5 points)"),
+    out: Path = _OUT, artifacts: str = _ARTIFACTS, db: str = _DB, device: str = _DEVICE, bits: int = _BITS, rank: int = _RANK,
+    calib: str = _CALIB, scoring: str = _SCORING, n_per_family: int = _NPF, seeds: str = _SEEDS,
+) -> None:
+    """Smallest protected tail keeping execution within a tolerance of the baseline (binary search)."""
+    from calderalab import experiments
+
+    bar, update = _stage_progress()
+    with bar:
+        session, config = _session(model, out, artifacts, db, device, bits, rank, calib, scoring, n_per_family, seeds, False, "min-protect", update)
+        result = experiments.min_protect(session, tolerance)
+        paths = experiments.finish(session, result, {**config, "tolerance": tolerance})
+    _print_experiment(paths, result)
+
+
+@app.command()
+def grid(
+    model: str = _MODEL,
+    bits: str = typer.Option("2,3,4", "--bits", help="bit widths b_Q"),
+    plans: str = typer.Option("uniform,selective", "--plans", help="uniform and/or selective"),
+    protect: str = typer.Option(None, "--protect", help="selective's protected layers (default: the critical group by depth)"),
+    out: Path = _OUT, artifacts: str = _ARTIFACTS, db: str = _DB, device: str = _DEVICE, rank: int = _RANK,
+    calib: str = _CALIB, scoring: str = _SCORING, n_per_family: int = _NPF, seeds: str = _SEEDS, generate_canonical: bool = _GEN,
+) -> None:
+    """Bits x plans against the baseline: bitwidth tables (mean ± std over seeds) and execution vs bpw."""
+    from calderalab import experiments
+
+    bit_list = [int(b) for b in bits.split(",") if b.strip()]
+    plan_list = [p.strip() for p in plans.split(",") if p.strip()]
+    bar, update = _stage_progress()
+    with bar:
+        session, config = _session(model, out, artifacts, db, device, None, rank, calib, scoring, n_per_family, seeds, generate_canonical, "grid", update)
+        result = experiments.grid(session, bit_list, plan_list, protect)
+        paths = experiments.finish(session, result, {**config, "bits": bit_list, "plans": plan_list, "protect": protect})
+    _print_experiment(paths, result)
+
+
 
 # ---------------------------------------------------------------- report commands
 # (section owned by the report work; add commands below this line)
 
 
+@app.command()
+def report(
+    runs: list[str] = typer.Argument(..., help="run ids (or 'latest') in the results database; the first is the baseline"),
+    out: Path = typer.Option(Path("reports/runs"), "--out", help="report folder"),
+    db: str = typer.Option("runs.sqlite", "--db", help="results database"),
+) -> None:
+    """Markdown report (Goodhart table, per-test grid, McNemar vs the first run, bitwidth table) + plot from stored runs."""
+    from calderalab.report.run_report import report_from_db
+
+    paths = report_from_db(db, runs, out)
+    typer.echo(paths["report"].read_text())
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
 
 # ---------------------------------------------------------------- study commands
 # (section owned by the study work; add commands below this line)
+
+
+@app.command()
+def study(
+    model: str = typer.Option(None, "--model", help="model reference (default smollm2, the embedded SmolLM2-135M-Instruct)"),
+    out: Path = _OUT, artifacts: str = _ARTIFACTS, db: str = _DB, device: str = _DEVICE, bits: int = _BITS, rank: int = _RANK,
+    calib: str = _CALIB, samples: int = typer.Option(None, "--samples", help="sensitivity probe samples N (default 24)"),
+    threshold: float = typer.Option(None, "--threshold", help="critical-zone fidelity threshold (default 0.15)"),
+    scoring: str = _SCORING, n_per_family: int = _NPF, seeds: str = _SEEDS, generate_canonical: bool = _GEN,
+    ultra: bool = typer.Option(None, "--ultra/--no-ultra", help="also evaluate the ultra rank plan (default on)"),
+) -> None:
+    """The main job: sensitivity profile -> critical zone -> uniform / selective / ultra -> Goodhart Gap report."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from calderalab.experiments import CompressSettings, EvalSettings, RunSettings, SensitivitySettings, StudyConfig, merged
+    from calderalab.experiments import study as run_study
+
+    seed_tuple = tuple(int(x) for x in seeds.split(",")) if seeds else None
+    config = merged(
+        StudyConfig(),
+        run=merged(RunSettings(), model=model, out=str(out) if out else None, artifacts=artifacts, db=db, device=device),
+        compress=merged(CompressSettings(), bits=bits, rank=rank, calib_source=calib),
+        sensitivity=merged(SensitivitySettings(), n_samples=samples, threshold=threshold),
+        eval=merged(EvalSettings(), scoring=scoring, n_per_family=n_per_family, seeds=seed_tuple, generate_canonical=generate_canonical),
+        ultra=ultra,
+    )
+    bar, update = _stage_progress()
+    with bar:
+        result = run_study(config, progress=update)
+    console = Console()
+    console.print(Markdown(result.summary))
+    for name, path in result.paths.items():
+        console.print(f"{name}: {path}")
 
 
 

@@ -1,0 +1,212 @@
+"""Protection experiments on stored artifacts: ablate, sweep, min-protect, grid (report Experiments 1–3
+and the bitwidth comparison). Every compression happens once through `Session.compress`; a protected
+set is only a plan whose protected layers are skipped when Ŵ is assembled, so no experiment here
+recompresses anything that is already stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from calderalab.experiments.session import Session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """What an experiment produced: labelled runs per scoring, report sections, plots, extra data."""
+
+    name: str
+    runs: dict[str, list[Any]]  # scoring note -> RunOutcomes, baseline first
+    sections: list[Any]  # report.experiment_report.Section
+    plots: dict[str, Path] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def _bits_label(spec: Any) -> str:
+    return f"{spec.bits}-bit"
+
+
+def _layers(text: str | Sequence[int], n_layers: int) -> tuple[int, ...]:
+    from calderalab.plans import parse_layer_set
+
+    return parse_layer_set(text, n_layers) if isinstance(text, str) else tuple(sorted(set(text)))
+
+
+def _suites(session: Session) -> list[tuple[str, str, list[Any]]]:
+    """(scoring note, scoring, instances) of every evaluation pass the settings ask for."""
+    from calderalab.experiments.session import probe_instances
+
+    suite, canonical = probe_instances(session.eval_settings)
+    s = session.eval_settings
+    out = [(f"{s.scoring} scoring, N={len(suite)}", s.scoring, suite)]
+    if s.generate_canonical and not (s.scoring == "generate" and len(suite) == len(canonical)):
+        out.append((f"generation, canonical {len(canonical)}", "generate", canonical))
+    return out
+
+
+def evaluate_configs(session: Session, configs: Sequence[tuple[str, Any, tuple[int, ...], str]]) -> dict[str, list[Any]]:
+    """Evaluate (label, plan or None, protected layers shown, bits) on every suite; baseline first."""
+    runs: dict[str, list[Any]] = {}
+    for note, scoring, instances in _suites(session):
+        runs[note] = [session.evaluate(label, plan, instances, scoring, protected, bits)
+                      for label, plan, protected, bits in configs]
+    return runs
+
+
+def _goodhart(runs: dict[str, list[Any]]) -> list[Any]:
+    from calderalab.report.experiment_report import goodhart_sections
+
+    return [s for note, rs in runs.items() for s in goodhart_sections(rs, note)]
+
+
+def ablate(session: Session, protect_sets: Sequence[str | Sequence[int]], bits: int | None = None,
+           name: str = "ablate") -> ExperimentResult:
+    """Baseline, uniform, and uniform with each protection set kept original (Experiments 1–2)."""
+    from calderalab.plans import selective_plan, uniform_plan
+    from calderalab.results import format_layers
+
+    if not protect_sets:
+        raise ValueError("ablate needs at least one protection set, e.g. '23,24,25,26,27' or 'last:5'")
+    n = session.n_layers
+    spec = session.compress_settings.spec(bits)
+    uniform = uniform_plan(n, spec)
+    session.compress(uniform)  # resumes: nothing is decomposed when the artifacts exist
+    configs: list[tuple[str, Any, tuple[int, ...], str]] = [("Baseline", None, (), "-"),
+                                                            (f"{_bits_label(spec)} uniform", uniform, (), str(spec.bits))]
+    for protect in protect_sets:
+        layers = _layers(protect, n)
+        configs.append((f"{_bits_label(spec)} protect {format_layers(layers)}", selective_plan(n, spec, layers), layers,
+                        str(spec.bits)))
+    runs = evaluate_configs(session, configs)
+    return ExperimentResult(name, runs, _goodhart(runs), data={"spec": spec.to_dict()})
+
+
+def sweep(session: Session, protect_sets: Sequence[str], bits: int | None = None) -> ExperimentResult:
+    """Ablation over protection sets (e.g. last:10, last:5, last:3, last:1) with the execution vs
+    protected-layers plot (the report's 72B sweep table and per-test grid)."""
+    from calderalab.eval import stats
+    from calderalab.report.plots import RatePoint, execution_vs_protected_plot
+
+    result = ablate(session, protect_sets, bits, name="sweep")
+    plots = {}
+    for note, rs in result.runs.items():
+        base = rs[0]
+        points = []
+        for run in rs[1:]:
+            k = 0 if run.protected in ("None", "") else len(_layers(run.protected, session.n_layers))
+            iv = stats.wilson_interval(run.n_executed, run.n)
+            points.append(RatePoint(k, iv.estimate, iv.low, iv.high))
+        slug = note.split(",")[0].replace(" ", "_")
+        plots[note] = execution_vs_protected_plot(points, Path(session.run.out) / f"execution_vs_protected_{slug}.png",
+                                                  baseline=base.n_executed / base.n, title=f"Execution vs protected layers ({note})")
+    return dataclasses.replace(result, plots=plots)
+
+
+def min_protect(session: Session, tolerance: float = 0.0, bits: int | None = None) -> ExperimentResult:
+    """Smallest protected tail keeping execution within `tolerance` of the baseline (binary
+    search, `calderalab.search.min_protect`) on the main suite, with every evaluated tail's
+    Wilson interval and exact McNemar p against the baseline."""
+    from calderalab.plans import selective_plan, uniform_plan
+    from calderalab.report.experiment_report import Section
+    from calderalab.report.tables import format_p, markdown_table
+    from calderalab.search import TailResult
+    from calderalab.search import min_protect as search
+
+    n = session.n_layers
+    spec = session.compress_settings.spec(bits)
+    session.compress(uniform_plan(n, spec))
+    note, scoring, instances = _suites(session)[0]
+    base = session.evaluate("Baseline", None, instances, scoring)
+    order = [o.uid for o in base.outcomes]
+    runs = [base]
+
+    def evaluate_tail(k: int) -> TailResult:
+        layers = tuple(range(n - k, n))
+        run = session.evaluate(f"{_bits_label(spec)} protect last {k}", selective_plan(n, spec, layers), instances,
+                               scoring, layers, str(spec.bits))
+        runs.append(run)
+        by_uid = run.by_uid()
+        return TailResult(tuple(by_uid[u].executed for u in order))
+
+    found = search(evaluate_tail, n, [o.executed for o in base.outcomes], tolerance)
+    rows = [[str(e.k), f"{e.n_correct}/{e.n} ({e.rate:.0%}) [{e.ci_low:.0%}–{e.ci_high:.0%}]", f"{e.b}/{e.c}",
+             format_p(e.mcnemar_p), "yes" if e.within_tolerance else "no"] for e in found.evaluations]
+    table = markdown_table(["Protected last k", "Execution [Wilson 95%]", "Discordant (base only/tail only)",
+                            "McNemar p", f"Within {tolerance:.0%} of baseline"], rows)
+    verdict = (f"Minimum protection: the last **{found.k}** layer(s) keep execution at "
+               f"≥ {found.baseline_rate:.0%} − {tolerance:.0%} (baseline {base.n_executed}/{base.n}). "
+               f"Boundary verified (k−1 evaluated and fails): {'yes' if found.boundary_verified else 'no'}.")
+    if found.monotonicity_violations:
+        verdict += (f" Monotonicity broke at k = {list(found.monotonicity_violations)}: protecting more layers did "
+                    "worse, so the search assumption does not hold at this N and the answer is fragile.")
+    sections = [Section(f"Minimum protection search ({note})", verdict + "\n\n" + table)] + _goodhart({note: runs})
+    return ExperimentResult("min-protect", {note: runs}, sections, data={"k": found.k, "protected": list(found.protected),
+                                                                        "boundary_verified": found.boundary_verified})
+
+
+def grid(session: Session, bits: Sequence[int] = (2, 3, 4), plans: Sequence[str] = ("uniform", "selective"),
+         protect: str | None = None) -> ExperimentResult:
+    """Bits × plans (uniform, selective) against the baseline: bitwidth comparison tables (mean ±
+    std over instance seeds when there are several) and execution vs bpw with error bars."""
+    from calderalab.models import discover_layers
+    from calderalab.plans import plan_bpw, selective_plan, uniform_plan
+    from calderalab.report import tables
+    from calderalab.report.experiment_report import Section
+    from calderalab.report.plots import execution_vs_bits_plot
+    from calderalab.results import format_layers
+    from calderalab.sensitivity.profile import LayerGroups
+
+    bad = sorted(set(plans) - {"uniform", "selective"})
+    if bad or not plans:
+        raise ValueError(f"grid plans must be among uniform, selective; got {list(plans)}")
+    n = session.n_layers
+    layers = _layers(protect, n) if protect else tuple(LayerGroups().ranges(n)["critical"])
+    shapes = {(t.index, name): tuple(m.weight.shape) for t in discover_layers(session.model) for name, m in t.modules.items()}
+    configs: list[tuple[str, Any, tuple[int, ...], str]] = [("Baseline", None, (), "-")]
+    bpw: dict[str, float] = {}
+    for b in bits:
+        spec = session.compress_settings.spec(b)
+        session.compress(uniform_plan(n, spec), stage=f"compress {b}-bit")
+        for kind in plans:
+            plan = uniform_plan(n, spec) if kind == "uniform" else selective_plan(n, spec, layers)
+            label = f"{b}-bit {kind}" + (f" ({format_layers(layers)})" if kind == "selective" else "")
+            configs.append((label, plan, () if kind == "uniform" else layers, str(b)))
+            bpw[label] = plan_bpw(plan, shapes).bpw_fp16
+    runs = evaluate_configs(session, configs)
+    sections = []
+    plots = {}
+    for note, rs in runs.items():
+        sections.append(Section(f"Bitwidth comparison ({note})", tables.bitwidth_table(rs) + "\n\nbpw (fp16 for protected): "
+                                + ", ".join(f"{k} {v:.2f}" for k, v in bpw.items())))
+        series: dict[str, dict[float, list[float]]] = {}
+        for run in rs[1:]:
+            kind = "uniform" if "uniform" in run.label else "selective"
+            per_seed = [run.for_seed(s) for s in run.seeds()] or [run]
+            series.setdefault(kind, {})[bpw[run.label]] = [r.n_executed / r.n for r in per_seed if r.n]
+        slug = note.split(",")[0].replace(" ", "_")
+        plots[note] = execution_vs_bits_plot(series, Path(session.run.out) / f"execution_vs_bits_{slug}.png",
+                                             title=f"Execution vs bits per weight ({note})")
+    return ExperimentResult("grid", runs, sections + _goodhart(runs), plots, data={"bpw": bpw, "protect": list(layers)})
+
+
+def finish(session: Session, result: ExperimentResult, config: dict[str, Any], title: str | None = None) -> dict[str, Path]:
+    """Write the experiment's report.md and manifest.json into the session's output folder."""
+    from calderalab.report.experiment_report import Section, timings_table, write_report
+    from calderalab.results import detect_git_sha
+
+    sections = list(result.sections)
+    sections += [Section("Plots", "\n".join(f"![{k}]({p.name})" for k, p in result.plots.items()))] if result.plots else []
+    sections.append(Section("Stage times", timings_table(session.timings)))
+    manifest = {"experiment": result.name, "config": config, "git_sha": detect_git_sha(), "seed": session.compress_settings.seed,
+                "model": session.run.model, "artifacts": session.store.url, "results_db": session.run.db_path,
+                "timings_s": {k: round(v, 2) for k, v in session.timings.items()}, "data": result.data,
+                "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    paths = write_report(session.run.out, title or f"{result.name}: {session.run.model}", sections, manifest)
+    return {**paths, **{f"plot {k}": p for k, p in result.plots.items()}}

@@ -1,0 +1,81 @@
+"""Experiment report folders: Markdown sections in the research report's shapes, and manifest.json.
+
+Pure strings and files; no torch. Tables come from `report.tables` (Goodhart table, per-test
+grid, paired comparison, bitwidth and seed tables), sensitivity tables from
+`report.sensitivity_tables`; this module only arranges them into a report and records the
+provenance (resolved config, git sha, seed, package versions) beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from calderalab.eval.outcomes import RunOutcomes
+from calderalab.report import tables
+
+
+@dataclass(frozen=True)
+class Section:
+    """One titled part of a report: a heading and its Markdown body."""
+
+    title: str
+    body: str
+
+    def render(self, level: int = 2) -> str:
+        return f"{'#' * level} {self.title}\n\n{self.body.rstrip()}\n"
+
+
+def goodhart_sections(runs: Sequence[RunOutcomes], scoring_note: str, *, baseline: int = 0,
+                      n_boot: int = 2000) -> list[Section]:
+    """Config | Protected | Understanding | Execution | Gaps table, per-test grid and the paired
+    McNemar comparison of every configuration against the baseline (row `baseline`)."""
+    if not runs:
+        raise ValueError("no runs to report")
+    out = [Section(f"Goodhart Gap ({scoring_note})", tables.goodhart_table(runs))]
+    out.append(Section(f"Per-test breakdown ({scoring_note})", tables.per_test_grid(runs)))
+    others = [r for i, r in enumerate(runs) if i != baseline]
+    if others:
+        out.append(Section(f"Paired comparison against {runs[baseline].label} ({scoring_note})",
+                           tables.comparison_table(runs[baseline], others, n_boot=n_boot)))
+    if len({o.seed for r in runs for o in r.outcomes}) > 1:
+        out.append(Section(f"Over instance seeds ({scoring_note})", tables.seed_table(runs)))
+    return out
+
+
+def timings_table(timings: Mapping[str, float]) -> str:
+    rows = [[stage, f"{seconds:.1f}"] for stage, seconds in timings.items()]
+    rows.append(["**total**", f"{sum(timings.values()):.1f}"])
+    return tables.markdown_table(["Stage", "Seconds"], rows)
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of the packages a result depends on (None when not installed)."""
+    from calderalab import __version__
+
+    out: dict[str, str | None] = {"python": platform.python_version(), "calderalab": __version__}
+    for name in ("torch", "transformers", "numpy", "scipy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def write_report(out_dir: str | Path, title: str, sections: Sequence[Section], manifest: Mapping[str, Any],
+                 preamble: str = "", filename: str = "report.md") -> dict[str, Path]:
+    """Write <out>/<filename> and <out>/manifest.json (atomically, via a temp file and rename)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = f"# {title}\n\n" + (preamble.rstrip() + "\n\n" if preamble else "") + "\n".join(s.render() for s in sections)
+    paths = {"report": out / filename, "manifest": out / "manifest.json"}
+    full_manifest = {**manifest, "versions": versions(), "report": filename}
+    for path, content in ((paths["report"], text), (paths["manifest"], json.dumps(full_manifest, indent=2, sort_keys=True, default=str))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(content)
+        tmp.replace(path)
+    return paths

@@ -1,0 +1,58 @@
+"""The main job end to end on a tiny random model: report folder, tables, resume."""
+
+from __future__ import annotations
+
+import json
+
+
+
+def test_study_end_to_end_writes_report_folder(study_run):
+    from calderalab.results import ResultsDB
+
+    small_config, out = study_run
+    folder = small_config.run.out
+    text = out.paths["report"].read_text()
+    for heading in ("Layer fidelity profile", "Critical layer details", "Ultra config", "Goodhart Gap (choice scoring",
+                    "Per-test breakdown", "Paired comparison against Baseline", "Goodhart Gap (generation, canonical 3)"):
+        assert heading in text, heading
+    assert "| Config | Protected | Understanding | Execution | Gaps |" in text
+    assert "| Layer Group | Layers | Avg Fidelity | Avg Margin |" in text
+    for label in ("Baseline", "3-bit uniform", "3-bit selective", "3-bit ultra"):
+        assert f"| {label} |" in text
+    assert (out.paths["report"].parent / "fidelity.png").stat().st_size > 1000
+    manifest = json.loads(out.paths["manifest"].read_text())
+    assert manifest["config"]["compress"]["rank"] == 4 and "torch" in manifest["versions"]
+    assert out.zone and all(0 <= l < 4 for l in out.zone)
+    assert max(out.ultra_ranks.values()) > 4  # the zone layers got more rank than uniform
+    with ResultsDB(small_config.run.db_path) as db:
+        runs = db.list_runs("study")
+    assert len(runs) == 8  # 4 configurations x (choice suite + generated canonical tests)
+    # the same instances for every configuration: paired
+    assert len({r.n_instances for r in runs if r.record.scoring == "choice"}) == 1
+    assert "Critical zone" in out.summary and "Stage times" in out.summary
+    assert folder in str(out.paths["report"])
+
+
+def test_study_rerun_resumes_without_compressing_or_evaluating(tiny, study_run, monkeypatch):
+    from calderalab import executors
+    from calderalab.experiments import study
+    from calderalab.results import ResultsDB
+
+    small_config, _ = study_run
+    calls = {"decompose": 0, "evaluate": 0}
+    real = executors.run_job
+
+    def counting(job):
+        calls["decompose"] += 1
+        return real(job)
+
+    def evaluator(*args):
+        calls["evaluate"] += 1
+        raise AssertionError("a rerun must reuse the stored runs")
+
+    monkeypatch.setattr(executors, "run_job", counting)
+    again = study(small_config, model_and_tokenizer=tiny, evaluator=evaluator)
+    assert calls == {"decompose": 0, "evaluate": 0}
+    assert "sensitivity" not in again.timings  # the saved profile was reused
+    with ResultsDB(small_config.run.db_path) as db:
+        assert len(db.list_runs("study")) == 8
