@@ -92,6 +92,16 @@ def test_batched_choice_equals_one_at_a_time(tok, random_lm):
     assert [max(range(4), key=r.__getitem__) for r in batched] == [max(range(4), key=r.__getitem__) for r in single]
 
 
+def test_shared_context_scoring_equals_padded_batches(tok, random_lm):
+    """The KV-cache path (one context pass per item) gives the padded full-sequence log-likelihoods."""
+    items = [(p, [" A", " B", " 12:30 PM", " 1168"]) for p in PROMPTS]
+    shared = HFBackend(random_lm, tok, batch_size=4, share_context=True).choice_scores(items, assistant_prefix="Answer:")
+    padded = HFBackend(random_lm, tok, batch_size=4, share_context=False).choice_scores(items, assistant_prefix="Answer:")
+    torch.testing.assert_close(torch.tensor([s.logliks for s in shared]), torch.tensor([s.logliks for s in padded]),
+                               atol=1e-4, rtol=0)
+    assert [s.n_tokens for s in shared] == [s.n_tokens for s in padded]
+
+
 def test_choice_picks_the_planted_option(tok):
     backend = HFBackend(scripted_llama(tok, chain("Answer: 7\n")), tok)
     (scores,) = backend.choice_loglik([(PROMPTS[0], ["Answer: 8", "Answer: 7", "Answers"])])

@@ -100,12 +100,14 @@ class HFBackend:
     length, and results come back in input order.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8) -> None:
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, share_context: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        # Choice scoring: one pass over a context shared by all its options (KV cache reuse).
+        self.share_context = share_context
         self.pad_id = self._pad_id()
         self.eos_ids = self._eos_ids()
         self._accepts_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -231,14 +233,25 @@ class HFBackend:
         """
         pairs: list[tuple[list[int], list[int]]] = []
         owners: list[tuple[int, int]] = []
+        shared: dict[int, tuple[list[int], list[list[int]]]] = {}  # item -> (context, continuations)
         for item_idx, (prompt, options) in enumerate(items):
             if len(options) == 0:
                 raise ValueError(f"choice item {item_idx} has no options")
             context = self.render(prompt, assistant_prefix)
-            for opt_idx, option in enumerate(options):
-                pairs.append(self._encode_pair(context, option))
+            encoded = [self._encode_pair(context, option) for option in options]
+            if self.share_context and all(ctx == encoded[0][0] for ctx, _ in encoded):
+                shared[item_idx] = (encoded[0][0], [cont for _, cont in encoded])
+                continue
+            for opt_idx, pair in enumerate(encoded):
+                pairs.append(pair)
                 owners.append((item_idx, opt_idx))
         scored = self._score_pairs(pairs, on_batch)
+        for item_idx, (context_ids, conts) in shared.items():
+            for opt_idx, res in enumerate(self._score_shared_context(context_ids, conts)):
+                owners.append((item_idx, opt_idx))
+                scored.append(res)
+            if on_batch is not None:
+                on_batch(len(conts))
         logliks = [[0.0] * len(options) for _, options in items]
         counts = [[0] * len(options) for _, options in items]
         for (item_idx, opt_idx), (ll, n) in zip(owners, scored):
@@ -272,6 +285,43 @@ class HFBackend:
             if on_batch is not None:
                 on_batch(len(batch))
         return [r for r in results if r is not None]
+
+    @torch.no_grad()
+    def _score_shared_context(self, context: list[int], conts: list[list[int]]) -> list[tuple[float, int]]:
+        """Score every continuation of one context with ONE pass over the context.
+
+        The context's KV cache is computed once and repeated over the options, so a prompt of
+        T tokens with k options costs T + k·max|option| token positions instead of k·T; the
+        log-likelihoods equal those of `_score_batch` (a test checks it).
+        """
+        device = next(self.model.parameters()).device
+        kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._accepts_logits_to_keep else {}
+        out = self.model(input_ids=torch.tensor([context], device=device), use_cache=True, **kwargs)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # (vocab,): predicts each option's 1st token
+        totals = [float(first[c[0]].double()) for c in conts]
+        longer = [i for i, c in enumerate(conts) if len(c) > 1]
+        if longer:
+            steps = [conts[i][:-1] for i in longer]  # inputs after the context; right-padded (causal: harmless)
+            width = max(len(x) for x in steps)
+            input_ids = torch.full((len(steps), width), self.pad_id, dtype=torch.long)  # (k, width)
+            step_mask = torch.zeros((len(steps), width), dtype=torch.long)  # (k, width)
+            for row, x in enumerate(steps):
+                input_ids[row, : len(x)] = torch.tensor(x)
+                step_mask[row, : len(x)] = 1
+            attention_mask = torch.cat([torch.ones((len(steps), len(context)), dtype=torch.long), step_mask], dim=1)
+            position_ids = torch.arange(len(context), len(context) + width).expand(len(steps), width)  # (k, width)
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(len(steps))
+            logits = self.model(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                position_ids=position_ids.to(device), past_key_values=cache, use_cache=True,
+            ).logits.float()  # (k, width, vocab)
+            logprobs = torch.log_softmax(logits, dim=-1)
+            for row, i in enumerate(longer):
+                target = torch.tensor(conts[i][1:], device=logprobs.device)  # (n_cont - 1,)
+                picked = logprobs[row, : len(target)].gather(-1, target[:, None])  # (n_cont - 1, 1)
+                totals[i] += float(picked.sum().double())
+        return [(total, len(c)) for total, c in zip(totals, conts)]
 
     @torch.no_grad()
     def _score_batch(self, rows: list[list[int]], conts: list[list[int]]) -> list[tuple[float, int]]:
