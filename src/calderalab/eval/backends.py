@@ -310,11 +310,13 @@ class HFBackend:
                 step_mask[row, : len(x)] = 1
             attention_mask = torch.cat([torch.ones((len(steps), len(context)), dtype=torch.long), step_mask], dim=1)
             position_ids = torch.arange(len(context), len(context) + width).expand(len(steps), width)  # (k, width)
-            cache = out.past_key_values
+            # transformers 5.x renamed past_key_values to cache (the old name warns until it is removed).
+            cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+            cache = getattr(out, "cache", None) or out.past_key_values
             cache.batch_repeat_interleave(len(steps))
             logits = self.model(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                position_ids=position_ids.to(device), past_key_values=cache, use_cache=True,
+                position_ids=position_ids.to(device), use_cache=True, **{cache_kw: cache},
             ).logits.float()  # (k, width, vocab)
             logprobs = torch.log_softmax(logits, dim=-1)
             for row, i in enumerate(longer):
