@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--calib-samples", type=int, default=64)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--executor", default="local")
+    parser.add_argument("--out", default=None, help="keep the artifact store here (e.g. for `calderalab validate`)")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -56,7 +57,8 @@ def main() -> None:
         elif isinstance(event, LayerCompressed):
             marks.setdefault("first_layer", time.perf_counter())
 
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.out or scratch
         t1 = time.perf_counter()
         report = compress_model(model, plan, ArtifactStore(out), CalibConfig(args.calib, args.calib_samples, args.seq_len),
                                 executor=args.executor, progress=on_event, tokenizer=tokenizer)
