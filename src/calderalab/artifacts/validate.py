@@ -6,16 +6,19 @@ Two checks (DESIGN.md §1 Validation):
   a module whose correlation is below `min_correlation` (healthy 3-bit CALDERA: ≥ 0.95) fails.
 - single-layer replacement: with ONLY layer l compressed, the model still answers a trivial
   prompt as the original does. Precisely: the original model's greedy continuation of the
-  prompt (`n_tokens` tokens) is the reference; the model with layer l replaced is run
-  teacher-forced on prompt + reference, and the layer passes iff its top-1 prediction equals the
-  reference token at each of the first `n_exact` positions (i.e. its own greedy answer starts
-  identically) and at ≥ `min_agreement` of all `n_tokens` positions.
+  prompt (`n_tokens` tokens) is the reference; the model with layer l replaced (a) generates its
+  own greedy answer, which must state the same final answer (the last number before the end of
+  the turn: "4" for 2+2), and (b) run teacher-forced on prompt + reference, keeps the reference
+  token as its top-1 at ≥ `min_agreement` of the positions. The leading run of identical tokens
+  is reported but does not decide: "The answer is 4." for "The answer to this classic math
+  problem is 4." is the same answer in other words (seen on SmolLM2 layer 6 at 3-bit).
 Never imports transformers; the model is driven through calderalab.models.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -37,15 +40,14 @@ class ValidationConfig:
     min_correlation: float = 0.95
     prompt: str = TRIVIAL_PROMPT
     n_tokens: int = 16
-    n_exact: int = 4
     min_agreement: float = 0.75
     replacement_check: bool = True
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.min_correlation <= 1.0:
             raise ValueError(f"min_correlation must be in [-1, 1], got {self.min_correlation}")
-        if self.n_tokens < 1 or not 0 <= self.n_exact <= self.n_tokens:
-            raise ValueError(f"need n_tokens >= 1 and 0 <= n_exact <= n_tokens, got n_tokens={self.n_tokens}, n_exact={self.n_exact}")
+        if self.n_tokens < 1:
+            raise ValueError(f"need n_tokens >= 1, got n_tokens={self.n_tokens}")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError(f"min_agreement must be in [0, 1], got {self.min_agreement}")
 
@@ -69,7 +71,8 @@ class ModuleCheck:
 class LayerCheck:
     layer: int
     agreement: float
-    exact_prefix: int  # how many leading reference tokens the replaced model reproduces
+    exact_prefix: int  # how many leading reference tokens the replaced model reproduces (reported only)
+    answer: str | None  # the final answer in the replaced model's own greedy reply (None: none found)
     ok: bool
 
 
@@ -93,7 +96,7 @@ class ValidationReport:
     def failures(self) -> list[str]:
         out = [f"module {m.layer}.{m.module}: {m.problem}" for m in self.modules if not m.ok]
         out += [f"layer {l.layer}: single-layer replacement changes the answer (agreement {l.agreement:.2f}, "
-                f"first {l.exact_prefix} tokens identical)" for l in self.layers if not l.ok]
+                f"first {l.exact_prefix} tokens identical, final answer {l.answer!r})" for l in self.layers if not l.ok]
         if not self.modules:
             out.append("the store holds no modules for this model")
         return out
@@ -148,10 +151,21 @@ def teacher_forced_top1(model: torch.nn.Module, ids: torch.Tensor, reference: to
     return predicted == reference
 
 
-def layer_check(layer: int, matches: torch.Tensor, config: ValidationConfig) -> LayerCheck:
+def final_answer(text: str) -> str | None:
+    """The last number stated before the end of the first turn ("4" in "The answer is 4.<|im_end|>...")."""
+    turn = re.split(r"<\|im_end\|>|<\|eot_id\|>|</s>|<end_of_turn>|<\|endoftext\|>", text, maxsplit=1)[0]
+    numbers = re.findall(r"-?\d+(?:\.\d+)?", turn)
+    return numbers[-1] if numbers else None
+
+
+def layer_check(
+    layer: int, matches: torch.Tensor, answer: str | None, reference_answer: str | None, config: ValidationConfig
+) -> LayerCheck:
+    """Pass iff the replaced model states the reference's final answer and agrees on enough tokens."""
     exact = int(torch.cumprod(matches.to(torch.int64), 0).sum())
     agreement = float(matches.float().mean())
-    return LayerCheck(layer, agreement, exact, exact >= config.n_exact and agreement >= config.min_agreement)
+    same_answer = reference_answer is None or answer == reference_answer
+    return LayerCheck(layer, agreement, exact, answer, same_answer and agreement >= config.min_agreement)
 
 
 def validate_store(
@@ -177,10 +191,12 @@ def validate_store(
         ids = prompt_ids(tokenizer, config.prompt)
         reference = greedy_reference(model, ids, config.n_tokens)
         reference_text = tokenizer.decode(reference)
+        reference_answer = final_answer(reference_text)
         for i, (layer, weights) in enumerate(sorted(W_hats.items())):
             with models.swapped_weights(model, weights):
                 matches = teacher_forced_top1(model, ids, reference)
-            layer_checks.append(layer_check(layer, matches, config))
+                answer = final_answer(tokenizer.decode(greedy_reference(model, ids, config.n_tokens)))
+            layer_checks.append(layer_check(layer, matches, answer, reference_answer, config))
             if progress is not None:
                 progress(i + 1, len(W_hats))
     return ValidationReport(store.url, config, tuple(checks), tuple(layer_checks), reference_text)
