@@ -498,14 +498,9 @@ class _StageClock:
 
 
 def _sensitivity_calibration(net, tok, prompts, job) -> tuple[list, str]:
-    """(batches, description): from calderalab.calib when available, else the probe prompts themselves."""
-    import torch
+    """(batches, description) of the calibration text, from calderalab.calib."""
+    from calderalab.calib import CalibConfig, load_calibration
 
-    try:
-        from calderalab.calib import CalibConfig, load_calibration
-    except ImportError:
-        typer.secho("calderalab.calib not available: calibrating on the probe prompts", fg=typer.colors.YELLOW, err=True)
-        return [torch.tensor([p]) for p in prompts[: job.calib_samples]], "probe prompts (calderalab.calib not available)"
     data = load_calibration(net, tok, CalibConfig(source=job.calib_source, n_samples=job.calib_samples,
                                                   seq_len=job.calib_seq_len, seed=job.seed))
     return list(data.batches), data.description

@@ -42,40 +42,10 @@ def probe_prompt_ids(tokenizer: Any, n_samples: int, seed: int = 0) -> list[list
     return out
 
 
-def _hook_hessians(model: torch.nn.Module, batches: Sequence[torch.Tensor], layer: int) -> dict[str, torch.Tensor]:
-    """H = X^T X / n_tokens per module of one layer from forward hooks (fallback for calderalab.calib).
-    Runs the whole model per layer: slower than the streaming driver, exact all the same."""
-    from calderalab.models import discover_layers
-
-    modules = discover_layers(model)[layer].modules
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-
-    def hook(name: str):
-        def fn(_mod, inputs, _out):
-            X = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double()  # (n_tokens, d_in)
-            sums[name] = sums.get(name, 0) + X.T @ X
-            counts[name] = counts.get(name, 0) + X.shape[0]
-        return fn
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
-    try:
-        with torch.no_grad():
-            for ids in batches:
-                model(input_ids=ids)
-    finally:
-        for h in handles:
-            h.remove()
-    return {n: (sums[n] / counts[n]).float() for n in modules}
-
-
 def layer_hessians(model: torch.nn.Module, batches: Sequence[torch.Tensor], layers: Sequence[int]) -> Iterable[tuple[int, dict[str, torch.Tensor]]]:
-    """Stream (layer, {module name: H}) from the ORIGINAL model's activations."""
-    try:
-        from calderalab.calib import collect_hessians
-    except ImportError:
-        log.warning("calderalab.calib not available: computing Hessians with forward hooks, one model pass per layer")
-        return ((l, _hook_hessians(model, batches, l)) for l in layers)
+    """Stream (layer, {module name: H}) from the ORIGINAL model's activations (calderalab.calib's driver)."""
+    from calderalab.calib import collect_hessians
+
     return collect_hessians(model, batches, layers=layers)
 
 
