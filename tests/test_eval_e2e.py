@@ -8,9 +8,6 @@ pytestmark = pytest.mark.slow
 
 
 def test_eval_job_canonical_choice_round_trip(tmp_path, smollm2):
-    # The job needs the models, tasks and probe-runner packages (built on their own branches).
-    pytest.importorskip("calderalab.eval.runner", reason="eval.runner (probes branch) not merged yet")
-    pytest.importorskip("calderalab.eval.tasks", reason="eval.tasks (tasks branch) not merged yet")
     from calderalab.eval.job import EvalJob, run_eval_job
     from calderalab.report.tables import goodhart_table, per_test_grid
     from calderalab.results import ResultsDB

@@ -283,7 +283,6 @@ def test_estimate_bpw_counts_low_rank_factors():
     assert extra >= 8 * (64 + 128) * 4 / (64 * 128)
 
 
-@pytest.mark.skipif(not hasattr(core, "decompose"), reason="core.decompose not merged yet")
 def test_estimate_bpw_matches_core_decomposition():
     import torch
 

@@ -27,7 +27,6 @@ def test_canonical_and_generated_instances():
 def test_gsm8k_instances_from_jsonl_path(shared_data):
     job = EvalJob("smollm2", suite="gsm8k", scoring="generate", n=5, seeds=(0, 1),
                   data_path=str(shared_data / "gsm8k" / "test.jsonl"))
-    pytest.importorskip("calderalab.eval.gsm8k", reason="eval.gsm8k (probes branch) not merged yet")
     insts = build_instances(job)
     assert 5 < len(insts) <= 10 and all(i.family == "gsm8k" and i.plan_options == () for i in insts)
 

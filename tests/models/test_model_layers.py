@@ -47,9 +47,8 @@ def test_embeddings_norms_and_lm_head_are_never_targets():
 
 
 def test_module_names_match_core():
-    core = pytest.importorskip("calderalab.core")
-    if not hasattr(core, "MODULE_NAMES"):
-        pytest.skip("calderalab.core.MODULE_NAMES not merged yet")
+    from calderalab import core
+
     assert core.MODULE_NAMES == MODULE_NAMES
 
 

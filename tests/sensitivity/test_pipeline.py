@@ -7,18 +7,6 @@ import pytest
 import torch
 
 
-def _have(module, name):
-    try:
-        mod = __import__(module, fromlist=[name])
-        return hasattr(mod, name)
-    except ImportError:
-        return False
-
-
-needs_models = pytest.mark.skipif(not _have("calderalab.models", "swapped_weights"), reason="calderalab.models not merged yet")
-
-
-@needs_models
 def test_run_sensitivity_on_tiny_model(tmp_path, make_tiny_llama):
     from calderalab.sensitivity.pipeline import SensitivityJob, SensitivityConfig, run_sensitivity, write_outputs
 
@@ -37,11 +25,6 @@ def test_run_sensitivity_on_tiny_model(tmp_path, make_tiny_llama):
     assert paths["plot"].read_bytes().startswith(b"\x89PNG") and "Layer Group" in paths["tables"].read_text()
 
 
-@pytest.mark.skipif(not all(_have(m, n) for m, n in [("calderalab.models", "tiny_model"), ("calderalab.core", "decompose"),
-                                                       ("calderalab.eval.tasks", "generate_instances"),
-                                                       ("calderalab.eval.probes", "execution_messages"),
-                                                       ("calderalab.plans", "parse_layer_set")]),
-                    reason="models/core/tasks/probes/plans not merged yet")
 # Not slow: the 3.5 min it once took were ~70% self-generated calibration text (16 x 256 sampled
 # tokens through generate); a GSM8K text source costs nothing, and the fast path does the rest.
 def test_cli_sensitivity_end_to_end(tmp_path, shared_data):
