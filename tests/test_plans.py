@@ -8,22 +8,21 @@ import sys
 
 import pytest
 
-import artifacts_standins
 from calderalab import core
 from calderalab.errors import PlanError
 from calderalab import plans as P
 
 
-@pytest.fixture(autouse=True)
-def _api(monkeypatch):
-    artifacts_standins.install(monkeypatch)
+# Every field spelled out, so a change of core's defaults cannot silently change these plans.
+FULL = dict(method="rtn", bits=3, rank=0, lr_bits=4, group_size=None, outer_iters=2, inner_iters=2,
+            damp=0.01, hadamard=False, seed=0)
 
 
 def spec(**kw):
     """A full spec dict (every field given): rank > 0 implies caldera unless a method is named."""
     if kw.get("rank", 0) > 0:
         kw.setdefault("method", "caldera")
-    return core.CompressionSpec.from_dict({**artifacts_standins.CompressionSpec().to_dict(), **kw})
+    return core.CompressionSpec.from_dict({**FULL, **kw})
 
 
 # ------------------------------------------------------------ parse_layer_set
@@ -232,21 +231,15 @@ def test_to_json_round_trip_and_hash_sensitivity(tmp_path):
 
 
 _HASH_SCRIPT = """
-import sys; sys.path.insert(0, {tests!r})
-import pytest, artifacts_standins
-mp = pytest.MonkeyPatch(); artifacts_standins.install(mp)
 from calderalab import core, plans
-s = core.CompressionSpec.from_dict({{**artifacts_standins.CompressionSpec().to_dict(), "method": "caldera", "rank": 4}})
+s = core.CompressionSpec.from_dict({{**{base!r}, "method": "caldera", "rank": 4}})
 print(plans.ultra_plan(30, s, "23:256,24:256,25:128").hash())
 """
 
 
 def test_hash_stable_across_processes():
-    from pathlib import Path
-
-    tests = str(Path(__file__).parent)
     outs = {
-        subprocess.run([sys.executable, "-c", _HASH_SCRIPT.format(tests=tests)], check=True, capture_output=True,
+        subprocess.run([sys.executable, "-c", _HASH_SCRIPT.format(base=FULL)], check=True, capture_output=True,
                        text=True, env={"PYTHONHASHSEED": str(seed), **_env()}).stdout.strip()
         for seed in (1, 2)
     }

@@ -1,18 +1,10 @@
-"""Fixtures for artifact tests: core/models stand-ins, a tiny model, a real local S3 server (moto)."""
+"""Fixtures for artifact tests: a real local S3 server (moto)."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
-
-import artifacts_standins
-
-
-@pytest.fixture(autouse=True)
-def _api(monkeypatch):
-    artifacts_standins.install(monkeypatch)
-
 
 @pytest.fixture(scope="session")
 def s3_server():

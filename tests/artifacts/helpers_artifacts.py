@@ -1,19 +1,18 @@
-"""Compress a tiny model into a store, the way compress.py will (test helper)."""
+"""Compress a tiny model into a store, the way compress.py does, with crash injection (test helper)."""
 
 from __future__ import annotations
 
 import torch
 
 from calderalab import core
-import artifacts_standins
 
 MODEL = {"ref": "tiny-llama", "revision": "seed0"}
 CALIB = {"dataset": "none", "hessian": "identity"}
 
 
 def spec(**kw):
-    base = {**artifacts_standins.CompressionSpec().to_dict(), "method": "rtn", "bits": 4, "rank": 0}
-    return core.CompressionSpec.from_dict({**base, **kw})
+    return core.CompressionSpec.from_dict({"method": "rtn", "bits": 4, "outer_iters": 2, "inner_iters": 2,
+                                           "hadamard": False, **kw})
 
 
 def compress_into(store, model, spec_, layers=None, stop_after=None):

@@ -10,12 +10,12 @@ from calderalab import core, plans
 from calderalab.artifacts import ArtifactStore, apply_artifacts, assemble_weights, weight_fingerprint
 from calderalab.errors import ArtifactError
 from helpers_artifacts import compress_into, snapshot, spec
-import artifacts_standins
+from calderalab.models.tiny import tiny_model
 
 
 @pytest.fixture
 def store_and_model(tmp_path):
-    model = artifacts_standins.make_model(n_layers=4, seed=0)
+    model = tiny_model("llama", n_layers=4, seed=0)[0]
     store = ArtifactStore(str(tmp_path / "store"))
     compress_into(store, model, spec())
     return store, model
@@ -52,7 +52,7 @@ def test_one_store_serves_every_protection_set(store_and_model):
 
 def test_mismatched_model_refused_naming_first_module_and_fingerprints(store_and_model):
     store, _ = store_and_model
-    other = artifacts_standins.make_model(n_layers=4, seed=1)  # same architecture, other weights
+    other = tiny_model("llama", n_layers=4, seed=1)[0]  # same architecture, other weights
     before = snapshot(other)
     with pytest.raises(ArtifactError) as err:
         apply_artifacts(other, store)
@@ -92,7 +92,7 @@ def test_corrupt_file_aborts_before_any_swap(store_and_model):
 
 
 def test_missing_module_named(tmp_path):
-    model = artifacts_standins.make_model(n_layers=4)
+    model = tiny_model("llama", n_layers=4)[0]
     store = ArtifactStore(str(tmp_path))
     compress_into(store, model, spec(), layers=[0, 1])
     with pytest.raises(ArtifactError, match=r"module 2\.q .* is missing from the artifact store"):
@@ -103,7 +103,7 @@ def test_missing_module_named(tmp_path):
 
 
 def test_plan_chooses_between_stored_specs(tmp_path):
-    model = artifacts_standins.make_model(n_layers=4)
+    model = tiny_model("llama", n_layers=4)[0]
     store = ArtifactStore(str(tmp_path))
     compress_into(store, model, spec(bits=4))
     compress_into(store, model, spec(bits=2), layers=[3])

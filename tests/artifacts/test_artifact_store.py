@@ -13,12 +13,12 @@ from calderalab import core
 from calderalab.artifacts import ArtifactStore, weight_fingerprint
 from calderalab.errors import ArtifactError
 from helpers_artifacts import CALIB, MODEL, compress_into, spec
-import artifacts_standins
+from calderalab.models.tiny import tiny_model
 
 
 @pytest.fixture
 def model():
-    return artifacts_standins.make_model(n_layers=3)
+    return tiny_model("llama", n_layers=3)[0]
 
 
 def _store(kind, tmp_path, request):
