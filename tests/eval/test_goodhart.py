@@ -6,14 +6,15 @@ import random
 
 import pytest
 
-from calderalab.eval.goodhart import InstanceOutcome, decompose_execution_change, summarize
+from calderalab.eval.goodhart import decompose_execution_change, summarize
+from calderalab.eval.outcomes import InstanceOutcome
 from calderalab.eval.types import Verdict
 
 
 def outcomes(spec: str, family: str = "f") -> list[InstanceOutcome]:
     """'UE' = understood+executed, 'U.' = understood only, '.E', '..', '-E' = no understanding probe."""
     table = {"U": True, ".": False, "-": None}
-    return [InstanceOutcome(f"{family}/0/{i}", family, executed=s[1] == "E", understood=table[s[0]]) for i, s in enumerate(spec.split())]
+    return [InstanceOutcome(f"{family}/0/{i}", family, "15", executed=s[1] == "E", understood=table[s[0]]) for i, s in enumerate(spec.split())]
 
 
 def test_verdicts_follow_the_definition():
@@ -81,13 +82,3 @@ def test_decomposition_identity_is_exact(seed):
 def test_decomposition_needs_paired_runs():
     with pytest.raises(ValueError, match="not paired"):
         decompose_execution_change(outcomes("UE U."), outcomes("UE"))
-
-
-def test_summary_accepts_the_results_outcome_type():
-    # eval.outcomes.InstanceOutcome (results DB / report side) has the same fields summarize reads.
-    from calderalab.eval.outcomes import InstanceOutcome as StoredOutcome
-
-    stored = [StoredOutcome(o.uid, o.family, "15", o.understood, o.executed) for o in outcomes("UE U. .E ..")]
-    s = summarize(stored)
-    assert (s.passes, s.gaps, s.lucky, s.fails) == (1, 1, 1, 1)
-    assert decompose_execution_change(stored, outcomes("U. U. .E ..")).total == -1

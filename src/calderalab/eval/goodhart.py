@@ -1,7 +1,7 @@
 """Goodhart Gap metrics over per-instance outcomes. Pure Python: no torch, no I/O.
 
-summarize() and decompose_execution_change() read only uid, family, executed, understood and
-verdict, so they take this module's InstanceOutcome or eval.outcomes.InstanceOutcome alike.
+summarize() and decompose_execution_change() take eval.outcomes.InstanceOutcome and read only
+uid, family, executed, understood and verdict.
 
 Per instance (DESIGN.md, Probe suite): PASS = understood and executed, GAP = understood but not
 executed, FAIL = neither, LUCKY = executed without understanding. The conditional gap rate
@@ -17,21 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from calderalab.eval.outcomes import InstanceOutcome
 from calderalab.eval.types import Verdict
-
-
-@dataclass(frozen=True)
-class InstanceOutcome:
-    """What the probes said about one instance. understood=None: no understanding probe."""
-
-    uid: str
-    family: str
-    executed: bool
-    understood: bool | None = None
-
-    @property
-    def verdict(self) -> Verdict | None:
-        return None if self.understood is None else Verdict.of(self.understood, self.executed)
 
 
 def _rate(count: int, total: int) -> float | None:

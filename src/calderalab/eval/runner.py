@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from calderalab.eval.backends import Generation, HFBackend, OptionScores
-from calderalab.eval.goodhart import GoodhartSummary, InstanceOutcome, summarize
+from calderalab.eval.goodhart import GoodhartSummary, summarize
+from calderalab.eval.outcomes import InstanceOutcome
 from calderalab.eval.parse import is_correct, parse_answer
 from calderalab.eval.probes import (
     ANSWER_PREFIX,
@@ -77,6 +78,7 @@ class EvalRun:
     generated_tokens: int
     seconds: float
     notes: tuple[str, ...] = field(default=())
+    expected: dict[str, str] = field(default_factory=dict)  # uid -> the instance's answer
 
     @property
     def n_generated(self) -> int:
@@ -94,7 +96,9 @@ class EvalRun:
         out = []
         for uid, family in self.families.items():
             und = by_key.get((uid, "understanding"))
-            out.append(InstanceOutcome(uid, family, by_key[(uid, "execution")].correct, None if und is None else und.correct))
+            exe = by_key[(uid, "execution")]
+            out.append(InstanceOutcome(uid, family, self.expected.get(uid, ""), None if und is None else und.correct,
+                                       exe.correct, exe.parsed))
         return out
 
     def summary(self) -> GoodhartSummary:
@@ -201,6 +205,7 @@ def evaluate(
         truncated={k: sum(r.truncated for r in results if r.probe == k) for k in kinds},
         generated_tokens=n_tokens,
         seconds=seconds,
+        expected={i.uid: i.answer for i in instances},
     )
     log.info("evaluated %d instances (%s) in %.1fs, truncated share %.2f", len(instances), cfg.scoring, seconds, run.truncated_share)
     return run
