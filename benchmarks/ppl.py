@@ -27,7 +27,7 @@ from calderalab.eval.perplexity import perplexity
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
 
 
-def configs(bits_list: list[int], ranks: list[int]) -> list[core.CompressionSpec]:
+def configs(bits_list: list[int], ranks: list[int], lr_bits: int = 4) -> list[core.CompressionSpec]:
     out = []
     for bits in bits_list:
         out.append(core.CompressionSpec("rtn", bits))
@@ -35,7 +35,7 @@ def configs(bits_list: list[int], ranks: list[int]) -> list[core.CompressionSpec
         # usual group-64 RTN (+0.5 bpw of fp16 scale/offset) is the floor other tools report.
         out.append(core.CompressionSpec("rtn", bits, group_size=64))
         out.append(core.CompressionSpec("ldlq", bits))
-        out += [core.CompressionSpec("caldera", bits, rank=k) for k in ranks]
+        out += [core.CompressionSpec("caldera", bits, rank=k, lr_bits=lr_bits) for k in ranks]
     return out
 
 
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--bits", default="2,3,4")
     parser.add_argument("--ranks", default="32,64")
     parser.add_argument("--methods", default="rtn,ldlq,caldera")
+    parser.add_argument("--lr-bits", type=int, default=4, help="bits of the CALDERA factors L and R")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "calderalab" / "bench-ppl"))
     args = parser.parse_args()
 
@@ -82,7 +83,7 @@ def main() -> None:
     rows = [("baseline (fp32)", "-", "-", 32.0, base, time.perf_counter() - t0)]
     print(f"baseline ppl {base:.3f}")
     methods = set(args.methods.split(","))
-    specs = [s for s in configs([int(b) for b in args.bits.split(",")], [int(k) for k in args.ranks.split(",")]) if s.method in methods]
+    specs = [s for s in configs([int(b) for b in args.bits.split(",")], [int(k) for k in args.ranks.split(",")], args.lr_bits) if s.method in methods]
     for spec in specs:
         t0 = time.perf_counter()
         store = ArtifactStore(str(cache / f"{models.num_layers(model)}L-{spec.key()}"))
@@ -92,7 +93,8 @@ def main() -> None:
         with models.swapped_weights(model, assemble_weights(store, model)):
             value = ppl()
         method = spec.method if spec.group_size is None else f"{spec.method} g{spec.group_size}"
-        rows.append((method, str(spec.bits), str(spec.rank) if spec.rank else "-", bpw, value, seconds_compress))
+        rank = f"{spec.rank}" + (f" (L,R {spec.lr_bits}-bit)" if spec.lr_bits != 4 else "") if spec.rank else "-"
+        rows.append((method, str(spec.bits), rank, bpw, value, seconds_compress))
         print(f"{spec.key():45s} bpw {bpw:.3f}  ppl {value:.3f}  corr {report.mean_weight_correlation:.4f}  "
               f"({seconds_compress:.0f}s compress{', resumed' if report.n_resumed else ''})")
 

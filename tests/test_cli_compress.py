@@ -90,3 +90,50 @@ def test_bad_options_are_named(local_model, tmp_path):
     res = CliRunner().invoke(app, ["compress", local_model, "--bits", "3", "--protect", "0", "--ranks", "1:8", "--out", str(tmp_path / "x")])
     assert res.exit_code != 0
     assert "--protect" in str(res.exception)
+
+
+@pytest.fixture(scope="module")
+def deep_store(tmp_path_factory, shared_data):
+    """A 4-layer tiny model (layer groups need >= 4 layers) and its 4-bit rank-4 store."""
+    model, tokenizer = tiny_model("llama", n_layers=4, seed=0)
+    path = tmp_path_factory.mktemp("m4") / "tiny4"
+    export_checkpoint(model, tokenizer, path)
+    out = path.parent / "store"
+    result = CliRunner().invoke(app, ["compress", str(path), "--bits", "4", "--rank", "4", "--outer-iters", "1",
+                                      "--calib", str(shared_data / "wikitext-2" / "valid.txt"),
+                                      "--calib-samples", "4", "--seq-len", "32", "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return str(path), out
+
+
+def test_sensitivity_profiles_the_stored_modules(deep_store, tmp_path):
+    import json
+
+    local_model, store = deep_store
+    out = tmp_path / "sens"
+    res = CliRunner().invoke(app, ["sensitivity", local_model, "--artifacts", str(store), "--samples", "3",
+                                   "--max-new-tokens", "4", "--out", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    data = json.loads((out / "profile.json").read_text())
+    settings = data["settings"]
+    # the spec is the store's (4-bit rank 4), not the command's defaults (3-bit rank 32)
+    assert settings["artifacts"] == str(store) and (settings["spec"]["bits"], settings["spec"]["rank"]) == (4, 4)
+    assert "calib" not in settings and len(data["rows"]) == 4  # no Hessians were collected
+
+
+def test_sensitivity_artifacts_errors_are_named(deep_store, tmp_path):
+    from calderalab.errors import ArtifactError
+
+    _, store = deep_store
+    other, tok = tiny_model("llama", n_layers=4, seed=1)
+    export_checkpoint(other, tok, tmp_path / "other")
+    res = CliRunner().invoke(app, ["sensitivity", str(tmp_path / "other"), "--artifacts", str(store), "--samples", "2"])
+    assert isinstance(res.exception, ArtifactError) and "another model" in str(res.exception)
+    res = CliRunner().invoke(app, ["sensitivity", str(tmp_path / "other"), "--artifacts", str(tmp_path / "nowhere")])
+    assert isinstance(res.exception, ArtifactError) and "no artifact store" in str(res.exception)
+
+
+def test_sensitivity_refuses_a_model_too_shallow_before_any_work(local_model, store):
+    res = CliRunner().invoke(app, ["sensitivity", local_model, "--artifacts", str(store), "--samples", "2"])
+    assert isinstance(res.exception, ValueError) and "at least 4 layers" in str(res.exception)
+    assert "[reference answers" not in res.output  # refused before the reference answers were generated

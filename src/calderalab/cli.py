@@ -437,6 +437,9 @@ def sensitivity_cmd(
     calib: str = typer.Option("self", help="calibration source of the Hessians: 'self' (model-generated text) or a text / GSM8K .jsonl file"),
     calib_samples: int = typer.Option(None, help="calibration windows (default 16)"),
     max_new_tokens: int = typer.Option(None, help="cap of the reference answers in tokens (default 48)"),
+    artifacts: str = typer.Option(None, help="profile the modules stored in this artifact store (local dir or fsspec "
+                                  "URL, e.g. from `calderalab compress`) instead of compressing each layer here; "
+                                  "--bits, --rank and --calib are then taken from / not needed by the store"),
 ) -> None:
     """Per-layer sensitivity profile: fidelity / margin / KL, critical zone, tables and U-shape plot."""
     import dataclasses
@@ -451,23 +454,45 @@ def sensitivity_cmd(
                                               "calib_source": calib}.items() if v is not None})
     if max_new_tokens is not None:
         job = dataclasses.replace(job, measure=dataclasses.replace(job.measure, max_new_tokens=max_new_tokens))
-    spec = CompressionSpec(method="caldera" if rank > 0 else "ldlq", bits=bits, rank=rank, seed=job.seed)
+    store = None
+    if artifacts is not None:  # read the store before the model loads, so a bad URL fails at once
+        from calderalab.artifacts import ArtifactStore, assemble_weights
+        from calderalab.artifacts.apply import check_fingerprints, select_entries
+
+        store = ArtifactStore(artifacts)
+        spec = _stored_spec(store, artifacts)
+        rank = spec.rank
+    else:
+        spec = CompressionSpec(method="caldera" if rank > 0 else "ldlq", bits=bits, rank=rank, seed=job.seed)
     clock = _StageClock()
     net, tok = load_model(model)
     clock.done("load model")
     n_layers = num_layers(net)
+    job.groups.ranges(n_layers)  # a model too shallow for the group table fails now, not after the runs
     chosen = parse_layer_set(layers, n_layers) if layers else None
     prompts = probe_prompt_ids(tok, job.n_samples, job.seed)
-    calib_batches, calib_description = _sensitivity_calibration(net, tok, prompts, job)
-    clock.done("calibration data")
+    settings = {"model": model, "spec": spec.to_dict(), "spec_key": spec.key()}
+    if store is not None:
+        # Stored modules: each layer's Ŵ comes from the store (checksummed, fingerprint-checked
+        # against this model), so the profile describes exactly the artifacts that will be deployed.
+        # Coverage and fingerprints are checked for every profiled layer before any work starts.
+        check_fingerprints(net, select_entries(store.manifest(), n_layers, layers=chosen), artifacts)
+        settings["artifacts"] = artifacts
+        compress = None
+        layer_weights = lambda layer: assemble_weights(store, net, layers=[layer])  # noqa: E731
+        calib_batches = None
+    else:
+        calib_batches, calib_description = _sensitivity_calibration(net, tok, prompts, job)
+        clock.done("calibration data")
+        settings.update(calib_source=job.calib_source, calib=calib_description)
+        compress = lambda W, H: decompose(W, H, spec).reconstruct()  # noqa: E731
+        layer_weights = None
     with _progress() as bar:
         task = bar.add_task("layers", total=len(chosen) if chosen else n_layers)
         profile, zone = run_sensitivity(
-            net, prompts, calib_batches, lambda W, H: decompose(W, H, spec).reconstruct(), job, chosen,
-            eos_token_id=getattr(tok, "eos_token_id", None),
-            settings={"model": model, "spec": spec.to_dict(), "spec_key": spec.key(), "calib_source": job.calib_source,
-                      "calib": calib_description},
-            progress=lambda done, total: bar.update(task, completed=done), stage=clock.done,
+            net, prompts, calib_batches, compress, job, chosen, eos_token_id=getattr(tok, "eos_token_id", None),
+            settings=settings, progress=lambda done, total: bar.update(task, completed=done), stage=clock.done,
+            layer_weights=layer_weights,
         )
     max_rank = min(min(m.weight.shape) for t in discover_layers(net) for m in t.modules.values())
     ultra = ultra_ranks(profile, rank, zone, max_rank=max_rank) if zone and rank > 0 else None
@@ -495,6 +520,20 @@ class _StageClock:
         self.stages.append((name, now - self._last))
         self._last = now
         typer.echo(f"[{name}: {self.stages[-1][1]:.1f}s]", err=True)
+
+
+def _stored_spec(store, url: str):
+    """The one CompressionSpec of a store's modules (ArtifactStore raises for a missing store)."""
+    from calderalab.core import CompressionSpec
+
+    manifest = store.manifest()
+    keys = sorted({key for (_, _, key) in manifest.modules})
+    if len(keys) != 1:
+        raise CalderalabError(
+            f"artifact store {url} holds {len(keys)} compression specs ({', '.join(keys) or 'none'}); "
+            "`sensitivity --artifacts` needs a store compressed with one spec (e.g. `calderalab compress --bits B --rank K`)"
+        )
+    return CompressionSpec.from_dict(next(iter(manifest.modules.values())).spec)
 
 
 def _sensitivity_calibration(net, tok, prompts, job) -> tuple[list, str]:

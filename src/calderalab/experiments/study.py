@@ -58,6 +58,7 @@ def profile_layers(session: Session, plan: Any, config: StudyConfig) -> Any:
     prompts = probe_prompt_ids(session.tokenizer, s.n_samples, config.compress.seed)
     session._tick("sensitivity: reference answers", 0, 1)
     samples = greedy_reference_samples(session.model, prompts, measure, getattr(session.tokenizer, "eos_token_id", None))
+    session._tick("sensitivity: reference answers", 1, 1)
     profile = layer_sensitivity(
         session.model, samples, lambda l: assemble_weights(session.store, session.model, layers=[l], plan=plan),
         session.n_layers, None, measure, swap=swapped_weights,

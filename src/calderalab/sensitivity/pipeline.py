@@ -88,17 +88,21 @@ def compressed_layer_weights(
 def run_sensitivity(
     model: torch.nn.Module,
     prompt_ids: Sequence[Sequence[int]],
-    calib_batches: Sequence[torch.Tensor],
-    compress: Compress,
+    calib_batches: Sequence[torch.Tensor] | None,
+    compress: Compress | None,
     job: SensitivityJob = SensitivityJob(),
     layers: Sequence[int] | None = None,
     eos_token_id: int | None = None,
     settings: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
     stage: Callable[[str], None] | None = None,
+    layer_weights: Callable[[int], dict[tuple[int, str], torch.Tensor]] | None = None,
 ) -> tuple[SensitivityProfile, tuple[int, ...]]:
     """Profile every (or the given) layer and find the critical zone.
 
+    Layer l's compressed weights come from `compress(W, H)` on Hessians of `calib_batches`, or,
+    when `layer_weights` is given, from `layer_weights(l)` (e.g. an artifact store's modules; then
+    calib_batches and compress are unused and may be None).
     stage(name) is called as each stage ends (reference answers, Hessians + decompositions,
     layer runs), so callers can time them."""
     from calderalab.models import num_layers, swapped_weights
@@ -108,10 +112,13 @@ def run_sensitivity(
     stage = stage or (lambda _name: None)
     samples = greedy_reference_samples(model, prompt_ids, job.measure, eos_token_id)
     stage("reference answers")
-    weights = compressed_layer_weights(model, calib_batches, layers, compress)
-    stage("hessians + decompositions")
+    if layer_weights is None:
+        if calib_batches is None or compress is None:
+            raise ValueError("run_sensitivity needs calib_batches and compress, or layer_weights")
+        layer_weights = compressed_layer_weights(model, calib_batches, layers, compress).__getitem__
+        stage("hessians + decompositions")
     profile = layer_sensitivity(
-        model, samples, weights.__getitem__, n_layers, layers, job.measure, swap=swapped_weights,
+        model, samples, layer_weights, n_layers, layers, job.measure, swap=swapped_weights,
         progress=progress, settings={"threshold": job.threshold, "seed": job.seed, **(settings or {})},
     )
     stage("layer runs")
