@@ -22,7 +22,7 @@ from calderalab import core, models, plans
 from calderalab.artifacts import ArtifactStore, assemble_weights
 from calderalab.calib import CalibConfig, collect_hessians, load_calibration
 from calderalab.compress import compress_model
-from calderalab.eval.perplexity import perplexity
+from calderalab.eval.perplexity import perplexity, ratio_interval
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
 
@@ -75,13 +75,13 @@ def main() -> None:
     hessians = cached_hessians(model, calib, cache)
     n_layers = models.num_layers(model)
 
-    def ppl() -> float:
-        return perplexity(model, tokenizer, text, args.context, args.stride, args.max_tokens).perplexity
+    def ppl():
+        return perplexity(model, tokenizer, text, args.context, args.stride, args.max_tokens)
 
     t0 = time.perf_counter()
     base = ppl()
     rows = [("baseline (fp32)", "-", "-", 32.0, base, time.perf_counter() - t0)]
-    print(f"baseline ppl {base:.3f}")
+    print(f"baseline ppl {base.perplexity:.3f}")
     methods = set(args.methods.split(","))
     specs = [s for s in configs([int(b) for b in args.bits.split(",")], [int(k) for k in args.ranks.split(",")], args.lr_bits) if s.method in methods]
     for spec in specs:
@@ -95,17 +95,20 @@ def main() -> None:
         method = spec.method if spec.group_size is None else f"{spec.method} g{spec.group_size}"
         rank = f"{spec.rank}" + (f" (L,R {spec.lr_bits}-bit)" if spec.lr_bits != 4 else "") if spec.rank else "-"
         rows.append((method, str(spec.bits), rank, bpw, value, seconds_compress))
-        print(f"{spec.key():45s} bpw {bpw:.3f}  ppl {value:.3f}  corr {report.mean_weight_correlation:.4f}  "
+        print(f"{spec.key():45s} bpw {bpw:.3f}  ppl {value.perplexity:.3f}  corr {report.mean_weight_correlation:.4f}  "
               f"({seconds_compress:.0f}s compress{', resumed' if report.n_resumed else ''})")
 
     print()
-    print(f"WikiText-2 test perplexity, {args.model}, first {args.max_tokens} tokens, context {args.context}, stride {args.stride}; "
-          f"calibration: {calib.description}")
+    print(f"WikiText-2 test perplexity, {args.model}, {base.n_scored_tokens} scored tokens in {base.n_windows} windows "
+          f"(first {args.max_tokens} tokens), context {args.context}, stride {args.stride}; calibration: {calib.description}. "
+          "95% interval: paired bootstrap over windows of the ratio to the baseline.")
     print()
-    print("| method | bits | rank | bpw | ppl | vs baseline |")
-    print("|---|---|---|---|---|---|")
+    print("| method | bits | rank | bpw | ppl | vs baseline | 95% interval |")
+    print("|---|---|---|---|---|---|---|")
     for method, bits, rank, bpw, value, _ in rows:
-        print(f"| {method} | {bits} | {rank} | {bpw:.3f} | {value:.3f} | {100 * (value / base - 1):+.1f}% |")
+        ratio, lo, hi = ratio_interval(base, value)
+        interval = "-" if value is base else f"{100 * (lo - 1):+.1f}% .. {100 * (hi - 1):+.1f}%"
+        print(f"| {method} | {bits} | {rank} | {bpw:.3f} | {value.perplexity:.3f} | {100 * (ratio - 1):+.1f}% | {interval} |")
 
 
 if __name__ == "__main__":

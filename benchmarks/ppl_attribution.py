@@ -15,24 +15,15 @@ No compression happens here: the store's modules are assembled once and swapped 
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
-import torch
-
 from calderalab import core, models
 from calderalab.artifacts import ArtifactStore, assemble_weights
-from calderalab.eval.perplexity import _window_nll, sliding_windows
+from calderalab.eval.perplexity import perplexity, ratio_interval
+from calderalab.plans import parse_layer_set
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
-
-
-def window_nlls(model, ids: torch.Tensor, context: int, stride: int) -> torch.Tensor:
-    """(n_windows,) float64: summed NLL of each window's scored tokens (same windows as perplexity())."""
-    windows = sliding_windows(ids.numel(), context, stride)
-    with torch.no_grad():
-        return torch.tensor([_window_nll(model, ids, [w], torch.device("cpu")) for w in windows], dtype=torch.float64)
 
 
 def main() -> None:
@@ -48,66 +39,48 @@ def main() -> None:
     args = parser.parse_args()
 
     model, tokenizer = models.load_model(args.model)
-    model.eval()
-    ids = tokenizer(Path(args.data).read_text(encoding="utf-8"), return_tensors="pt", add_special_tokens=False)["input_ids"][0]
-    ids = ids[: args.max_tokens]
-    windows = sliding_windows(ids.numel(), args.context, args.stride)
-    n_scored = sum(w[2] for w in windows)
-    print(f"{args.model}: {n_scored} scored tokens in {len(windows)} windows (context {args.context}, stride {args.stride})")
+    text = Path(args.data).read_text(encoding="utf-8")
 
-    def measure(weights) -> torch.Tensor:
+    def measure(weights=None):
+        if weights is None:
+            return perplexity(model, tokenizer, text, args.context, args.stride, args.max_tokens)
         with models.swapped_weights(model, weights):
-            return window_nlls(model, ids, args.context, args.stride)
-
-    def ppl(nll: torch.Tensor) -> float:
-        return math.exp(float(nll.sum()) / n_scored)
+            return perplexity(model, tokenizer, text, args.context, args.stride, args.max_tokens)
 
     t0 = time.perf_counter()
-    base = window_nlls(model, ids, args.context, args.stride)
-    print(f"baseline ppl {ppl(base):.3f} ({time.perf_counter() - t0:.1f}s per evaluation)")
-
-    # Paired spread: the per-token loss difference per window, bootstrapped over windows (seeded).
-    gen = torch.Generator().manual_seed(0)
-    draws = torch.randint(len(windows), (2000, len(windows)), generator=gen)
-    tokens = torch.tensor([w[2] for w in windows], dtype=torch.float64)
+    base = measure()
+    print(f"{args.model}: {base.n_scored_tokens} scored tokens in {base.n_windows} windows (context {args.context}, "
+          f"stride {args.stride}); baseline ppl {base.perplexity:.3f} ({time.perf_counter() - t0:.1f}s per evaluation)")
     full = {}
     print()
-    print("| store | ppl | vs baseline | 95% CI of ppl ratio (window bootstrap) |")
-    print("|---|---|---|---|")
+    print("| store | ppl | vs baseline | 95% interval (window bootstrap) | vs first store | 95% interval |")
+    print("|---|---|---|---|---|---|")
     for path in args.stores:
-        store = ArtifactStore(path)
-        weights = assemble_weights(store, model)
+        weights = assemble_weights(ArtifactStore(path), model)
         full[path] = (weights, measure(weights))
-        diff = full[path][1] - base  # (n_windows,)
-        ratios = torch.exp(diff[draws].sum(1) / tokens[draws].sum(1))
-        lo, hi = torch.quantile(ratios, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-        print(f"| {Path(path).name} | {ppl(full[path][1]):.3f} | {100 * (ppl(full[path][1]) / ppl(base) - 1):+.1f}% "
-              f"| {100 * (lo - 1):+.1f}% .. {100 * (hi - 1):+.1f}% |")
-    if len(args.stores) >= 2:
-        a, b = full[args.stores[0]][1], full[args.stores[1]][1]
-        ratios = torch.exp((b - a)[draws].sum(1) / tokens[draws].sum(1))
-        lo, hi = torch.quantile(ratios, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-        print(f"\nsecond vs first store: ppl ratio {ppl(b) / ppl(a):.4f}, 95% CI {lo:.4f} .. {hi:.4f}")
+        result = full[path][1]
+        r, lo, hi = ratio_interval(base, result)
+        r1, lo1, hi1 = ratio_interval(full[args.stores[0]][1], result)
+        print(f"| {Path(path).name} | {result.perplexity:.3f} | {100 * (r - 1):+.1f}% | {100 * (lo - 1):+.1f}% .. "
+              f"{100 * (hi - 1):+.1f}% | {r1:.4f} | {lo1:.4f} .. {hi1:.4f} |", flush=True)
     if args.no_breakdown:
         return
 
-    weights, nll_all = full[args.stores[0]]
-    loss = ppl(nll_all) - ppl(base)
-    print(f"\nbreakdown of {Path(args.stores[0]).name}: ppl {ppl(nll_all):.3f}, loss {loss:+.3f} over baseline")
+    weights, result = full[args.stores[0]]
+    loss = result.perplexity - base.perplexity
+    print(f"\nbreakdown of {Path(args.stores[0]).name}: ppl {result.perplexity:.3f}, loss {loss:+.3f} over baseline")
     print("| restored to original | ppl | share of the loss explained |")
     print("|---|---|---|")
     for name in core.MODULE_NAMES:
         part = {key: W for key, W in weights.items() if key[1] != name}
-        value = ppl(measure(part))
-        print(f"| all {name} | {value:.3f} | {100 * (ppl(nll_all) - value) / loss:.0f}% |", flush=True)
-    from calderalab.plans import parse_layer_set
-
+        value = measure(part).perplexity
+        print(f"| all {name} | {value:.3f} | {100 * (result.perplexity - value) / loss:.0f}% |", flush=True)
     n_layers = models.num_layers(model)
     for band in args.bands.split(","):
         layers = set(parse_layer_set(band, n_layers))
         part = {key: W for key, W in weights.items() if key[0] not in layers}
-        value = ppl(measure(part))
-        print(f"| layers {band} | {value:.3f} | {100 * (ppl(nll_all) - value) / loss:.0f}% |", flush=True)
+        value = measure(part).perplexity
+        print(f"| layers {band} | {value:.3f} | {100 * (result.perplexity - value) / loss:.0f}% |", flush=True)
 
 
 if __name__ == "__main__":

@@ -79,3 +79,29 @@ def test_bad_settings():
         perplexity(model, tok, TEXT, context_len=8, stride=9)
     with pytest.raises(ValueError, match="max_tokens"):
         perplexity(model, tok, TEXT, max_tokens=1)
+
+
+def test_ratio_interval_pairs_windows():
+    from dataclasses import replace
+
+    from calderalab.eval.perplexity import ratio_interval
+
+    model, tok = tiny_llama(), CharTokenizer()
+    base = perplexity(model, tok, TEXT, context_len=16, stride=16)
+    assert len(base.window_nll) == base.n_windows and sum(base.window_tokens) == base.n_scored_tokens
+    assert math.fsum(base.window_nll) == pytest.approx(base.nll_sum)
+    ratio, lo, hi = ratio_interval(base, base)
+    assert (ratio, lo, hi) == (1.0, 1.0, 1.0)  # identical windows: no spread at all
+    # every window 0.1 nats per token worse: the ratio is exactly e^0.1 in every resample
+    worse_nll = tuple(n + 0.1 * t for n, t in zip(base.window_nll, base.window_tokens))
+    worse = replace(base, window_nll=worse_nll, perplexity=math.exp(math.fsum(worse_nll) / base.n_scored_tokens))
+    ratio, lo, hi = ratio_interval(base, worse)
+    assert ratio == pytest.approx(math.exp(0.1)) and lo == pytest.approx(math.exp(0.1)) and hi == pytest.approx(math.exp(0.1))
+    # one window much worse: the interval widens around the point ratio
+    uneven = tuple(n + (5.0 * t if i == 0 else 0.0) for i, (n, t) in enumerate(zip(base.window_nll, base.window_tokens)))
+    skew = replace(base, window_nll=uneven, perplexity=math.exp(math.fsum(uneven) / base.n_scored_tokens))
+    ratio, lo, hi = ratio_interval(base, skew)
+    assert lo < ratio < hi and lo >= 1.0
+    other = perplexity(model, tok, TEXT, context_len=8, stride=8)
+    with pytest.raises(ValueError, match="same windows"):
+        ratio_interval(base, other)

@@ -24,12 +24,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PerplexityResult:
+    """window_nll[i] / window_tokens[i]: summed NLL and scored-token count of window i, kept so two
+    results on the same text can be compared window by window (`ratio_interval`)."""
+
     perplexity: float
     nll_sum: float
     n_scored_tokens: int
     n_windows: int
     context_len: int
     stride: int
+    window_nll: tuple[float, ...] = ()
+    window_tokens: tuple[int, ...] = ()
 
     @property
     def mean_nll(self) -> float:
@@ -62,8 +67,8 @@ def sliding_windows(n_tokens: int, context_len: int, stride: int) -> list[tuple[
     return windows
 
 
-def _window_nll(model: Any, ids: torch.Tensor, windows: list[tuple[int, int, int]], device: torch.device) -> float:
-    """Summed NLL of the target positions of a batch of windows (right-padded to equal length)."""
+def _window_nll(model: Any, ids: torch.Tensor, windows: list[tuple[int, int, int]], device: torch.device) -> list[float]:
+    """Summed NLL of the target positions of each window of a batch (right-padded to equal length)."""
     width = max(end - begin for begin, end, _ in windows)
     batch = torch.zeros(len(windows), width, dtype=torch.long)
     mask = torch.zeros(len(windows), width, dtype=torch.long)
@@ -73,11 +78,7 @@ def _window_nll(model: Any, ids: torch.Tensor, windows: list[tuple[int, int, int
     logits = model(input_ids=batch.to(device), attention_mask=mask.to(device), use_cache=False).logits  # (B, T, V)
     logp = F.log_softmax(logits[:, :-1].double(), dim=-1)  # (B, T-1, V): position t predicts t+1
     nll = -logp.gather(-1, batch[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-    total = 0.0
-    for row, (begin, end, trg_len) in enumerate(windows):
-        length = end - begin
-        total += nll[row, length - 1 - trg_len : length - 1].sum().item()
-    return total
+    return [nll[row, end - begin - 1 - trg_len : end - begin - 1].sum().item() for row, (begin, end, trg_len) in enumerate(windows)]
 
 
 def perplexity(
@@ -105,15 +106,37 @@ def perplexity(
         raise ValueError("the text has fewer than 2 tokens: nothing to score")
     windows = sliding_windows(ids.numel(), context_len, stride)
     device = next(model.parameters()).device
-    nll_sum = 0.0
+    per_window: list[float] = []
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for start in range(0, len(windows), batch_size):
-                nll_sum += _window_nll(model, ids, windows[start : start + batch_size], device)
+                per_window += _window_nll(model, ids, windows[start : start + batch_size], device)
     finally:
         model.train(was_training)
     n_scored = sum(w[2] for w in windows)
+    nll_sum = math.fsum(per_window)
     log.info("perplexity over %d tokens in %d windows", n_scored, len(windows))
-    return PerplexityResult(math.exp(nll_sum / n_scored), nll_sum, n_scored, len(windows), context_len, stride)
+    return PerplexityResult(math.exp(nll_sum / n_scored), nll_sum, n_scored, len(windows), context_len, stride,
+                            tuple(per_window), tuple(w[2] for w in windows))
+
+
+def ratio_interval(base: PerplexityResult, other: PerplexityResult, level: float = 0.95, n_boot: int = 2000,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """(ratio, lo, hi): other.perplexity / base.perplexity and a paired bootstrap interval over windows.
+
+    Both results must score the same windows of the same text. Resampling whole windows (with
+    their token counts) keeps the pairing: the interval says how much of a difference between two
+    rows could come from which stretch of text was scored, not from the models.
+    """
+    if base.window_tokens != other.window_tokens or not base.window_tokens:
+        raise ValueError("ratio_interval needs two results over the same windows (same text, max_tokens, context, stride)")
+    diff = torch.tensor(other.window_nll, dtype=torch.float64) - torch.tensor(base.window_nll, dtype=torch.float64)
+    tokens = torch.tensor(base.window_tokens, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.randint(len(tokens), (n_boot, len(tokens)), generator=gen)  # (n_boot, n_windows)
+    ratios = torch.exp(diff[draws].sum(1) / tokens[draws].sum(1))
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(ratios, q).tolist()
+    return other.perplexity / base.perplexity, lo, hi
