@@ -15,6 +15,7 @@ No compression happens here: the store's modules are assembled once and swapped 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
@@ -42,9 +43,7 @@ def main() -> None:
     text = Path(args.data).read_text(encoding="utf-8")
 
     def measure(weights=None):
-        if weights is None:
-            return perplexity(model, tokenizer, text, args.context, args.stride, args.max_tokens)
-        with models.swapped_weights(model, weights):
+        with contextlib.nullcontext() if weights is None else models.swapped_weights(model, weights):
             return perplexity(model, tokenizer, text, args.context, args.stride, args.max_tokens)
 
     t0 = time.perf_counter()

@@ -460,7 +460,8 @@ def sensitivity_cmd(
         from calderalab.artifacts.apply import check_fingerprints, select_entries
 
         store = ArtifactStore(artifacts)
-        spec = _stored_spec(store, artifacts)
+        manifest = store.manifest()
+        spec = _stored_spec(manifest, artifacts)
         rank = spec.rank
     else:
         spec = CompressionSpec(method="caldera" if rank > 0 else "ldlq", bits=bits, rank=rank, seed=job.seed)
@@ -476,7 +477,7 @@ def sensitivity_cmd(
         # Stored modules: each layer's Ŵ comes from the store (checksummed, fingerprint-checked
         # against this model), so the profile describes exactly the artifacts that will be deployed.
         # Coverage and fingerprints are checked for every profiled layer before any work starts.
-        check_fingerprints(net, select_entries(store.manifest(), n_layers, layers=chosen), artifacts)
+        check_fingerprints(net, select_entries(manifest, n_layers, layers=chosen), artifacts)
         settings["artifacts"] = artifacts
         compress = None
         layer_weights = lambda layer: assemble_weights(store, net, layers=[layer])  # noqa: E731
@@ -522,11 +523,10 @@ class _StageClock:
         typer.echo(f"[{name}: {self.stages[-1][1]:.1f}s]", err=True)
 
 
-def _stored_spec(store, url: str):
-    """The one CompressionSpec of a store's modules (ArtifactStore raises for a missing store)."""
+def _stored_spec(manifest, url: str):
+    """The one CompressionSpec of the modules in the manifest of the store at `url`."""
     from calderalab.core import CompressionSpec
 
-    manifest = store.manifest()
     keys = sorted({key for (_, _, key) in manifest.modules})
     if len(keys) != 1:
         raise CalderalabError(

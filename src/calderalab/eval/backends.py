@@ -110,7 +110,10 @@ class HFBackend:
         self.share_context = share_context
         self.pad_id = self._pad_id()
         self.eos_ids = self._eos_ids()
-        self._accepts_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        forward_params = inspect.signature(model.forward).parameters
+        self._accepts_logits_to_keep = "logits_to_keep" in forward_params
+        # transformers 5.x renamed past_key_values to cache (the old name warns until it is removed).
+        self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
 
     # ------------------------------------------------------------------ rendering and tokens
     @property
@@ -310,13 +313,11 @@ class HFBackend:
                 step_mask[row, : len(x)] = 1
             attention_mask = torch.cat([torch.ones((len(steps), len(context)), dtype=torch.long), step_mask], dim=1)
             position_ids = torch.arange(len(context), len(context) + width).expand(len(steps), width)  # (k, width)
-            # transformers 5.x renamed past_key_values to cache (the old name warns until it is removed).
-            cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
             cache = getattr(out, "cache", None) or out.past_key_values
             cache.batch_repeat_interleave(len(steps))
             logits = self.model(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                position_ids=position_ids.to(device), use_cache=True, **{cache_kw: cache},
+                position_ids=position_ids.to(device), use_cache=True, **{self._cache_kw: cache},
             ).logits.float()  # (k, width, vocab)
             logprobs = torch.log_softmax(logits, dim=-1)
             for row, i in enumerate(longer):
