@@ -25,11 +25,11 @@ from typing import Any, Sequence
 
 from calderalab.errors import ResultsError
 from calderalab.eval.outcomes import RunOutcomes, align, join_probe_results
-from calderalab.eval.types import Instance, ProbeResult, Scoring
+from calderalab.eval.types import ChoiceDetail, Instance, ProbeResult, Scoring, check_scoring
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: outcomes.detail_json (options, pick, per-rotation scores)
 APP_ID = "calderalab-results"
 DEFAULT_DB = "runs.sqlite"
 
@@ -80,6 +80,7 @@ CREATE TABLE outcomes (
     parsed TEXT,
     raw_output TEXT NOT NULL,
     truncated INTEGER NOT NULL,
+    detail_json TEXT,
     PRIMARY KEY (run_id, instance_uid, probe)
 );
 CREATE VIEW verdicts AS
@@ -160,8 +161,7 @@ class RunRecord:
     def __post_init__(self) -> None:
         if not self.model_ref:
             raise ValueError("RunRecord.model_ref is empty: name the evaluated model (e.g. 'smollm2')")
-        if self.scoring not in ("generate", "choice"):
-            raise ValueError(f"RunRecord.scoring must be 'generate' or 'choice', got {self.scoring!r}")
+        check_scoring(self.scoring)
         if self.n_requested is not None and self.n_requested <= 0:
             raise ValueError(f"RunRecord.n_requested must be > 0, got {self.n_requested}")
         if any(layer < 0 for layer in self.protected_layers):
@@ -264,7 +264,12 @@ class ResultsDB:
                 f"{self.path} has results schema v{version}, newer than this calderalab understands "
                 f"(v{SCHEMA_VERSION}); upgrade calderalab to read it"
             )
-        if version < SCHEMA_VERSION:
+        if version == 1:  # v1 -> v2: one nullable column; old runs simply have no choice details
+            with self._conn:
+                self._conn.execute("ALTER TABLE outcomes ADD COLUMN detail_json TEXT")
+                self._conn.execute("UPDATE schema_info SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            log.info("upgraded results database %s from schema v1 to v%d", self.path, SCHEMA_VERSION)
+        elif version < SCHEMA_VERSION:
             raise ResultsError(f"{self.path} has an unknown old results schema v{version}; pass a new --db path")
 
     # ------------------------------------------------------------------ writing
@@ -300,10 +305,10 @@ class ResultsDB:
                 ],
             )
             self._conn.executemany(
-                "INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (run_id, p.instance_uid, family[p.instance_uid], p.probe, p.scoring, int(p.correct), p.parsed,
-                     p.raw_output, int(p.truncated))
+                     p.raw_output, int(p.truncated), None if p.detail is None else json.dumps(p.detail.to_dict()))
                     for p in results
                 ],
             )
@@ -356,12 +361,13 @@ class ResultsDB:
         """Every probe outcome of a run, in the run's instance order (execution before understanding)."""
         rid = self._resolve_id(run_id)
         rows = self._conn.execute(
-            "SELECT o.instance_uid, o.probe, o.scoring, o.correct, o.parsed, o.raw_output, o.truncated"
+            "SELECT o.instance_uid, o.probe, o.scoring, o.correct, o.parsed, o.raw_output, o.truncated, o.detail_json"
             " FROM outcomes o JOIN run_instances i ON i.run_id = o.run_id AND i.uid = o.instance_uid"
             " WHERE o.run_id = ? ORDER BY i.position, o.probe",
             (rid,),
         ).fetchall()
-        return [ProbeResult(u, p, s, bool(c), parsed, raw, bool(t)) for u, p, s, c, parsed, raw, t in rows]
+        return [ProbeResult(u, p, s, bool(c), parsed, raw, bool(t), None if d is None else ChoiceDetail.from_dict(json.loads(d)))
+                for u, p, s, c, parsed, raw, t, d in rows]
 
     def instances(self, run_id: int | str) -> list[Instance]:
         """The instances of a run, as far as stored (identity, family and answer; not the prompt text)."""

@@ -102,6 +102,18 @@ def test_shared_context_scoring_equals_padded_batches(tok, random_lm):
     assert [s.n_tokens for s in shared] == [s.n_tokens for s in padded]
 
 
+def test_batched_next_token_scoring_equals_padded_batches(tok, random_lm):
+    """One-token options (letters) take the batched next-token path; it equals the full-sequence scores."""
+    items = [(p, ["A", "B", "C", "D"]) for p in PROMPTS]
+    backend = HFBackend(random_lm, tok, batch_size=3, share_context=True)
+    calls = []
+    fast = backend.choice_scores(items, assistant_prefix="Answer:", on_batch=calls.append)
+    padded = HFBackend(random_lm, tok, batch_size=4, share_context=False).choice_scores(items, assistant_prefix="Answer:")
+    torch.testing.assert_close(torch.tensor([s.logliks for s in fast]), torch.tensor([s.logliks for s in padded]),
+                               atol=1e-4, rtol=0)
+    assert all(s.n_tokens == (1, 1, 1, 1) for s in fast) and sum(calls) == 4 * len(PROMPTS)
+
+
 def test_choice_picks_the_planted_option(tok):
     backend = HFBackend(scripted_llama(tok, chain("Answer: 7\n")), tok)
     (scores,) = backend.choice_loglik([(PROMPTS[0], ["Answer: 8", "Answer: 7", "Answers"])])

@@ -237,3 +237,36 @@ def test_cluster_bootstrap_matches_naive_two_stage_resampling():
     lo, hi = np.quantile(draws, [0.025, 0.975])
     iv = stats.cluster_bootstrap_diff(a, b, fams, n_boot=20000, seed=0)
     assert iv.low == pytest.approx(lo, abs=0.03) and iv.high == pytest.approx(hi, abs=0.03)
+
+
+@pytest.mark.parametrize("k,n,p", [(0, 10, 0.25), (3, 10, 0.25), (7, 23, 0.25), (23, 101, 0.25), (60, 345, 0.2),
+                                   (5, 5, 0.5), (1, 1, 0.9), (400, 1000, 0.38)])
+def test_binomial_test_greater_matches_scipy(k, n, p):
+    from calderalab.eval.stats import binomial_test_greater
+
+    assert binomial_test_greater(k, n, p) == pytest.approx(binomtest(k, n, p, alternative="greater").pvalue, rel=1e-9)
+
+
+def test_poisson_binomial_equals_binomial_and_brute_force():
+    import itertools
+
+    from calderalab.eval.stats import binomial_test_greater, poisson_binomial_greater
+
+    for k in range(0, 13):
+        assert poisson_binomial_greater(k, [0.25] * 12) == pytest.approx(binomial_test_greater(k, 12, 0.25) if k else 1.0)
+    ps = [0.25, 0.2, 1 / 3, 0.5, 0.25, 0.2]
+    for k in range(len(ps) + 1):
+        brute = sum(
+            math.prod(p if x else 1 - p for p, x in zip(ps, xs))
+            for xs in itertools.product((0, 1), repeat=len(ps)) if sum(xs) >= k
+        )
+        assert poisson_binomial_greater(k, ps) == pytest.approx(brute, abs=1e-12)
+
+
+def test_binomial_tests_refuse_bad_input():
+    from calderalab.eval.stats import binomial_test_greater, poisson_binomial_greater
+
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        binomial_test_greater(5, 4, 0.5)
+    with pytest.raises(ValueError, match="probabilit"):
+        poisson_binomial_greater(1, [0.5, 1.5])

@@ -16,7 +16,7 @@ import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -49,6 +49,20 @@ class OptionScores:
     def normalized(self) -> tuple[float, ...]:
         """Per-token log-likelihoods (length normalised, lm-eval's acc_norm counts bytes instead)."""
         return tuple(ll / max(n, 1) for ll, n in zip(self.logliks, self.n_tokens))
+
+
+class ScoringBackend(Protocol):
+    """What the runner needs from a model: greedy replies and option log-likelihoods.
+
+    `HFBackend` is the real one; `eval.planted` has backends that are wrong (or right) in a known
+    way, which is how the suite shows that a measurement can fail.
+    """
+
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, stop_at_answer: bool = True,
+                 on_batch: OnBatch | None = None) -> list[Generation]: ...
+
+    def choice_scores(self, items: Sequence[tuple[Prompt, Sequence[str]]], assistant_prefix: str = "",
+                      on_batch: OnBatch | None = None) -> list[OptionScores]: ...
 
 
 class AnswerLineStop:
@@ -249,6 +263,11 @@ class HFBackend:
                 pairs.append(pair)
                 owners.append((item_idx, opt_idx))
         scored = self._score_pairs(pairs, on_batch)
+        # Options of one token each (letters): a batch of contexts, one next-token distribution per row.
+        single = [i for i, (_, conts) in shared.items() if all(len(c) == 1 for c in conts)]
+        for item_idx, res in zip(single, self._score_next_tokens([shared.pop(i) for i in single], on_batch)):
+            owners.extend((item_idx, opt_idx) for opt_idx in range(len(res)))
+            scored.extend(res)
         for item_idx, (context_ids, conts) in shared.items():
             for opt_idx, res in enumerate(self._score_shared_context(context_ids, conts)):
                 owners.append((item_idx, opt_idx))
@@ -287,6 +306,32 @@ class HFBackend:
                 results[i] = res
             if on_batch is not None:
                 on_batch(len(batch))
+        return [r for r in results if r is not None]
+
+    @torch.no_grad()
+    def _score_next_tokens(
+        self, items: list[tuple[list[int], list[list[int]]]], on_batch: OnBatch | None
+    ) -> list[list[tuple[float, int]]]:
+        """Log-probabilities of single-token continuations of many contexts, batched.
+
+        Each item is (context, continuations of one token each); rows are left-padded and grouped by
+        length, and only the last position's logits are computed. Equal to `_score_shared_context`
+        up to float rounding (a test checks it); it exists because rotated letter probes are many
+        short-option items, where one pass per item at batch 1 wastes the batch dimension.
+        """
+        device = next(self.model.parameters()).device
+        results: list[list[tuple[float, int]] | None] = [None] * len(items)
+        for batch in _length_batches([len(ctx) for ctx, _ in items], self.batch_size):
+            input_ids, attention_mask = _left_pad([items[i][0] for i in batch], self.pad_id)  # (b, T)
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (b, T)
+            kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._accepts_logits_to_keep else {}
+            logits = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                position_ids=position_ids.to(device), use_cache=False, **kwargs).logits
+            logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (b, vocab)
+            for row, i in enumerate(batch):
+                results[i] = [(float(logprobs[row, c[0]].double()), 1) for c in items[i][1]]
+            if on_batch is not None:
+                on_batch(sum(len(items[i][1]) for i in batch))
         return [r for r in results if r is not None]
 
     @torch.no_grad()

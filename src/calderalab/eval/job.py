@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 from calderalab.eval.outcomes import RunOutcomes, join_probe_results
-from calderalab.eval.types import Instance, ProbeResult, Scoring
+from calderalab.eval.types import Instance, ProbeResult, Scoring, check_scoring
 from calderalab.results import DEFAULT_DB, ResultsDB, RunRecord, detect_git_sha
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,7 @@ class EvalJob:
     experiment: str = ""
 
     def __post_init__(self) -> None:
-        if self.scoring not in ("generate", "choice"):
-            raise ValueError(f"--scoring must be 'generate' or 'choice', got {self.scoring!r}")
+        check_scoring(self.scoring)
         if self.suite not in ("goodhart", "gsm8k"):
             raise ValueError(f"--suite must be 'goodhart' or 'gsm8k', got {self.suite!r}")
         if self.n is not None and self.n <= 0:

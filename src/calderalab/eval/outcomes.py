@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from calderalab.eval.types import Instance, ProbeResult, Verdict
+from calderalab.eval.types import ChoiceDetail, Instance, ProbeKind, ProbeResult, Verdict
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,12 @@ class InstanceOutcome:
     executed_parsed: str | None = None
     canonical: bool = False
     seed: int | None = None  # the instance generation seed (runs over several seeds report mean ± std)
+    n_steps: int | None = None  # steps of the gold plan (the ladder's k)
+    understanding_detail: ChoiceDetail | None = None  # options, pick and scores of the understanding probe
+    execution_detail: ChoiceDetail | None = None  # the same for execution scored over answer options
+
+    def detail(self, probe: ProbeKind) -> ChoiceDetail | None:
+        return self.understanding_detail if probe == "understanding" else self.execution_detail
 
     @property
     def probed(self) -> bool:
@@ -115,16 +121,22 @@ def join_probe_results(instances: Sequence[Instance], results: Iterable[ProbeRes
     ]
     if missing:
         raise ValueError(f"missing probe results for {len(missing)} probe(s), e.g. {missing[:4]}")
+    def get(inst: Instance, probe: str) -> ProbeResult | None:
+        return table.get((inst.uid, probe))
+
     return tuple(
         InstanceOutcome(
             uid=inst.uid,
             family=inst.family,
             expected=inst.answer,
-            understood=table[(inst.uid, "understanding")].correct if (inst.uid, "understanding") in table else None,
+            understood=None if get(inst, "understanding") is None else get(inst, "understanding").correct,
             executed=table[(inst.uid, "execution")].correct,
             executed_parsed=table[(inst.uid, "execution")].parsed,
             canonical=inst.canonical,
             seed=inst.seed,
+            n_steps=inst.n_steps,
+            understanding_detail=None if get(inst, "understanding") is None else get(inst, "understanding").detail,
+            execution_detail=table[(inst.uid, "execution")].detail,
         )
         for inst in instances
     )

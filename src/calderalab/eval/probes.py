@@ -4,10 +4,12 @@ Each instance is asked two separate questions, each in its OWN context (never on
 - execution: solve the problem, end with a line `Answer: <answer>`;
 - understanding: which plan of steps is right, answered by letter.
 
-For `choice` scoring (log-likelihood of candidate continuations, the lm-evaluation-harness
-way) the same questions are asked for a direct answer, the assistant turn is pre-filled with
-`Answer:` and each option is a continuation (" 15", " B"). Rendering (here) is kept apart
-from tokenising and the model call (`eval.backends`) and from scoring (`eval.runner`).
+For log-likelihood scoring (the lm-evaluation-harness way) the same questions are asked for a
+direct answer and the assistant turn is pre-filled: `choice` scores each option letter after
+`Answer:` in every cyclic rotation of the options (so no letter position can win), `cloze` scores
+each plan's own text after `Plan:` with no letters at all; the execution probe scores each
+candidate answer after `Answer:` (" 15"). Rendering (here) is kept apart from tokenising and the
+model call (`eval.backends`) and from scoring (`eval.runner`).
 """
 
 from __future__ import annotations
@@ -89,20 +91,48 @@ def lettered_options(options: tuple[str, ...]) -> str:
     return "\n".join(f"{LETTERS[i]}) {text}" for i, text in enumerate(options))
 
 
-def understanding_messages(inst: Instance) -> list[Message]:
+def rotated(options: tuple[str, ...], rotation: int) -> tuple[str, ...]:
+    """The options shown in cyclic rotation r: letter p shows option (p + r) mod k."""
+    r = rotation % len(options)
+    return options[r:] + options[:r]
+
+
+def understanding_messages(inst: Instance, rotation: int = 0) -> list[Message]:
     """Chat messages of the understanding probe: pick the right plan, answer by letter.
 
-    A fresh context: the execution probe's question and answer are never shown here.
+    `rotation` r shows the instance's options cyclically shifted (letter p holds option (p + r) mod k),
+    so scoring every rotation puts each option once at each letter. A fresh context: the execution
+    probe's question and answer are never shown here.
     """
     if not has_understanding_probe(inst):
         raise ValueError(f"instance {inst.uid} has no plan options, so no understanding probe")
     letters = ", ".join(LETTERS[: len(inst.plan_options)])
-    question = inst.plan_question.strip() or "Which plan of steps solves this problem correctly?"
+    options = rotated(inst.plan_options, rotation)
     content = (
-        f"Problem:\n{inst.question.strip()}\n\n{question}\n\n{lettered_options(inst.plan_options)}\n\n"
+        f"Problem:\n{inst.question.strip()}\n\n{_plan_question(inst)}\n\n{lettered_options(options)}\n\n"
         f"Do not solve the problem. Reply with the letter of the correct plan ({letters}) "
         f"in the form `{ANSWER_PREFIX} <letter>`."
     )
+    return [{"role": "user", "content": content}]
+
+
+def _plan_question(inst: Instance) -> str:
+    return inst.plan_question.strip() or "Which plan of steps solves this problem correctly?"
+
+
+PLAN_PREFIX = "Plan:"
+
+
+def cloze_messages(inst: Instance) -> list[Message]:
+    """The understanding probe without letters: the problem and the plan question, no options shown.
+
+    The assistant turn is pre-filled with `Plan:` and each option's own text is scored as its
+    continuation (`understanding_cloze`), so neither a letter nor an option position can win.
+    """
+    if not has_understanding_probe(inst):
+        raise ValueError(f"instance {inst.uid} has no plan options, so no understanding probe")
+    content = (f"Problem:\n{inst.question.strip()}\n\n{_plan_question(inst)}\n\n"
+               f"Do not solve the problem. State the correct plan as `{PLAN_PREFIX} Step 1: ... Step 2: ...`.")
     return [{"role": "user", "content": content}]
 
 
@@ -121,12 +151,31 @@ def execution_choice(inst: Instance) -> ChoiceItem:
     )
 
 
-def understanding_choice(inst: Instance) -> ChoiceItem:
-    """The understanding probe for choice scoring: each option letter after `Answer:`."""
+def understanding_choice(inst: Instance, rotation: int = 0) -> ChoiceItem:
+    """The understanding probe for letter scoring in one rotation: each option letter after `Answer:`.
+
+    `correct` is the letter (position) where the right plan sits in this rotation.
+    """
+    k = len(inst.plan_options)
     return ChoiceItem(
-        messages=tuple(understanding_messages(inst)),
+        messages=tuple(understanding_messages(inst, rotation)),
         assistant_prefix=ANSWER_PREFIX,
-        continuations=tuple(f" {LETTERS[i]}" for i in range(len(inst.plan_options))),
+        continuations=tuple(f" {LETTERS[i]}" for i in range(k)),
+        correct=(inst.correct_option - rotation) % k,
+    )
+
+
+def understanding_rotations(inst: Instance) -> list[ChoiceItem]:
+    """One letter-scoring item per cyclic rotation of the options (k items for k options)."""
+    return [understanding_choice(inst, r) for r in range(len(inst.plan_options))]
+
+
+def understanding_cloze(inst: Instance) -> ChoiceItem:
+    """The understanding probe for cloze scoring: each plan's own text after `Plan:`."""
+    return ChoiceItem(
+        messages=tuple(cloze_messages(inst)),
+        assistant_prefix=PLAN_PREFIX,
+        continuations=tuple(f" {text}" for text in inst.plan_options),
         correct=inst.correct_option,
     )
 

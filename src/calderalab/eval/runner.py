@@ -1,4 +1,4 @@
-"""The evaluation runner: instances → probes → one batched model pass per probe kind → scores.
+"""The evaluation runner: instances → probes → batched backend calls → picks (eval.scoring) → results.
 
 Follows render (eval.probes, pure) → tokenise + model call (eval.backends) → score (pure, here).
 Instances without plan options (GSM8K) get the execution probe only. Parse failures are
@@ -14,20 +14,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from calderalab.eval.backends import Generation, HFBackend, OptionScores
+from calderalab.eval.backends import Generation, HFBackend, OptionScores, ScoringBackend
 from calderalab.eval.goodhart import GoodhartSummary, summarize
-from calderalab.eval.outcomes import InstanceOutcome
+from calderalab.eval.outcomes import InstanceOutcome, join_probe_results
 from calderalab.eval.parse import is_correct, parse_answer
 from calderalab.eval.probes import (
-    ANSWER_PREFIX,
+    LETTERS,
+    ChoiceItem,
     execution_choice,
     execution_messages,
     has_understanding_probe,
     parse_letter,
-    understanding_choice,
+    understanding_cloze,
     understanding_messages,
+    understanding_rotations,
 )
-from calderalab.eval.types import Instance, ProbeKind, ProbeResult, Scoring, Verdict
+from calderalab.eval.scoring import continuation_detail, generated_detail, letters_detail
+from calderalab.eval.types import Instance, ProbeKind, ProbeResult, Scoring, Verdict, check_scoring
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +41,23 @@ Progress = Callable[[int, int], None]  # (items done, items total)
 class EvalConfig:
     """Decoding and scoring settings; the only place their defaults live.
 
-    max_new_tokens caps execution replies (192–256 fits step-by-step answers of a small model;
-    the truncated share says when it does not); understanding replies are a letter, so their
-    cap is small. length_normalize: choose choice options by per-token log-likelihood.
+    scoring: `choice` (understanding by debiased letters over every rotation, execution by answer
+    log-likelihood), `cloze` (understanding by each plan's own text, no letters), or `generate`
+    (greedy replies, parsed). length_normalize: pick execution answers by mean log-likelihood per
+    token, since a summed log-likelihood favours short answers (cloze plans are always per token).
+    max_new_tokens caps execution replies (192–256 fits step-by-step answers of a small model; the
+    truncated share says when it does not); understanding replies are a letter, so their cap is small.
     """
 
-    scoring: Scoring = "generate"
+    scoring: Scoring = "choice"
     batch_size: int = 8
     max_new_tokens: int = 256
     understanding_max_new_tokens: int = 48
     stop_at_answer: bool = True
-    length_normalize: bool = False
+    length_normalize: bool = True
 
     def __post_init__(self) -> None:
-        if self.scoring not in ("generate", "choice"):
-            raise ValueError(f"scoring must be 'generate' or 'choice', got {self.scoring!r}")
+        check_scoring(self.scoring)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_new_tokens < 1 or self.understanding_max_new_tokens < 1:
@@ -70,15 +75,12 @@ class EvalRun:
     """Everything one evaluation produced. results: one ProbeResult per (instance, probe)."""
 
     config: EvalConfig
-    families: dict[str, str]  # uid -> family, in instance order
+    instances: tuple[Instance, ...]
     results: tuple[ProbeResult, ...]
-    verdicts: dict[str, Verdict | None]  # None: no understanding probe
     parse_failures: dict[str, int]  # probe kind -> replies with no parsable answer
     truncated: dict[str, int]  # probe kind -> generations cut by the token cap
     generated_tokens: int
     seconds: float
-    notes: tuple[str, ...] = field(default=())
-    expected: dict[str, str] = field(default_factory=dict)  # uid -> the instance's answer
 
     @property
     def n_generated(self) -> int:
@@ -91,18 +93,20 @@ class EvalRun:
     def result(self, uid: str, probe: ProbeKind) -> ProbeResult | None:
         return next((r for r in self.results if r.instance_uid == uid and r.probe == probe), None)
 
-    def outcomes(self) -> list[InstanceOutcome]:
-        by_key = {(r.instance_uid, r.probe): r for r in self.results}
-        out = []
-        for uid, family in self.families.items():
-            und = by_key.get((uid, "understanding"))
-            exe = by_key[(uid, "execution")]
-            out.append(InstanceOutcome(uid, family, self.expected.get(uid, ""), None if und is None else und.correct,
-                                       exe.correct, exe.parsed))
-        return out
+    def outcomes(self) -> tuple[InstanceOutcome, ...]:
+        return join_probe_results(self.instances, self.results)
+
+    @property
+    def verdicts(self) -> dict[str, Verdict | None]:
+        """uid -> PASS/GAP/FAIL/LUCKY (None: no understanding probe), in instance order."""
+        return {o.uid: o.verdict for o in self.outcomes()}
 
     def summary(self) -> GoodhartSummary:
         return summarize(self.outcomes())
+
+
+def _key(inst: Instance, probe: ProbeKind) -> str:
+    return f"{inst.uid}|{probe}"
 
 
 def _score_execution_generation(inst: Instance, gen: Generation) -> ProbeResult:
@@ -113,13 +117,10 @@ def _score_execution_generation(inst: Instance, gen: Generation) -> ProbeResult:
 
 def _score_understanding_generation(inst: Instance, gen: Generation) -> ProbeResult:
     letter = parse_letter(gen.text, len(inst.plan_options))
-    return ProbeResult(inst.uid, "understanding", "generate", letter == inst.correct_letter, letter, gen.text, gen.truncated)
-
-
-def _score_choice(inst: Instance, probe: ProbeKind, scores: OptionScores, labels: Sequence[str], correct: int, normalize: bool) -> ProbeResult:
-    values = scores.normalized() if normalize else scores.logliks
-    best = max(range(len(values)), key=lambda i: (values[i], -i))  # ties: the first option
-    return ProbeResult(inst.uid, probe, "choice", best == correct, labels[best], json.dumps([round(v, 6) for v in scores.logliks]))
+    detail = generated_detail(None if letter is None else LETTERS.index(letter), inst.correct_option,
+                              [len(p) for p in inst.plan_options])
+    return ProbeResult(inst.uid, "understanding", "generate", letter == inst.correct_letter, letter, gen.text,
+                       gen.truncated, detail)
 
 
 def _counter(total: int, progress: Progress | None) -> Callable[[int], None] | None:
@@ -134,7 +135,8 @@ def _counter(total: int, progress: Progress | None) -> Callable[[int], None] | N
     return advance
 
 
-def _run_generate(backend: HFBackend, instances: Sequence[Instance], probed: Sequence[Instance], cfg: EvalConfig, progress: Progress | None) -> tuple[list[ProbeResult], int]:
+def _run_generate(backend: ScoringBackend, instances: Sequence[Instance], probed: Sequence[Instance], cfg: EvalConfig,
+                  progress: Progress | None) -> tuple[list[ProbeResult], int]:
     advance = _counter(len(instances) + len(probed), progress)
     gens_e = backend.generate([execution_messages(i) for i in instances], cfg.max_new_tokens, cfg.stop_at_answer, advance)
     gens_u = backend.generate([understanding_messages(i) for i in probed], cfg.understanding_max_new_tokens, cfg.stop_at_answer, advance)
@@ -143,18 +145,55 @@ def _run_generate(backend: HFBackend, instances: Sequence[Instance], probed: Seq
     return results, sum(g.n_tokens for g in gens_e + gens_u)
 
 
-def _run_choice(backend: HFBackend, instances: Sequence[Instance], probed: Sequence[Instance], cfg: EvalConfig, progress: Progress | None) -> list[ProbeResult]:
+def _scores(backend: ScoringBackend, items: Sequence[ChoiceItem], advance: Callable[[int], None] | None) -> list[OptionScores]:
+    """Option scores of items that share one assistant prefix (one backend call, batched there)."""
+    if not items:
+        return []
+    prefixes = {c.assistant_prefix for c in items}
+    assert len(prefixes) == 1, prefixes
+    return backend.choice_scores([(list(c.messages), c.continuations) for c in items],
+                                 assistant_prefix=prefixes.pop(), on_batch=advance)
+
+
+def _execution_by_answers(inst: Instance, sc: OptionScores, normalize: bool) -> ProbeResult:
+    detail = continuation_detail("answers", sc.logliks, sc.n_tokens, inst.correct_answer_option,
+                                 [len(a) for a in inst.answer_options], _key(inst, "execution"), normalize)
+    chosen = inst.answer_options[detail.chosen]
+    return ProbeResult(inst.uid, "execution", "choice", detail.chosen == detail.correct, chosen,
+                       json.dumps([round(v, 6) for v in sc.logliks]), detail=detail)
+
+
+def _understanding_by_letters(inst: Instance, rotations: Sequence[OptionScores], scoring: Scoring) -> ProbeResult:
+    detail = letters_detail([sc.logliks for sc in rotations], inst.correct_option,
+                            [len(p) for p in inst.plan_options], _key(inst, "understanding"))
+    return ProbeResult(inst.uid, "understanding", scoring, detail.chosen == detail.correct, LETTERS[detail.chosen],
+                       json.dumps([list(r) for r in detail.rotations]), detail=detail)
+
+
+def _understanding_by_cloze(inst: Instance, sc: OptionScores, scoring: Scoring) -> ProbeResult:
+    detail = continuation_detail("cloze", sc.logliks, sc.n_tokens, inst.correct_option,
+                                 [len(p) for p in inst.plan_options], _key(inst, "understanding"), normalize=True)
+    return ProbeResult(inst.uid, "understanding", scoring, detail.chosen == detail.correct, LETTERS[detail.chosen],
+                       json.dumps([round(v, 6) for v in sc.logliks]), detail=detail)
+
+
+def _run_choice(backend: ScoringBackend, instances: Sequence[Instance], probed: Sequence[Instance], cfg: EvalConfig,
+                progress: Progress | None) -> list[ProbeResult]:
+    """Execution by answer log-likelihoods; understanding by rotated letters (choice) or plan texts (cloze)."""
     items_e = [execution_choice(i) for i in instances]  # raises for instances without answer_options
-    items_u = [understanding_choice(i) for i in probed]
+    if cfg.scoring == "choice":
+        per_instance = [understanding_rotations(i) for i in probed]  # k items each
+    else:
+        per_instance = [[understanding_cloze(i)] for i in probed]
+    items_u = [item for group in per_instance for item in group]
     advance = _counter(sum(len(c.continuations) for c in items_e + items_u), progress)
-    pairs = [(list(c.messages), c.continuations) for c in items_e + items_u]
-    scores = backend.choice_scores(pairs, assistant_prefix=ANSWER_PREFIX, on_batch=advance)
-    results = []
-    for inst, item, sc in zip(instances, items_e, scores[: len(items_e)]):
-        results.append(_score_choice(inst, "execution", sc, inst.answer_options, item.correct, cfg.length_normalize))
-    for inst, item, sc in zip(probed, items_u, scores[len(items_e) :]):
-        labels = [c.strip() for c in item.continuations]
-        results.append(_score_choice(inst, "understanding", sc, labels, item.correct, cfg.length_normalize))
+    scores_e = _scores(backend, items_e, advance)
+    scores_u = iter(_scores(backend, items_u, advance))
+    results = [_execution_by_answers(i, sc, cfg.length_normalize) for i, sc in zip(instances, scores_e)]
+    for inst, group in zip(probed, per_instance):
+        mine = [next(scores_u) for _ in group]
+        results.append(_understanding_by_letters(inst, mine, cfg.scoring) if cfg.scoring == "choice"
+                       else _understanding_by_cloze(inst, mine[0], cfg.scoring))
     return results
 
 
@@ -176,36 +215,38 @@ def evaluate(
     progress: Progress | None = None,
     config: EvalConfig | None = None,
 ) -> EvalRun:
-    """Run both probes on every instance (execution only where there are no plan options).
+    """Run both probes on every instance with a transformers model (see `evaluate_with`).
 
     Keyword arguments that are not None override `config` (default EvalConfig()).
-    progress(done, total) is called after each batch.
     """
     overrides = {k: v for k, v in dict(scoring=scoring, batch_size=batch_size, max_new_tokens=max_new_tokens).items() if v is not None}
     cfg = EvalConfig(**{**(config or EvalConfig()).to_dict(), **overrides})
+    return evaluate_with(HFBackend(model, tokenizer, batch_size=cfg.batch_size), instances, cfg, progress)
+
+
+def evaluate_with(backend: ScoringBackend, instances: Sequence[Instance], config: EvalConfig = EvalConfig(),
+                  progress: Progress | None = None) -> EvalRun:
+    """Run both probes on every instance (execution only where there are no plan options).
+
+    progress(done, total) is called after each batch.
+    """
     _check_instances(instances)
     probed = [i for i in instances if has_understanding_probe(i)]
-    backend = HFBackend(model, tokenizer, batch_size=cfg.batch_size)
     start = time.perf_counter()
-    if cfg.scoring == "generate":
-        results, n_tokens = _run_generate(backend, instances, probed, cfg, progress)
+    if config.scoring == "generate":
+        results, n_tokens = _run_generate(backend, instances, probed, config, progress)
     else:
-        results, n_tokens = _run_choice(backend, instances, probed, cfg, progress), 0
+        results, n_tokens = _run_choice(backend, instances, probed, config, progress), 0
     seconds = time.perf_counter() - start
-    und = {r.instance_uid: r.correct for r in results if r.probe == "understanding"}
-    exe = {r.instance_uid: r.correct for r in results if r.probe == "execution"}
-    verdicts = {i.uid: (Verdict.of(und[i.uid], exe[i.uid]) if i.uid in und else None) for i in instances}
     kinds = ("execution", "understanding")
     run = EvalRun(
-        config=cfg,
-        families={i.uid: i.family for i in instances},
+        config=config,
+        instances=tuple(instances),
         results=tuple(results),
-        verdicts=verdicts,
         parse_failures={k: sum(r.parsed is None for r in results if r.probe == k) for k in kinds},
         truncated={k: sum(r.truncated for r in results if r.probe == k) for k in kinds},
         generated_tokens=n_tokens,
         seconds=seconds,
-        expected={i.uid: i.answer for i in instances},
     )
-    log.info("evaluated %d instances (%s) in %.1fs, truncated share %.2f", len(instances), cfg.scoring, seconds, run.truncated_share)
+    log.info("evaluated %d instances (%s) in %.1fs, truncated share %.2f", len(instances), config.scoring, seconds, run.truncated_share)
     return run

@@ -149,6 +149,50 @@ def min_discordant_for(alpha: float = 0.05) -> int:
     return d
 
 
+def binomial_test_greater(k: int, n: int, p: float) -> float:
+    """One-sided exact binomial test: P[Binom(n, p) ≥ k], the p-value of "rate above p".
+
+    Summed in log space with exact log-binomial coefficients, so it stays accurate for n in the
+    thousands; equals scipy.stats.binomtest(k, n, p, alternative="greater").pvalue (tested).
+    """
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n > 0, got k={k}, n={n}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be a probability, got {p}")
+    if k == 0 or p == 1.0:
+        return 1.0
+    if p == 0.0:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+             for i in range(k, n + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def poisson_binomial_greater(k: int, probabilities: Sequence[float]) -> float:
+    """P[X ≥ k] for X = Σ Bernoulli(p_i) with unequal p_i (the Poisson-binomial law).
+
+    The exact null of "correct by chance" when instances have different numbers of options
+    (p_i = 1/k_i). Computed by the O(n²) recursion over instances on the count distribution;
+    with equal p_i it equals binomial_test_greater (tested), and it matches brute-force
+    enumeration on small cases.
+    """
+    ps = [float(p) for p in probabilities]
+    if not ps:
+        raise ValueError("poisson_binomial_greater needs at least one probability")
+    if any(not 0.0 <= p <= 1.0 for p in ps):
+        raise ValueError(f"probabilities must lie in [0, 1], got {[p for p in ps if not 0 <= p <= 1][:3]}")
+    if not 0 <= k <= len(ps):
+        raise ValueError(f"need 0 <= k <= n={len(ps)}, got k={k}")
+    dist = np.zeros(len(ps) + 1)  # dist[j] = P[j successes so far]
+    dist[0] = 1.0
+    for i, p in enumerate(ps, start=1):
+        dist[1 : i + 1] = dist[1 : i + 1] * (1 - p) + dist[:i] * p
+        dist[0] *= 1 - p
+    return float(min(1.0, dist[k:].sum()))
+
+
 def _percentile_interval(estimate: float, draws: np.ndarray, level: float) -> Interval:
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
     return Interval(estimate, float(lo), float(hi), level)

@@ -12,8 +12,22 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 AnswerType = Literal["number", "time", "ordering", "text"]
-Scoring = Literal["generate", "choice"]
+Scoring = Literal["choice", "cloze", "generate"]
+SCORINGS: tuple[str, ...] = ("choice", "cloze", "generate")
 ProbeKind = Literal["execution", "understanding"]
+# How a probe's options were scored (ChoiceDetail.mode):
+#   letters  — lettered options, every cyclic rotation scored, letter log-likelihoods summed per option;
+#   cloze    — each option's own text scored as the continuation, mean log-likelihood per token;
+#   answers  — each candidate final answer scored as the continuation after "Answer:" (execution);
+#   generated — a greedy reply, the chosen letter parsed from it.
+ChoiceMode = Literal["letters", "cloze", "answers", "generated"]
+
+
+def check_scoring(scoring: str) -> str:
+    """`scoring` if it is one of SCORINGS, else a ValueError naming the choices."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}")
+    return scoring
 
 
 class Verdict(str, enum.Enum):
@@ -70,6 +84,48 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class ChoiceDetail:
+    """How one probe with options was decided: what the validity statistics need, stored with the outcome.
+
+    Indices refer to the instance's own option order (the order shown in rotation 0, so an index is
+    also the letter the option had there). `chosen` is the pick (debiased for `letters`; None when a
+    generated reply named no valid letter); `raw_chosen` is the pick from rotation 0 alone (the
+    first-order, position-biased pick; equal to `chosen` for other modes). `lengths` are the option
+    texts' characters (the surface cue a length heuristic uses). `scores` are the per-option scores
+    the pick maximised; `rotations[r][p]` the log-likelihood of letter p in rotation r, where
+    rotation r shows option (p + r) mod k at letter p.
+    """
+
+    mode: ChoiceMode
+    n_options: int
+    correct: int
+    chosen: int | None
+    raw_chosen: int | None
+    lengths: tuple[int, ...]
+    scores: tuple[float, ...] = ()
+    rotations: tuple[tuple[float, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.n_options < 2 or len(self.lengths) != self.n_options:
+            raise ValueError(f"ChoiceDetail needs >= 2 options and one length each, got {self.n_options}, {self.lengths}")
+        for name in ("correct", "chosen", "raw_chosen"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.n_options:
+                raise ValueError(f"ChoiceDetail.{name}={value} outside 0..{self.n_options - 1}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "n_options": self.n_options, "correct": self.correct, "chosen": self.chosen,
+                "raw_chosen": self.raw_chosen, "lengths": list(self.lengths), "scores": list(self.scores),
+                "rotations": [list(r) for r in self.rotations]}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> "ChoiceDetail":
+        return ChoiceDetail(data["mode"], int(data["n_options"]), int(data["correct"]), data["chosen"],
+                            data["raw_chosen"], tuple(data["lengths"]), tuple(data.get("scores", ())),
+                            tuple(tuple(r) for r in data.get("rotations", ())))
+
+
+@dataclass(frozen=True)
 class ProbeResult:
     """One probe of one instance after scoring."""
 
@@ -80,3 +136,4 @@ class ProbeResult:
     parsed: str | None  # the parsed answer (or chosen letter); None = parse failure
     raw_output: str  # generated text, or a JSON list of option log-likelihoods for `choice`
     truncated: bool = False  # generation hit the token cap before the answer line
+    detail: ChoiceDetail | None = None  # options, pick and scores (None: a generated execution reply)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-Scoring = Literal["generate", "choice"]
+from calderalab.eval.types import Scoring, check_scoring
+
 Device = str  # "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1", ...
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -52,8 +53,7 @@ class EvalSettings:
     families: tuple[str, ...] = ()  # only these family ids (empty: every family)
 
     def __post_init__(self) -> None:
-        if self.scoring not in ("generate", "choice"):
-            raise ValueError(f"scoring must be 'generate' or 'choice', got {self.scoring!r}")
+        check_scoring(self.scoring)
         if self.n_per_family < 1:
             raise ValueError(f"n_per_family must be >= 1, got {self.n_per_family}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
