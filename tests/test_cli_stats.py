@@ -57,10 +57,10 @@ def test_compare_unknown_run_is_a_clean_error(tmp_path):
     "kwargs,match",
     [
         (dict(suite="gsm8k", n=5, data_path="x.jsonl"), "--scoring generate"),
-        (dict(suite="gsm8k", scoring="generate"), "--n"),
+        (dict(suite="mmlu"), "goodhart, ladder, canonical, gsm8k"),
         (dict(batch_size=0), "--batch-size"),
         (dict(protect="23-27"), "--artifacts"),
-        (dict(seeds=(0, 1)), "--n"),
+        (dict(scoring="vote"), "choice, cloze, generate"),
         (dict(n=0), "--n must be > 0"),
         (dict(n=5, seeds=(1, 1)), "distinct"),
     ],

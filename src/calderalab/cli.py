@@ -321,10 +321,14 @@ def eval_cmd(
     model: str = typer.Argument("smollm2", help="model reference: smollm2, a HF id, a local dir or a .gguf"),
     artifacts: str | None = typer.Option(None, help="artifact store (dir or URL) to apply; omit for the baseline"),
     protect: str | None = typer.Option(None, help="layers kept original, e.g. 23-27, 23,24,25 or last:5"),
-    n: int | None = typer.Option(None, help="instances per seed (default: the report's seven canonical tests)"),
-    seeds: str = typer.Option("0", help="instance seeds, comma-separated"),
-    scoring: str = typer.Option("choice", help="generate (greedy, parsed) or choice (log-likelihood)"),
-    suite: str = typer.Option("goodhart", help="goodhart or gsm8k"),
+    n: int | None = typer.Option(None, help="instances per family and seed (ladder: per ladder, k and seed; "
+                                 "gsm8k: rows per seed); default 5"),
+    seeds: str | None = typer.Option(None, help="instance seeds, comma-separated (default 0,1,2)"),
+    scoring: str | None = typer.Option(None, help="choice (debiased letters, default), cloze (option texts) or generate"),
+    canonical: bool = typer.Option(False, "--canonical", help="only the report's seven canonical tests (N=7: no claim)"),
+    ladder: bool = typer.Option(False, "--ladder", help="the difficulty ladder: rates against the number of steps k"),
+    plot: Path = typer.Option(Path("reports/eval/ladder.png"), help="where --ladder writes its plot"),
+    suite: str | None = typer.Option(None, help="goodhart (default) or gsm8k; --canonical and --ladder pick the others"),
     data: str | None = typer.Option(None, help="GSM8K: a test.jsonl or the data dir holding gsm8k/ (default: shared data)"),
     batch_size: int | None = typer.Option(None, help="prompts per forward pass (default: the runner's)"),
     tasks_dir: list[str] = typer.Option([], "--tasks-dir", help="extra task-family directory (repeatable)"),
@@ -332,28 +336,45 @@ def eval_cmd(
     label: str = typer.Option("", help="row label, e.g. '3-bit selective'"),
     experiment: str = typer.Option("", help="experiment name to group runs"),
 ) -> None:
-    """Evaluate understanding and execution (Goodhart Gap), print the tables, and store the run."""
+    """Evaluate understanding and execution (Goodhart Gap) with chance levels and validity, store the run."""
     from calderalab.eval.job import EvalJob, run_eval_job
+    from calderalab.experiments.config import merged
+
+    if sum([canonical, ladder, suite is not None]) > 1:
+        raise typer.BadParameter("pick one of --canonical, --ladder and --suite")
+    chosen = "canonical" if canonical else "ladder" if ladder else suite
+    job = merged(EvalJob(model_ref=model), scoring=scoring, suite=chosen, n=n,
+                 seeds=_parse_seeds(seeds) if seeds else None, data_path=data, tasks_dirs=tuple(tasks_dir) or None,
+                 artifacts=artifacts, protect=protect, batch_size=batch_size, label=label or None,
+                 experiment=experiment or None)
+    with _progress() as bar:
+        task = bar.add_task(f"evaluating {model} ({job.suite}, {job.scoring} scoring)", total=None)
+        run_id, outcomes = run_eval_job(job, db, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    _print_eval(job, outcomes, plot)
+    _console().print(f"\nstored as run [bold]{run_id}[/bold] in {db}  (compare with: calderalab compare RUN_A {run_id})")
+
+
+def _print_eval(job, outcomes, plot: Path) -> None:
+    """The validity sentence first, then the tables (and the ladder's plot)."""
     from calderalab.eval.stats import adequacy
     from calderalab.report.tables import family_table, goodhart_table, per_test_grid, seed_table
+    from calderalab.report.validity_tables import (letter_share_table, ladder_plot_file, ladder_table,
+                                                   validity_preamble, validity_table)
 
-    job = EvalJob(model_ref=model, scoring=scoring, suite=suite, n=n, seeds=_parse_seeds(seeds), data_path=data,
-                  tasks_dirs=tuple(tasks_dir), artifacts=artifacts, protect=protect, batch_size=batch_size, label=label,
-                  experiment=experiment)
-    console = _console()
-    with _progress() as bar:
-        task = bar.add_task(f"evaluating {model} ({scoring} scoring)", total=None)
-        run_id, outcomes = run_eval_job(job, db, progress=lambda done, total: bar.update(task, completed=done, total=total))
-    typer.echo(goodhart_table([outcomes], note=False))
-    if len(job.seeds) > 1:
+    typer.echo(validity_preamble(outcomes) + "\n")
+    if job.suite == "ladder":
+        typer.echo(ladder_table([outcomes]))
+        typer.echo(f"\nplot: {ladder_plot_file([outcomes], plot, title=f'{job.model_ref}: rates against steps')}")
+    typer.echo("\n" + goodhart_table([outcomes], note=False))
+    typer.echo("\n" + validity_table([outcomes]))
+    typer.echo("\n" + letter_share_table([outcomes]))
+    if len(job.instance_seeds) > 1:
         typer.echo("\n" + seed_table([outcomes]))
     # A per-test grid is readable up to a few dozen rows; beyond that, summarise per family.
     typer.echo("\n" + (per_test_grid([outcomes]) if outcomes.n <= 40 else family_table(outcomes)))
     note = adequacy(outcomes.n)
     if note:
-        console.print(f"\n[yellow]Note:[/yellow] {note}")
-    console.print(f"\nstored as run [bold]{run_id}[/bold] in {db}  (compare with: calderalab compare RUN_A {run_id})")
-
+        _console().print(f"\n[yellow]Note:[/yellow] {note}")
 
 
 @app.command()

@@ -8,9 +8,9 @@ from calderalab.eval.job import EvalJob, run_eval_job
 from calderalab.results import ResultsDB
 
 
-@pytest.mark.parametrize("scoring", ["choice", "generate"])
+@pytest.mark.parametrize("scoring", ["choice", "cloze", "generate"])
 def test_same_run_twice_gives_identical_outcomes(tok, random_lm, tmp_path, scoring):
-    job = EvalJob("tiny-random-llama", scoring=scoring, n=6, seeds=(0,), batch_size=3)
+    job = EvalJob("tiny-random-llama", scoring=scoring, suite="canonical", batch_size=3)
     db = tmp_path / "runs.sqlite"
     first, _ = run_eval_job(job, db, loaded=(random_lm, tok))
     second, _ = run_eval_job(job, db, loaded=(random_lm, tok))
@@ -18,6 +18,6 @@ def test_same_run_twice_gives_identical_outcomes(tok, random_lm, tmp_path, scori
         a, b = results.outcomes(first), results.outcomes(second)
         assert results.get_run(first).outcomes_hash == results.get_run(second).outcomes_hash
     assert len(a) == len(b) > 0
-    assert [(r.instance_uid, r.probe, r.raw_output, r.parsed, r.correct) for r in a] == [
-        (r.instance_uid, r.probe, r.raw_output, r.parsed, r.correct) for r in b
+    assert [(r.instance_uid, r.probe, r.raw_output, r.parsed, r.correct, r.detail) for r in a] == [
+        (r.instance_uid, r.probe, r.raw_output, r.parsed, r.correct, r.detail) for r in b
     ]

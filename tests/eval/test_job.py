@@ -12,16 +12,20 @@ from calderalab.models import num_layers, target_linear, tiny_model
 
 
 def test_canonical_and_generated_instances():
-    canon = build_instances(EvalJob("smollm2"))
+    canon = build_instances(EvalJob("smollm2", suite="canonical"))
     assert [i.answer for i in canon] == ["15", "4:15 PM", "1168", "3", "6.3", "D<C<B<A", "9:30 AM"]
-    gen = build_instances(EvalJob("smollm2", n=30, seeds=(0, 1)))
-    assert len(gen) == 60 and len({i.uid for i in gen}) == 60
+    default = EvalJob("smollm2")  # 5 per family over seeds 0, 1, 2: enough for a ±5-point interval
+    assert (default.suite, default.n, default.seeds, default.scoring) == ("goodhart", 5, (0, 1, 2), "choice")
+    gen = build_instances(EvalJob("smollm2", n=2, seeds=(0, 1)))
+    n_families = len({i.family for i in gen})
+    assert n_families >= 23 and len(gen) == 2 * 2 * n_families and len({i.uid for i in gen}) == len(gen)
     assert {i.seed for i in gen} == {0, 1}
     per_family = {}
-    for i in gen[:30]:
+    for i in gen:
         per_family[i.family] = per_family.get(i.family, 0) + 1
-    assert max(per_family.values()) - min(per_family.values()) <= 1  # balanced over families
-    assert gen == build_instances(EvalJob("smollm2", n=30, seeds=(0, 1)))  # deterministic
+    assert set(per_family.values()) == {4}  # n per family and seed
+    assert gen == build_instances(EvalJob("smollm2", n=2, seeds=(0, 1)))  # deterministic
+    assert EvalJob("smollm2", suite="canonical").instance_seeds == (0,)
 
 
 def test_gsm8k_instances_from_jsonl_path(shared_data):

@@ -1,6 +1,7 @@
 import pytest
 
 from calderalab.eval.outcomes import InstanceOutcome, RunOutcomes
+from calderalab.eval.types import ChoiceDetail
 from calderalab.report import tables
 
 FAMS = ["discount_coupon", "time_duration", "financial_compound", "recipe_scale", "unit_chain",
@@ -11,9 +12,12 @@ EXPECTED = ["15", "4:15 PM", "1168", "3", "6.3", "D<C<B<A", "9:30 AM"]
 def _run(label, protected, verdicts, parsed=None, bits="-"):
     parsed = parsed or [None] * 7
     outs = []
-    for fam, exp, v, p in zip(FAMS, EXPECTED, verdicts, parsed):
+    for i, (fam, exp, v, p) in enumerate(zip(FAMS, EXPECTED, verdicts, parsed)):
         und, exe = {"PASS": (True, True), "GAP": (True, False), "FAIL": (False, False), "LUCKY": (False, True)}[v]
-        outs.append(InstanceOutcome(f"{fam}/0/0", fam, exp, und, exe, exp if exe else p, canonical=True))
+        # Four equal-length lettered options, the right one at letter i mod 4 (no surface cue).
+        detail = ChoiceDetail("letters", 4, i % 4, i % 4 if und else (i + 1) % 4, i % 4, (10, 10, 10, 10))
+        outs.append(InstanceOutcome(f"{fam}/0/0", fam, exp, und, exe, exp if exe else p, canonical=True,
+                                    understanding_detail=detail))
     return RunOutcomes(label, protected, tuple(outs), bits=bits)
 
 
@@ -35,9 +39,21 @@ def test_goodhart_table_exact():
     lines = text.splitlines()
     assert lines[0] == "| Config | Protected | Understanding | Execution | Gaps | Gap rate (of understood) |"
     assert lines[1] == "|---|---|---|---|---|---|"
-    assert lines[2] == ("| Baseline | All | 6/7 (86%) [49–97] | 4/7 (57%) [25–84] | 2/7 | 2/6 (33%) [10–70] |")
-    assert lines[3] == ("| 3-bit selective | 70-79 | 6/7 (86%) [49–97] | 5/7 (71%) [36–92] | 1/7 | 1/6 (17%) [3–56] |")
-    assert lines[4] == ("| 3-bit uniform | None | 0/7 (0%) [0–35] | 1/7 (14%) [3–51] | 0/7 | – (none understood) |")
+    # Understanding: chance 1/4, P[Binom(7, 1/4) >= 6] = 0.0013; execution (generated answers, seven
+    # different right answers): the best constant guess gets 1/7, P[Binom(7, 1/7) >= 4] = 0.0101.
+    assert lines[2] == ("| Baseline | All | 6/7 (86%) [49–97]; chance 25%, p=0.001 | 4/7 (57%) [25–84]; chance 14%, "
+                        "p=0.010 | 2/7 | 2/6 (33%) [10–70] |")
+    assert lines[3] == ("| 3-bit selective | 70-79 | 6/7 (86%) [49–97]; chance 25%, p=0.001 | 5/7 (71%) [36–92]; "
+                        "chance 14%, p<0.001 | 1/7 | 1/6 (17%) [3–56] |")
+    assert lines[4] == ("| 3-bit uniform | None | 0/7 (0%) [0–35]; chance 25%, p=1.000 | 1/7 (14%) [3–51]; chance 14%, "
+                        "p=0.660 | 0/7 | – (none understood) |")
+    # The same runs where the baseline's understanding is at chance: no gap rate is a finding.
+    at_chance = RunOutcomes("Baseline", "All", tuple(
+        InstanceOutcome(o.uid, o.family, o.expected, o.understood, o.executed, o.executed_parsed,
+                        understanding_detail=ChoiceDetail("letters", 4, 0, 0, 0, (10, 10, 10, 10)))
+        for o in BASE.outcomes))  # every right plan at letter A: the "always A" rule gets the same 6/7
+    assert all(line.endswith("| not measurable |") for line in
+               tables.goodhart_table([at_chance, SEL3], note=False).splitlines()[2:])
     assert lines[6].startswith("> **Note:** N=7 is too small for precise rates: the 95% interval is ±30 points")
     assert "\n> " not in tables.goodhart_table([BASE], note=False)
 
@@ -115,7 +131,7 @@ def test_tables_without_understanding_probe():
             InstanceOutcome("gsm8k/0/1", "gsm8k", "3", None, False, "4"))
     run = RunOutcomes("base", "All", outs)
     assert tables.goodhart_table([run], note=False).splitlines()[2] == (
-        "| base | All | – (no probe) | 1/2 (50%) [9–91] | – | – (none understood) |")
+        "| base | All | – (no probe) | 1/2 (50%) [9–91]; chance 50%, p=0.750 | – | – (no probe) |")
     assert tables.per_test_grid([run]).splitlines()[2:] == [
         "| gsm8k/0/0 | 18 | RIGHT |", "| gsm8k/0/1 | 3 | WRONG (4) |"]
     metrics = [t.metric for t in tables.paired_tests(run, [run], n_boot=10)]

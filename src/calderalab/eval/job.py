@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -22,20 +21,27 @@ from calderalab.results import DEFAULT_DB, ResultsDB, RunRecord, detect_git_sha
 
 log = logging.getLogger(__name__)
 
-Suite = Literal["goodhart", "gsm8k"]
+Suite = Literal["goodhart", "ladder", "canonical", "gsm8k"]
+SUITES = ("goodhart", "ladder", "canonical", "gsm8k")
 
 
 @dataclass(frozen=True)
 class EvalJob:
-    """What to evaluate and how. n=None on the goodhart suite means the report's seven canonical tests."""
+    """What to evaluate and how.
+
+    Suites: `goodhart` — n instances of every task family per seed (default 5 × 23 families × seeds
+    0,1,2 = 345, so a rate's 95% interval is about ±5 points); `ladder` — n instances of every
+    ladder family at every step count k = 1 … 6 per seed; `canonical` — the report's seven tests
+    (N = 7 supports no claim: ±30 points); `gsm8k` — n rows per seed, generation scoring only.
+    """
 
     model_ref: str
     scoring: Scoring = "choice"
     suite: Suite = "goodhart"
-    n: int | None = None  # instances per seed
-    seeds: tuple[int, ...] = (0,)
+    n: int = 5  # goodhart: per family and seed; ladder: per ladder, step count and seed; gsm8k: rows per seed
+    seeds: tuple[int, ...] = (0, 1, 2)
     data_path: str | None = None  # GSM8K: a <split>.jsonl file or a data dir holding gsm8k/; None = shared data
-    tasks_dirs: tuple[str, ...] = ()  # extra task-family directories
+    tasks_dirs: tuple[str, ...] = ()  # extra task-family (and ladder) directories
     artifacts: str | None = None  # artifact store directory or URL; None = the uncompressed model
     protect: str | None = None  # layer set kept original, e.g. "23-27" or "last:5"
     batch_size: int | None = None  # None: the runner's EvalConfig default
@@ -44,36 +50,31 @@ class EvalJob:
 
     def __post_init__(self) -> None:
         check_scoring(self.scoring)
-        if self.suite not in ("goodhart", "gsm8k"):
-            raise ValueError(f"--suite must be 'goodhart' or 'gsm8k', got {self.suite!r}")
-        if self.n is not None and self.n <= 0:
+        if self.suite not in SUITES:
+            raise ValueError(f"--suite must be one of {', '.join(SUITES)}, got {self.suite!r}")
+        if self.n <= 0:
             raise ValueError(f"--n must be > 0, got {self.n}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"--seeds must be distinct integers, got {list(self.seeds)}")
-        if self.suite == "gsm8k":
-            if self.scoring != "generate":
-                raise ValueError("GSM8K has no answer options: use --scoring generate with --suite gsm8k")
-            if self.n is None:
-                raise ValueError("--suite gsm8k needs --n (rows sampled per seed)")
-        elif self.data_path is not None:
+        if self.suite == "gsm8k" and self.scoring != "generate":
+            raise ValueError("GSM8K has no answer options: use --scoring generate with --suite gsm8k")
+        if self.suite != "gsm8k" and self.data_path is not None:
             raise ValueError("--data is only for --suite gsm8k; goodhart instances come from task families")
         if self.protect is not None and self.artifacts is None:
             raise ValueError("--protect only makes sense with --artifacts (the uncompressed model protects everything)")
         if self.batch_size is not None and self.batch_size <= 0:
             raise ValueError(f"--batch-size must be > 0, got {self.batch_size}")
-        if self.n is None and self.seeds != (0,):
-            raise ValueError("the canonical seven have one seed; pass --n to generate instances for several --seeds")
+
+    @property
+    def instance_seeds(self) -> tuple[int, ...]:
+        """The seeds the instances really come from (the canonical seven have seed 0 only)."""
+        return (0,) if self.suite == "canonical" else self.seeds
 
     @property
     def default_label(self) -> str:
         if self.artifacts is None:
             return "Baseline"
         return f"compressed (protect {self.protect})" if self.protect else "compressed"
-
-
-def _balanced(instances: list[Instance], n: int) -> list[Instance]:
-    """The first n instances taking families round-robin (index 0 of every family, then 1, ...)."""
-    return sorted(instances, key=lambda i: (i.index, i.family))[:n]
 
 
 def _gsm8k_instances(job: EvalJob) -> list[Instance]:
@@ -92,19 +93,18 @@ def _gsm8k_instances(job: EvalJob) -> list[Instance]:
 
 
 def build_instances(job: EvalJob) -> list[Instance]:
-    """The job's instances: canonical seven, n generated per seed (balanced over families), or GSM8K rows."""
-    if job.suite == "gsm8k":
-        return _gsm8k_instances(job)
+    """The job's instances (see EvalJob for the suites), deterministic in the seeds."""
     from calderalab.eval import tasks
 
+    if job.suite == "gsm8k":
+        return _gsm8k_instances(job)
+    if job.suite == "ladder":
+        ladders = tasks.load_ladders(extra_dirs=job.tasks_dirs)
+        return [i for seed in job.seeds for i in tasks.ladder_instances(ladders, job.n, seed)]
     families = tasks.load_families(extra_dirs=job.tasks_dirs)
-    if job.n is None:
+    if job.suite == "canonical":
         return tasks.canonical_instances(families)
-    per_family = math.ceil(job.n / len(families))
-    out: list[Instance] = []
-    for seed in job.seeds:
-        out += _balanced(tasks.generate_instances(families, per_family, seed), job.n)
-    return out
+    return [i for seed in job.seeds for i in tasks.generate_instances(families, job.n, seed)]
 
 
 def model_fingerprint(model: Any) -> str:
@@ -180,7 +180,7 @@ def run_eval_job(
     from calderalab.models import load_model
 
     instances = build_instances(job)
-    log.info("evaluating %s on %d instances (%s scoring)", job.model_ref, len(instances), job.scoring)
+    log.info("evaluating %s on %d instances (%s, %s scoring)", job.model_ref, len(instances), job.suite, job.scoring)
     model, tokenizer = loaded if loaded is not None else load_model(job.model_ref)
     fingerprint = model_fingerprint(model)
     manifest_hash, protected, compression = None, (), {}
@@ -188,7 +188,7 @@ def run_eval_job(
         manifest_hash, protected, compression = _apply(job, model)
     results, decoding = _evaluate(job, model, tokenizer, instances, progress)
     record = RunRecord(
-        model_ref=job.model_ref, scoring=job.scoring, suite=job.suite, seeds=job.seeds, n_requested=job.n,
+        model_ref=job.model_ref, scoring=job.scoring, suite=job.suite, seeds=job.instance_seeds, n_requested=job.n,
         model_fingerprint=fingerprint, artifacts_manifest_hash=manifest_hash, protected_layers=protected,
         decoding=decoding, label=job.label or job.default_label,
         config={"artifacts": job.artifacts, "protect": job.protect, "tasks_dirs": list(job.tasks_dirs),

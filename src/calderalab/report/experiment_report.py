@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from calderalab.eval.outcomes import RunOutcomes
 from calderalab.report import tables
+from calderalab.report.validity_tables import letter_share_table, validity_preamble, validity_table
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,19 @@ class Section:
 
 def goodhart_sections(runs: Sequence[RunOutcomes], scoring_note: str, *, baseline: int = 0,
                       n_boot: int = 2000) -> list[Section]:
-    """Config | Protected | Understanding | Execution | Gaps table, per-test grid and the paired
-    McNemar comparison of every configuration against the baseline (row `baseline`)."""
+    """The validity sentence and the Config | Protected | Understanding | Execution | Gaps table, chance
+    and surface floors, letter shares, per-test grid and the paired McNemar comparison of every
+    configuration against the baseline (row `baseline`)."""
     if not runs:
         raise ValueError("no runs to report")
-    out = [Section(f"Goodhart Gap ({scoring_note})", tables.goodhart_table(runs))]
+    reference = runs[baseline]
+    # The validity sentence comes before any gap figure: a gap between probes at chance is no finding.
+    preamble = validity_preamble(reference)
+    out = [Section(f"Goodhart Gap ({scoring_note})", f"{preamble}\n\n{tables.goodhart_table(runs)}"),
+           Section(f"Chance and surface floors ({scoring_note})", validity_table(runs))]
+    if any(o.understanding_detail is not None and o.understanding_detail.mode in ("letters", "generated")
+           for o in reference.outcomes):
+        out.append(Section(f"Letter shares, raw and debiased ({scoring_note})", letter_share_table(runs)))
     out.append(Section(f"Per-test breakdown ({scoring_note})", tables.per_test_grid(runs)))
     others = [r for i, r in enumerate(runs) if i != baseline]
     if others:

@@ -2,7 +2,8 @@
 
 - fidelity across layers (the U-shape) with group shading, critical zone and a margin panel;
 - execution vs number of protected layers with Wilson error bars;
-- execution vs bits per weight with mean ± std over seeds.
+- execution vs bits per weight with mean ± std over seeds;
+- the difficulty ladder: understanding and execution against the number of steps k.
 """
 
 from __future__ import annotations
@@ -124,4 +125,44 @@ def execution_vs_bits_plot(
     ax.set_ylim(0, 105)
     ax.set_title(title)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class LadderSeries:
+    """One configuration's rates against the number of steps k: k -> (rate, low, high, chance)."""
+
+    label: str
+    understanding: Mapping[int, tuple[float, float, float, float]]
+    execution: Mapping[int, tuple[float, float, float, float]]
+
+
+def ladder_plot(series: Sequence[LadderSeries], path: str | Path, title: str = "Rates against the number of steps") -> Path:
+    """Two panels (understanding, execution): rate (%) against k, one line per configuration, Wilson
+    error bars, and the chance level as a dotted grey line."""
+    if not series:
+        raise ValueError("no ladder series to plot")
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, probe in zip(axes, ("understanding", "execution")):
+        chance: dict[int, float] = {}
+        for i, s in enumerate(series):
+            points = getattr(s, probe)
+            ks = sorted(points)
+            if not ks:
+                continue
+            offset = (i - (len(series) - 1) / 2) * 0.06  # keep overlapping error bars apart
+            rates = [100 * points[k][0] for k in ks]
+            err = [[100 * (points[k][0] - points[k][1]) for k in ks], [100 * (points[k][2] - points[k][0]) for k in ks]]
+            ax.errorbar([k + offset for k in ks], rates, yerr=err, fmt="o-", capsize=3, ms=4, label=s.label)
+            chance.update({k: 100 * points[k][3] for k in ks})
+        if chance:
+            ks = sorted(chance)
+            ax.plot(ks, [chance[k] for k in ks], ":", color="#888", label="chance")
+        ax.set_title(probe.capitalize())
+        ax.set_xlabel("Steps k")
+        ax.set_ylim(0, 105)
+    axes[0].set_ylabel("Rate (%, Wilson 95% CI)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
     return _save(fig, path)

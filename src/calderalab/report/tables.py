@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 from calderalab.eval import stats
 from calderalab.eval.outcomes import InstanceOutcome, RunOutcomes, align
+from calderalab.eval.validity import ProbeValidity, gap_measurable, probe_validity
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -41,11 +42,29 @@ def format_p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _gap_rate_cell(run: RunOutcomes) -> str:
+def p_text(p: float) -> str:
+    """'p=0.043' or 'p<0.001'."""
+    text = format_p(p)
+    return f"p{text}" if text.startswith("<") else f"p={text}"
+
+
+def _validity(run: RunOutcomes) -> tuple[ProbeValidity | None, ProbeValidity | None]:
+    return probe_validity(run.outcomes, "understanding"), probe_validity(run.outcomes, "execution")
+
+
+def _gap_rate_cell(run: RunOutcomes, measurable: bool) -> str:
     # Conditional on understanding, so a model that understands nothing cannot look gap-free.
+    if run.n_probed == 0:
+        return "– (no probe)"
+    if not measurable:
+        return "not measurable"
     if run.n_understood == 0:
         return "– (none understood)"
     return rate_cell(run.n_gaps, run.n_understood)
+
+
+def _with_chance(cell: str, v: ProbeValidity | None) -> str:
+    return cell if v is None else f"{cell}; chance {v.chance:.0%}, {p_text(v.p_value)}"
 
 
 def _understanding_cell(run: RunOutcomes) -> str:
@@ -62,13 +81,20 @@ def _note(n: int, discordant: int | None = None) -> str:
 
 
 def goodhart_table(rows: Sequence[RunOutcomes], *, note: bool = True) -> str:
-    """The report's main table, one row per configuration, plus the small-N note."""
+    """The report's main table, one row per configuration, plus the small-N note.
+
+    Each rate carries its chance level and the one-sided exact p-value against it. The gap rate is
+    "not measurable" in every row unless both probes are informative for the FIRST row (the
+    baseline): a gap between two probes at chance is no finding.
+    """
     if not rows:
         raise ValueError("goodhart_table needs at least one run")
-    body = [
-        [r.label, r.protected, _understanding_cell(r), rate_cell(r.n_executed, r.n), _gaps_cell(r), _gap_rate_cell(r)]
-        for r in rows
-    ]
+    measurable = gap_measurable(*_validity(rows[0]))
+    body = []
+    for r in rows:
+        und, exe = _validity(r)
+        body.append([r.label, r.protected, _with_chance(_understanding_cell(r), und),
+                     _with_chance(rate_cell(r.n_executed, r.n), exe), _gaps_cell(r), _gap_rate_cell(r, measurable)])
     header = ["Config", "Protected", "Understanding", "Execution", "Gaps", "Gap rate (of understood)"]
     return markdown_table(header, body) + (_note(min(r.n for r in rows)) if note else "")
 
