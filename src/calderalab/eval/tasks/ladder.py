@@ -44,12 +44,12 @@ from typing import Any, Iterable, Mapping
 from calderalab.eval.tasks.generate import generate_instances
 from calderalab.eval.tasks.interpreter import Expression, compile_expression
 from calderalab.eval.tasks.loader import DEFAULT_PLAN_QUESTION
-from calderalab.eval.tasks.schema import AnswerSpec, Family, Mutation, Step, Template, VariableSpec
+from calderalab.eval.tasks.schema import MAX_STEPS, AnswerSpec, Family, Mutation, Step, Template, VariableSpec
 from calderalab.eval.types import Instance
 
 PREV = "prev"  # the reserved name of the previous rung's value in `expr` and `conditions`
 MIN_K = 1  # ordinary families need schema.MIN_STEPS (2) steps; a ladder's k = 1 problem has one
-MIN_RUNGS, MAX_RUNGS = 2, 6
+MIN_RUNGS, MAX_RUNGS = 2, MAX_STEPS  # a ladder of one rung has no curve
 MIN_WRONG_PER_RUNG = 2  # so that k = 1 still has two wrong plans (no swap exists there)
 PLAN_LENGTH_SLACK = 0.25  # a wrong text's length may differ from the right one's by this fraction
 PLACEHOLDER_WIDTH = 2  # ... where a placeholder counts as a 2-character number, not as its source
