@@ -23,6 +23,10 @@ File format (all fields are checked on load; errors name file, field and expecta
     canonical: {variables: {price: 1.25, n: 4}, answer: "15"}   # optional; checked on load
 
 Expressions are Python-like but run by a whitelisting interpreter (interpreter.py).
+
+Difficulty ladders (ladders/*.yaml, format in ladder.py) are chains of up to 6 rungs whose first k
+make the k-step problem: `load_ladders()` reads them, `Ladder.family(k)` is an ordinary Family,
+and `ladder_instances(ladders, n_per_step)` gives instances at every k.
 """
 
 from calderalab.eval.tasks.generate import (
@@ -31,16 +35,22 @@ from calderalab.eval.tasks.generate import (
     canonical_instances,
     generate_instances,
 )
+from calderalab.eval.tasks.ladder import Ladder, ladder_instances
+from calderalab.eval.tasks.ladder_loader import load_ladder_file, load_ladders
 from calderalab.eval.tasks.loader import load_families, load_family_file, parse_family
 from calderalab.eval.tasks.schema import Family
 
 __all__ = [
     "CANONICAL_FAMILIES",
     "Family",
+    "Ladder",
     "build_instance",
     "canonical_instances",
     "generate_instances",
+    "ladder_instances",
     "load_families",
+    "load_ladder_file",
+    "load_ladders",
     "load_family_file",
     "parse_family",
 ]
