@@ -7,30 +7,16 @@ from calderalab.report.sensitivity_tables import (critical_table, fidelity_error
                                                   ultra_table, zone_contrast, zone_notes)
 from calderalab.eval.stats import wilson_interval
 from calderalab.sensitivity import SensitivityProfile, critical_zone
-from calderalab.sensitivity.profile import LayerRow, RunMetrics
+from planted_profiles import FLAT, LATE_DIP, N, measured_profile
 
 REPORT_FID = {23: 0.130, 24: 0.044, 25: 0.026, 26: 0.016, 27: 0.006}
 REPORT_MARGIN = {23: -0.027, 24: -0.032, 25: -0.036, 26: -0.040, 27: -0.054}
-N = 64
 
 
 def report_profile():
     fid = {l: 0.82 for l in range(6)} | {l: 0.37 for l in range(6, 19)} | {l: 0.19 for l in range(19, 23)} | REPORT_FID
     mar = {l: 0.043 for l in range(6)} | {l: -0.012 for l in range(6, 19)} | {l: -0.023 for l in range(19, 23)} | REPORT_MARGIN
     return SensitivityProfile.from_values(28, fid, mar)
-
-
-def measured_profile(kept, noise_fidelity=1.0, n=N):
-    """A profile as `layer_sensitivity` makes it: layer l kept kept[l] of n answers; the noise floor
-    (uncompressed vs itself) kept noise_fidelity of them."""
-    noise = RunMetrics(noise_fidelity, 0.0, 0.0, 1.0, n, 5 * n)
-    rows = tuple(LayerRow.against_noise(l, RunMetrics(k / n, -0.02 * (1 - k / n), 0.1 * (1 - k / n), 0.9, n, 5 * n), noise)
-                 for l, k in enumerate(kept))
-    return SensitivityProfile(len(kept), rows, noise, {"n_samples": n})
-
-
-FLAT = [32, 30, 34, 33, 29, 35, 31, 32, 33, 30, 34, 32, 31, 33, 29, 35, 32, 30, 33, 31, 34, 32, 30, 33, 31, 32, 34, 30]
-LATE_DIP = [52] * 6 + [50] * 13 + [51] * 4 + [20, 4, 2, 1, 3]
 
 
 def _interpretations(table):
