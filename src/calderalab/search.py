@@ -16,7 +16,8 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from calderalab.eval.stats import NonInferiority, mcnemar_from_counts, noninferior, noninferiority_sample_size, wilson_interval
+from calderalab.eval.stats import (NonInferiority, mcnemar_from_counts, noninferior, noninferiority_sample_size,
+                                   wilson_interval)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ def deciding_tail(evaluations: Sequence[TailEvaluation], k: int | None) -> TailE
     return min(evaluations, key=lambda e: (e.test.upper, -e.k))
 
 
-def score_tail(k: int, n_layers: int, result: TailResult, baseline: Sequence[bool], test: MarginTest = MarginTest()) -> TailEvaluation:
+def score_tail(k: int, n_layers: int, result: TailResult, baseline: Sequence[bool],
+               test: MarginTest = MarginTest()) -> TailEvaluation:
     """Statistics of one protection set against the baseline's paired outcomes."""
     out = tuple(bool(x) for x in result.outcomes)
     if len(out) != len(baseline):

@@ -22,8 +22,8 @@ def test_flat_profile_headline_says_no_zone_and_shows_a_control():
     assert titles[0] == "Critical zone"
     assert body["Critical zone"] == (
         "**No critical zone was found**: no late run of layers fell below fidelity 15%. The selective and ultra "
-        "configurations protect layers 23, 24, 25, 26, 27 **by depth, not by measurement**: a control, whose results "
-        "say nothing about which layers matter.")
+        "configurations protect layers 23, 24, 25, 26, 27 **by depth, not by measurement**: a control, not a finding "
+        "of the profile.")
     assert "Critical layer details" not in body
     control = body["Protected by depth (control)"]
     assert control.startswith("Protected by depth, not by measurement: the last group of layers by depth, shown for "

@@ -159,7 +159,7 @@ def zone_headline(profile: Any, zone: tuple[int, ...], measured: bool, threshold
     if not measured:
         return (f"**No critical zone was found**: no late run of layers fell below fidelity {threshold:.0%}. The "
                 f"selective and ultra configurations protect layers {layers} **by depth, not by measurement**: a "
-                "control, whose results say nothing about which layers matter.")
+                "control, not a finding of the profile.")
     if len(zone) == len(profile.layers):
         return (f"**Every measured layer fell below fidelity {threshold:.0%}**: the threshold is too high for this "
                 "spec (or the model is fragile everywhere), so no zone stands out and selective protects the whole "
