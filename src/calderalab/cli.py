@@ -669,18 +669,21 @@ def sweep(
 @app.command("min-protect")
 def min_protect_cmd(
     model: str = _MODEL,
-    tolerance: float = typer.Option(0.0, "--tolerance", help="allowed execution drop vs baseline, as a rate (0.05 = 5 points)"),
+    margin: float = typer.Option(None, "--margin", help="non-inferiority margin: largest execution drop vs baseline to rule out, as a rate (default 0.05 = 5 points)"),
     out: Path = _OUT, artifacts: str = _ARTIFACTS, db: str = _DB, device: str = _DEVICE, bits: int = _BITS, rank: int = _RANK,
     calib: str = _CALIB, scoring: str = _SCORING, n_per_family: int = _NPF, seeds: str = _SEEDS,
 ) -> None:
-    """Smallest protected tail keeping execution within a tolerance of the baseline (binary search)."""
+    """Smallest protected tail whose execution is non-inferior to the baseline (one-sided 95% upper bound of the paired drop below --margin; binary search)."""
     from calderalab import experiments
+    from calderalab.search import MarginTest
 
+    if margin is not None:
+        MarginTest(margin=margin)  # a bad margin fails here, before the model loads
     bar, update = _stage_progress()
     with bar:
         session, config = _session(model, out, artifacts, db, device, bits, rank, calib, scoring, n_per_family, seeds, False, "min-protect", update)
-        result = experiments.min_protect(session, tolerance)
-        paths = experiments.finish(session, result, {**config, "tolerance": tolerance})
+        result = experiments.min_protect(session, margin)
+        paths = experiments.finish(session, result, {**config, "margin": result.data["margin"], "level": result.data["level"]})
     _print_experiment(paths, result)
 
 

@@ -35,3 +35,10 @@ def test_study_rejects_bad_bits_before_loading_anything(tmp_path):
     res = _run("study", "--bits", "9", "--out", str(tmp_path / "s"))
     assert res.returncode == 2
     assert "bits must be in 2..8, got 9" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_min_protect_rejects_a_bad_margin_before_loading_anything(tmp_path):
+    res = _run("min-protect", "--margin", "5", "--out", str(tmp_path / "m"))
+    assert res.returncode == 2
+    assert "margin is an execution-rate drop in (0, 1)" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "m").exists()

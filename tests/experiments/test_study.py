@@ -12,9 +12,11 @@ def test_study_end_to_end_writes_report_folder(study_run):
     small_config, out = study_run
     folder = small_config.run.out
     text = out.paths["report"].read_text()
-    for heading in ("Layer fidelity profile", "Critical layer details", "Ultra config", "Goodhart Gap (choice scoring",
+    zone_heading = "Critical layer details" if out.zone_source == "profile" else "Protected by depth (control)"
+    for heading in ("Critical zone", "Layer fidelity profile", zone_heading, "Ultra config", "Goodhart Gap (choice scoring",
                     "Per-test breakdown", "Paired comparison against Baseline", "Goodhart Gap (generation, canonical 3)"):
         assert heading in text, heading
+    assert text.index("Critical zone") < text.index("Layer fidelity profile")  # the headline comes first
     assert "| Config | Protected | Understanding | Execution | Gaps |" in text
     assert "| Layer Group | Layers | Avg Fidelity | Avg Margin |" in text
     for label in ("Baseline", "3-bit uniform", "3-bit selective", "3-bit ultra"):

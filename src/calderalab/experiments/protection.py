@@ -109,16 +109,17 @@ def sweep(session: Session, protect_sets: Sequence[str], bits: int | None = None
     return dataclasses.replace(result, plots=plots)
 
 
-def min_protect(session: Session, tolerance: float = 0.0, bits: int | None = None) -> ExperimentResult:
-    """Smallest protected tail keeping execution within `tolerance` of the baseline (binary
-    search, `calderalab.search.min_protect`) on the main suite, with every evaluated tail's
-    Wilson interval and exact McNemar p against the baseline."""
+def min_protect(session: Session, margin: float | None = None, bits: int | None = None) -> ExperimentResult:
+    """Smallest protected tail whose execution is non-inferior to the baseline's: the one-sided
+    95% upper bound of the paired drop (baseline − protected) is below `margin` (default
+    `search.MarginTest`). Binary search (`calderalab.search.min_protect`) on the main suite, with
+    every evaluated tail's Wilson interval, exact McNemar p and upper bound against the baseline."""
     from calderalab.plans import selective_plan, uniform_plan
     from calderalab.report.experiment_report import Section
-    from calderalab.report.tables import format_p, markdown_table
-    from calderalab.search import TailResult
+    from calderalab.search import MarginTest, TailResult
     from calderalab.search import min_protect as search
 
+    test = MarginTest() if margin is None else MarginTest(margin=margin)
     n = session.n_layers
     spec = session.compress_settings.spec(bits)
     session.compress(uniform_plan(n, spec))
@@ -135,20 +136,56 @@ def min_protect(session: Session, tolerance: float = 0.0, bits: int | None = Non
         by_uid = run.by_uid()
         return TailResult(tuple(by_uid[u].executed for u in order))
 
-    found = search(evaluate_tail, n, [o.executed for o in base.outcomes], tolerance)
+    found = search(evaluate_tail, n, [o.executed for o in base.outcomes], test)
+    body = min_protect_verdict(found, base.n_executed) + "\n\n" + min_protect_table(found)
+    sections = [Section(f"Minimum protection search ({note})", body)] + _goodhart({note: runs})
+    return ExperimentResult("min-protect", {note: runs}, sections, data={
+        "k": found.k, "protected": list(found.protected), "boundary_verified": found.boundary_verified,
+        "margin": test.margin, "level": test.level, "n": found.n, "needed_n": found.needed_n,
+        "upper_bounds": {e.k: e.test.upper for e in found.evaluations}})
+
+
+def _points(x: float) -> str:
+    """A rate difference in percentage points: 0.0512 -> '5.1 points'."""
+    return f"{100 * x:.1f} points"
+
+
+def min_protect_table(found: Any) -> str:
+    """One row per evaluated tail: execution, discordant pairs, drop and its upper bound, verdict."""
+    from calderalab.report.tables import format_p, markdown_table
+
+    t = found.test
     rows = [[str(e.k), f"{e.n_correct}/{e.n} ({e.rate:.0%}) [{e.ci_low:.0%}–{e.ci_high:.0%}]", f"{e.b}/{e.c}",
-             format_p(e.mcnemar_p), "yes" if e.within_tolerance else "no"] for e in found.evaluations]
-    table = markdown_table(["Protected last k", "Execution [Wilson 95%]", "Discordant (base only/tail only)",
-                            "McNemar p", f"Within {tolerance:.0%} of baseline"], rows)
-    verdict = (f"Minimum protection: the last **{found.k}** layer(s) keep execution at "
-               f"≥ {found.baseline_rate:.0%} − {tolerance:.0%} (baseline {base.n_executed}/{base.n}). "
-               f"Boundary verified (k−1 evaluated and fails): {'yes' if found.boundary_verified else 'no'}.")
+             f"{100 * e.test.estimate:+.1f}", f"{100 * e.test.upper:.1f}", format_p(e.mcnemar_p),
+             "yes" if e.passes else "no"] for e in found.evaluations]
+    return markdown_table(["Protected last k", "Execution [Wilson 95%]", "Discordant (base only/tail only)",
+                           "Drop (points)", f"Drop {t.level:.0%} upper bound (points)", "McNemar p",
+                           f"Non-inferior (bound < {100 * t.margin:g})"], rows)
+
+
+def min_protect_verdict(found: Any, baseline_correct: int) -> str:
+    """The verdict sentence: margin, the deciding tail's bound, plainly 'none' when no k passes,
+    and how many instances this margin needs."""
+    t = found.test
+    rule = (f"non-inferiority margin {_points(t.margin)} of execution: a tail passes when the one-sided "
+            f"{t.level:.0%} upper bound of the paired drop (baseline − protected, Newcombe) is below it")
+    d = found.deciding
+    if found.k is None:
+        every = " (every layer: the baseline's own weights)" if d.protected[:1] == (0,) else ""
+        text = (f"**No protected tail passes** the {rule}. Closest: the last {d.k} layer(s){every}, bound "
+                f"{_points(d.test.upper)} (drop {_points(d.test.estimate)}). The search cannot name a minimum "
+                f"protection at this N.")
+    else:
+        text = (f"Minimum protection: the last **{found.k}** layer(s) pass the {rule}: bound "
+                f"{_points(d.test.upper)} (drop {_points(d.test.estimate)}). Boundary verified (k−1 evaluated and "
+                f"fails): {'yes' if found.boundary_verified else 'no'}.")
+    text += (f" Baseline {baseline_correct}/{found.n}. {found.n} instances; this margin needs about "
+             f"{found.needed_n} (Nam 1997: power {t.power:.0%}, no true drop, discordance "
+             f"{found.discordance:.0%} as observed for the last {d.k} layer(s)).")
     if found.monotonicity_violations:
-        verdict += (f" Monotonicity broke at k = {list(found.monotonicity_violations)}: protecting more layers did "
-                    "worse, so the search assumption does not hold at this N and the answer is fragile.")
-    sections = [Section(f"Minimum protection search ({note})", verdict + "\n\n" + table)] + _goodhart({note: runs})
-    return ExperimentResult("min-protect", {note: runs}, sections, data={"k": found.k, "protected": list(found.protected),
-                                                                        "boundary_verified": found.boundary_verified})
+        text += (f" Monotonicity broke at k = {list(found.monotonicity_violations)}: protecting more layers did "
+                 "worse, so the search assumption does not hold at this N and the answer is fragile.")
+    return text
 
 
 def grid(session: Session, bits: Sequence[int] = (2, 3, 4), plans: Sequence[str] = ("uniform", "selective"),

@@ -70,8 +70,10 @@ def profile_layers(session: Session, plan: Any, config: StudyConfig) -> Any:
 
 
 def choose_zone(profile: Any, threshold: float) -> tuple[tuple[int, ...], str]:
-    """The critical zone from the profile, or — when no late run falls below the threshold — the
-    critical group by depth (LayerGroups), said so in the report."""
+    """The critical zone from the profile (source "profile"), or — when no late run falls below the
+    threshold — the critical group by depth (LayerGroups, source "depth fallback"). The fallback
+    is a control so that selective/ultra still have layers to protect, not a finding: the report
+    says so in its headline and never labels those layers as critical."""
     from calderalab.sensitivity.profile import LayerGroups, critical_zone
 
     zone = critical_zone(profile, threshold)
@@ -127,23 +129,43 @@ def _fidelity_plot(profile: Any, zone: tuple[int, ...], out: Path) -> Path:
 def _sections(profile: Any, zone: tuple[int, ...], zone_source: str, base_rank: int, ranks: dict[int, int],
               runs: dict[str, list[Any]], config: StudyConfig) -> list[Any]:
     from calderalab.report.experiment_report import Section, goodhart_sections
-    from calderalab.report.sensitivity_tables import critical_table, group_table, noise_line, ultra_table
+    from calderalab.report.sensitivity_tables import critical_table, group_table, noise_line, ultra_table, zone_contrast
 
-    zone_text = (f"Critical zone from the profile (fidelity < {config.sensitivity.threshold:.0%}): layers "
-                 f"{', '.join(map(str, zone))}." if zone_source == "profile" else
-                 f"No late run of layers fell below fidelity {config.sensitivity.threshold:.0%}; the selective and ultra "
-                 f"plans protect the critical group by depth instead: layers {', '.join(map(str, zone))}.")
-    if zone_source == "profile" and len(zone) == profile.n_layers:
-        zone_text += (" Every layer fell below the threshold: the threshold is too high for this spec (or the model "
-                      "is fragile everywhere), so selective protects the whole model and equals the baseline.")
-    out = [Section("Layer fidelity profile", noise_line(profile) + "\n" + group_table(profile)),
-           Section("The U-shape pattern", "![fidelity per layer](fidelity.png)"),
-           Section("Critical layer details", zone_text + "\n\n" + critical_table(profile, zone))]
+    measured = zone_source == "profile"
+    out = [Section("Critical zone", zone_headline(profile, zone, measured, config.sensitivity.threshold)),
+           Section("Layer fidelity profile", noise_line(profile) + "\n" + group_table(profile)),
+           Section("Fidelity per layer", "![fidelity per layer](fidelity.png)")]
+    if measured:
+        out.append(Section("Critical layer details", critical_table(profile, zone)))
+    else:
+        out.append(Section("Protected by depth (control)",
+                           "Protected by depth, not by measurement: the last group of layers by depth, shown for "
+                           f"comparison. Measured: {zone_contrast(profile, zone)}.\n\n"
+                           + critical_table(profile, zone, noun="set")))
     if ranks:
-        out.append(Section("Ultra config", ultra_table(base_rank, ranks)))
+        control = "" if measured else "Raised ranks on the depth-protected control set, not on measured layers.\n\n"
+        out.append(Section("Ultra config", control + ultra_table(base_rank, ranks)))
     for note, rs in runs.items():
         out += goodhart_sections(rs, note)
     return out
+
+
+def zone_headline(profile: Any, zone: tuple[int, ...], measured: bool, threshold: float) -> str:
+    """The report's first lines: the measured zone and how it stands against the rest, or plainly
+    that there is none and the protected set is a control."""
+    from calderalab.report.sensitivity_tables import zone_contrast
+
+    layers = ", ".join(map(str, zone))
+    if not measured:
+        return (f"**No critical zone was found**: no late run of layers fell below fidelity {threshold:.0%}. The "
+                f"selective and ultra configurations protect layers {layers} **by depth, not by measurement**: a "
+                "control, not a finding of the profile.")
+    if len(zone) == len(profile.layers):
+        return (f"**Every measured layer fell below fidelity {threshold:.0%}**: the threshold is too high for this "
+                "spec (or the model is fragile everywhere), so no zone stands out and selective protects the whole "
+                "model, which equals the baseline.")
+    return (f"**Critical zone (measured): layers {layers}**, each below fidelity {threshold:.0%}; "
+            f"{zone_contrast(profile, zone)}.")
 
 
 def study_summary(runs: dict[str, list[Any]], zone: tuple[int, ...], zone_source: str, timings: dict[str, float]) -> str:

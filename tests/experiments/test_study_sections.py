@@ -1,0 +1,53 @@
+"""The study report's zone wording from planted profiles (no model): a flat profile has no zone
+and its depth-protected set is shown as a control; a late dip is named with its numbers."""
+
+from __future__ import annotations
+
+from planted_profiles import FLAT, LATE_DIP, measured_profile
+
+
+def _report(profile, ranks=None):
+    from calderalab.experiments import StudyConfig
+    from calderalab.experiments.study import _sections, choose_zone
+
+    config = StudyConfig()
+    zone, source = choose_zone(profile, config.sensitivity.threshold)
+    sections = _sections(profile, zone, source, 32, ranks or {}, {}, config)
+    return zone, source, {s.title: s.body for s in sections}, [s.title for s in sections]
+
+
+def test_flat_profile_headline_says_no_zone_and_shows_a_control():
+    zone, source, body, titles = _report(measured_profile(FLAT), ranks={23: 256})
+    assert source == "depth fallback" and zone == (23, 24, 25, 26, 27)
+    assert titles[0] == "Critical zone"
+    assert body["Critical zone"] == (
+        "**No critical zone was found**: no late run of layers fell below fidelity 15%. The selective and ultra "
+        "configurations protect layers 23, 24, 25, 26, 27 **by depth, not by measurement**: a control, not a finding "
+        "of the profile.")
+    assert "Critical layer details" not in body
+    control = body["Protected by depth (control)"]
+    assert control.startswith("Protected by depth, not by measurement: the last group of layers by depth, shown for "
+                              "comparison. Measured: avg fidelity 50% in these layers vs 50% over the other measured "
+                              "layers (within the noise: not a measured difference).")
+    assert body["Ultra config"].startswith("Raised ranks on the depth-protected control set, not on measured layers.")
+    text = "\n".join(body.values())
+    for claim in ("most sensitive", "lowest fidelity", "fidelity fell", "MUST PROTECT", "Most critical", "Critical zone (measured)"):
+        assert claim not in text, claim
+
+
+def test_late_dip_headline_names_the_measured_zone():
+    zone, source, body, titles = _report(measured_profile(LATE_DIP), ranks={24: 256})
+    assert source == "profile" and zone == (24, 25, 26, 27)
+    assert body["Critical zone"] == (
+        "**Critical zone (measured): layers 24, 25, 26, 27**, each below fidelity 15%; avg fidelity 3.9% in these "
+        "layers vs 77% over the other measured layers (outside the noise).")
+    assert "| **Critical** | 23-27 | 9.4% |" in body["Layer fidelity profile"]
+    assert "most sensitive group (avg fidelity 9.4% vs 78–81% elsewhere)" in body["Layer fidelity profile"]
+    assert "| 24 | 6.2% | -0.019 | fidelity fell 25 points from layer 23 |" in body["Critical layer details"]
+    assert "Protected by depth (control)" not in body and "control" not in body["Ultra config"]
+
+
+def test_every_layer_below_threshold_is_said_to_be_the_threshold():
+    zone, source, body, _ = _report(measured_profile([3] * 28))
+    assert source == "profile" and len(zone) == 28
+    assert body["Critical zone"].startswith("**Every measured layer fell below fidelity 15%**: the threshold is too high")
