@@ -109,8 +109,8 @@ def build_instance(
     plans = _length_balanced_options(gold_plan, [text for text, _ in wrong], MAX_PLAN_OPTIONS, rng)
     wrong_answers = sorted({a for _, a in wrong})  # sorted so that only rng decides what is shown, in what order
     if canonical:
-        # The report's seed problems offer every wrong answer, so that the mistakes the report describes
-        # (2:45 PM, 1080) can be picked; seven instances carry no usable length cue.
+        # Canonical instances (the report's seed problems, at most one per family) offer every wrong answer,
+        # so that the mistakes the report describes (2:45 PM, 1080) can be picked; too few to carry a cue.
         answers = [gold] + wrong_answers
         rng.shuffle(answers)
     else:
