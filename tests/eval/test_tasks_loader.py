@@ -6,6 +6,7 @@ import pytest
 
 from calderalab.errors import TaskFamilyError
 from calderalab.eval.tasks import generate_instances, load_families, load_family_file
+from calderalab.eval.tasks.loader import LENGTH_FIX
 
 GOOD = """\
 id: apples
@@ -23,7 +24,7 @@ steps:
 answer: {type: number, decimals: 2}
 mutations:
   - {id: add, kind: wrong_operation, replace: {change: {expr: "bill + cost", text: "Add the cost to the ${bill} bill"}}}
-  - {id: cost_only, kind: partial, remove: [change]}
+  - {id: cost_only, kind: partial, replace: {change: {expr: "cost", text: "Report the cost as the change"}}}
 canonical:
   variables: {price: 1.25, n: 4, bill: 20}
   answer: "15"
@@ -64,7 +65,7 @@ def test_user_family_loads_and_generates(tmp_path):
         ("answer: \"15\"", "answer: \"16\"", "'canonical.answer'", "expected '16'"),
         ("text: \"Multiply ${price} by {n} apples\"", "text: \"Multiply by {cost}\"", "'steps[0].text'", "unknown name(s) ['cost']"),
         ("kind: partial", "kind: sloppy", "'mutations[1].kind'", "one of ['wrong_order'"),
-        ("remove: [change]", "remove: [nope]", "'mutations[1].remove'", "gold step names"),
+        ('{change: {expr: "cost"', '{nope: {expr: "cost"', "'mutations[1].replace.nope'", "a gold step name"),
         ("\"change > 0\"", "\"change > \"", "'conditions[0]'", "syntax error"),
         ("{n} apples and", "{n apples and", "'question'", "unbalanced brace"),
     ],
@@ -137,3 +138,40 @@ def test_small_domain_repeats_only_after_exhaustion(tmp_path):
     instances = generate_instances([family], 10, seed=0)
     keys = [repr(sorted(i.variables.items())) for i in instances]
     assert len(set(keys[:8])) == 8 and len(instances) == 10
+
+
+COST_ONLY = '{id: cost_only, kind: partial, replace: {change: {expr: "cost", text: "Report the cost as the change"}}}'
+
+
+@pytest.mark.parametrize(
+    "mutation, field, count",
+    [
+        ("{id: cost_only, kind: partial, remove: [change]}", "'mutations[1].remove'", "removes gold steps ['change']"),
+        (
+            '{id: cost_only, kind: partial, steps: [{name: change, expr: "price * n", text: "Multiply ${price} by {n}"}]}',
+            "'mutations[1].steps'",
+            "has 1 steps but the gold plan has 2",
+        ),
+        (
+            '{id: cost_only, kind: extra_step, steps: [{name: cost, expr: "price * n", text: "Multiply ${price} by {n}"}, '
+            '{name: twice, expr: "2 * cost", text: "Double it"}, {name: change, expr: "bill - twice", text: "Subtract"}]}',
+            "'mutations[1].steps'",
+            "has 3 steps but the gold plan has 2",
+        ),
+    ],
+)
+def test_wrong_plan_with_another_step_count_is_refused(tmp_path, mutation, field, count):
+    """A wrong plan shorter (or longer) than the gold one is told apart by its length alone."""
+    path = write(tmp_path, GOOD.replace(COST_ONLY, mutation))
+    with pytest.raises(TaskFamilyError) as err:
+        load_family_file(path)
+    message = str(err.value)
+    for part in (str(path), field, "'cost_only'", count, LENGTH_FIX):
+        assert part in message, message
+
+
+def test_swap_keeps_the_step_count_and_loads(tmp_path):
+    swapped = '{id: cost_only, kind: wrong_order, swap: [cost, change], replace: {change: {expr: "bill - price"}, cost: {expr: "change * n"}}}'
+    family = load_family_file(write(tmp_path, GOOD.replace(COST_ONLY, swapped)))
+    assert [s.name for s in family.mutations[1].steps] == ["change", "cost"]
+    assert all(len(m.steps) == family.n_steps for m in family.mutations)

@@ -68,7 +68,8 @@ class Instance:
     plan_options: tuple[str, ...] = ()
     correct_option: int = 0
     # Candidate final answers for scoring the execution probe by log-likelihood (`choice`):
-    # the gold answer plus the answers the mutated (wrong) plans produce, deduplicated, shuffled by seed.
+    # the gold answer plus up to 3 distinct answers of the mutated (wrong) plans, chosen so that answer
+    # length carries no cue (tasks/options.py), shuffled by seed.
     answer_options: tuple[str, ...] = ()
     correct_answer_option: int = 0
     canonical: bool = False  # True for the report's seven seed instances

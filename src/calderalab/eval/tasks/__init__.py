@@ -17,9 +17,10 @@ File format (all fields are checked on load; errors name file, field and expecta
       - {name: cost, expr: "price * n", text: "Multiply ${price} by {n} apples"}
       - {name: change, expr: "20 - cost", text: "Subtract the cost from $20"}
     answer: {type: number, decimals: 2, tolerance: 0}   # number | time | ordering
-    mutations:                       # >= 2 wrong plans: full `steps`, or replace/remove/swap of gold steps
+    mutations:                       # >= 2 wrong plans: full `steps`, or replace/swap of gold steps, each
       - {id: add, kind: wrong_operation, replace: {change: {expr: "20 + cost", text: "Add the cost to $20"}}}
-      - {id: cost_only, kind: partial, remove: [change]}
+      - {id: cost_only, kind: partial, replace: {change: {expr: "cost", text: "Report the cost as the change"}}}
+                                     # with exactly the gold step count (a shorter plan gives itself away)
     canonical: {variables: {price: 1.25, n: 4}, answer: "15"}   # optional; checked on load
 
 Expressions are Python-like but run by a whitelisting interpreter (interpreter.py).

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from calderalab.errors import TaskFamilyError
 from calderalab.eval.tasks.interpreter import EvalFailure
+from calderalab.eval.tasks.options import balanced_subset, unbiased_size
 from calderalab.eval.tasks.schema import Family, Step
 from calderalab.eval.types import Instance
 from calderalab.eval.tasks.values import ClockTime, Ordering, format_number, to_plain
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MAX_TRIES = 2000  # consecutive rejected samples before giving up on a new distinct instance
 MAX_PLAN_OPTIONS = 4  # the correct plan + up to 3 wrong ones
+MAX_ANSWER_OPTIONS = 4  # the gold answer + up to 3 wrong plans' answers
 MIN_WRONG_PLANS = 2
 
 
@@ -83,6 +85,17 @@ def _solve(family: Family, variables: Mapping[str, Any]) -> tuple[str, list[tupl
     return gold, wrong
 
 
+def _length_balanced_options(correct: str, distractors: list[str], max_options: int, rng: random.Random) -> list[str]:
+    """The correct option plus up to max_options - 1 distractors, shuffled; the correct one's rank by
+    length is balanced (options.balanced_subset) so that option length carries no cue."""
+    lengths = [len(d) for d in distractors]
+    size = unbiased_size(len(correct), lengths, max_options - 1, MIN_WRONG_PLANS)
+    chosen = balanced_subset(len(correct), lengths, size, rng)
+    options = [correct] + [distractors[i] for i in chosen]
+    rng.shuffle(options)
+    return options
+
+
 def build_instance(
     family: Family, variables: Mapping[str, Any], seed: int, index: int, canonical: bool = False
 ) -> Instance | None:
@@ -92,12 +105,16 @@ def build_instance(
         return None
     gold, wrong = solved
     rng = derive_rng(seed, family.id, "options", index)
-    chosen = rng.sample(wrong, min(len(wrong), MAX_PLAN_OPTIONS - 1))
     gold_plan = render_plan(family.steps, variables)
-    plans = [gold_plan] + [text for text, _ in chosen]
-    rng.shuffle(plans)
-    answers = [gold] + sorted({a for _, a in wrong})  # sorted first so the shuffle alone decides order
-    rng.shuffle(answers)
+    plans = _length_balanced_options(gold_plan, [text for text, _ in wrong], MAX_PLAN_OPTIONS, rng)
+    wrong_answers = sorted({a for _, a in wrong})  # sorted so that only rng decides what is shown, in what order
+    if canonical:
+        # Canonical instances (the report's seed problems, at most one per family) offer every wrong answer,
+        # so that the mistakes the report describes (2:45 PM, 1080) can be picked; too few to carry a cue.
+        answers = [gold] + wrong_answers
+        rng.shuffle(answers)
+    else:
+        answers = _length_balanced_options(gold, wrong_answers, MAX_ANSWER_OPTIONS, rng)
     return Instance(
         family=family.id,
         index=index,

@@ -131,35 +131,58 @@ def _steps(ctx: _Ctx, field: str, raw: Any, var_names: frozenset[str]) -> tuple[
     return tuple(steps)
 
 
-def _mutation(ctx: _Ctx, i: int, raw: Any, gold: tuple[Step, ...], var_names: frozenset[str]) -> Mutation:
-    field = f"mutations[{i}]"
-    if not isinstance(raw, dict):
-        raise ctx.error(field, "a mapping {id, kind, description, steps | replace/remove/swap}", raw)
-    mut_id = _identifier(ctx, field + ".id", raw.get("id"))
-    kind = raw.get("kind")
-    if kind not in MUTATION_KINDS:
-        raise ctx.error(field + ".kind", f"one of {list(MUTATION_KINDS)}", kind)
-    if "steps" in raw:
-        return Mutation(mut_id, kind, str(raw.get("description", kind)), _steps(ctx, field + ".steps", raw["steps"], var_names))
+LENGTH_FIX = "replace the step with a wrong one instead of removing it: a shorter plan gives itself away by its length"
+
+
+def _check_plan_length(ctx: _Ctx, field: str, mut_id: str, raw: dict, n_steps: int | None, n_gold: int) -> None:
+    """A wrong plan must have exactly the gold plan's step count, or "pick the longest plan" beats chance.
+
+    Called with n_steps=None before the plan is built (to refuse `remove:`), then with its step count."""
+    if "remove" in raw:
+        raise TaskFamilyError(
+            f"{ctx.path}: field '{field}.remove': mutation {mut_id!r} removes gold steps {raw['remove']!r}; {LENGTH_FIX}"
+        )
+    if n_steps is not None and n_steps != n_gold:
+        raise TaskFamilyError(
+            f"{ctx.path}: field '{field}.steps': mutation {mut_id!r} has {n_steps} steps but the gold plan has "
+            f"{n_gold}; every wrong plan needs exactly {n_gold}: {LENGTH_FIX}"
+        )
+
+
+def _edited_gold(ctx: _Ctx, field: str, raw: dict, gold: tuple[Step, ...], var_names: frozenset[str]) -> tuple[Step, ...]:
+    """The gold steps with `replace:` overrides applied and an optional `swap:` of two steps."""
     by_name = {s.name: {"name": s.name, "expr": s.expr.source, "text": s.text.source} for s in gold}
     order = [s.name for s in gold]
     for name, override in (raw.get("replace") or {}).items():
         if name not in by_name or not isinstance(override, dict):
             raise ctx.error(f"{field}.replace.{name}", f"a gold step name {order} mapped to {{expr, text}}", override)
         by_name[name] = {**by_name[name], **override}
-    for name in raw.get("remove") or []:
-        if name not in order:
-            raise ctx.error(f"{field}.remove", f"gold step names from {order}", name)
-        order.remove(name)
     swap = raw.get("swap")
     if swap is not None:
         if not isinstance(swap, list) or len(swap) != 2 or not all(s in order for s in swap):
             raise ctx.error(f"{field}.swap", f"two step names from {order}", swap)
         a, b = order.index(swap[0]), order.index(swap[1])
         order[a], order[b] = order[b], order[a]
-    if not any(k in raw for k in ("replace", "remove", "swap")):
-        raise ctx.error(field, "one of 'steps', 'replace', 'remove', 'swap'")
-    return Mutation(mut_id, kind, str(raw.get("description", kind)), _steps(ctx, field, [by_name[n] for n in order], var_names))
+    if not any(k in raw for k in ("replace", "swap")):
+        raise ctx.error(field, "one of 'steps', 'replace', 'swap'")
+    return _steps(ctx, field, [by_name[n] for n in order], var_names)
+
+
+def _mutation(ctx: _Ctx, i: int, raw: Any, gold: tuple[Step, ...], var_names: frozenset[str]) -> Mutation:
+    field = f"mutations[{i}]"
+    if not isinstance(raw, dict):
+        raise ctx.error(field, "a mapping {id, kind, description, steps | replace/swap}", raw)
+    mut_id = _identifier(ctx, field + ".id", raw.get("id"))
+    kind = raw.get("kind")
+    if kind not in MUTATION_KINDS:
+        raise ctx.error(field + ".kind", f"one of {list(MUTATION_KINDS)}", kind)
+    _check_plan_length(ctx, field, mut_id, raw, None, len(gold))
+    if "steps" in raw:
+        steps = _steps(ctx, field + ".steps", raw["steps"], var_names)
+    else:
+        steps = _edited_gold(ctx, field, raw, gold, var_names)
+    _check_plan_length(ctx, field, mut_id, raw, len(steps), len(gold))
+    return Mutation(mut_id, kind, str(raw.get("description", kind)), steps)
 
 
 def _answer(ctx: _Ctx, raw: Any) -> AnswerSpec:

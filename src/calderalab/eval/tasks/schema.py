@@ -2,7 +2,8 @@
 
 Built by `loader.py` from a YAML file; executed by `generate.py`. No torch, no I/O here.
 A family's gold procedure is an ordered list of `Step`s (`name = expr`, plus a description
-template); each `Mutation` is a complete alternative step list (a wrong plan), also executable.
+template); each `Mutation` is a complete alternative step list (a wrong plan), also executable, with
+exactly as many steps as the gold plan (the loader refuses any other count).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ MUTATION_KINDS = (
     "wrong_order",  # steps applied in the wrong order
     "wrong_base",  # a percentage/rate applied to the wrong quantity
     "simple_vs_compound",  # simple instead of compound growth (or the reverse)
-    "missing_step",  # one step left out
+    "missing_step",  # a needed step left undone (replaced by one that skips it: the step count stays)
     "wrong_factor",  # a wrong conversion factor or rate
     "wrong_operation",  # add instead of subtract, multiply instead of divide, ...
     "reversed",  # ordering or direction reversed
-    "extra_step",  # a step that does not belong
-    "partial",  # stops early / uses an intermediate quantity as the answer
+    "extra_step",  # a step that does not belong (in place of a needed one)
+    "partial",  # reports an intermediate quantity as the answer
 )
 MIN_STEPS, MAX_STEPS = 2, 6
 

@@ -1,0 +1,66 @@
+"""Which distractors an instance shows: chosen so that option length says nothing about correctness.
+
+Most wrong plans are a gold plan with one step changed, and a changed step is easily shorter or
+longer than the one it replaces. If the shown distractors were drawn blindly, the correct option's
+rank by character length would follow the family's wording: it was strictly the longest plan in 48%
+of instances (chance 25%) before this module existed. Here the correct option's rank among the
+shown options is drawn uniformly first, and the distractor subset that comes closest is shown, so
+that "pick the longest" and "pick the shortest" both score chance. Pure; randomness comes in as rng.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from fractions import Fraction
+from typing import Sequence
+
+
+def expected_rank_distance(gold_len: int, shown_lens: Sequence[int], target: int) -> Fraction:
+    """E|rank - target| of the correct option among (gold + shown), ranks 0 = shortest.
+
+    Equal lengths are ordered uniformly at random, as a length-picking heuristic would break them:
+    with s shown options shorter than the gold one and t as long, its rank is uniform on s..s+t.
+    """
+    shorter = sum(n < gold_len for n in shown_lens)
+    tied = sum(n == gold_len for n in shown_lens)
+    ranks = range(shorter, shorter + tied + 1)
+    return Fraction(sum(abs(r - target) for r in ranks), len(ranks))
+
+
+def unbiased_size(gold_len: int, distractor_lens: Sequence[int], max_size: int, min_size: int) -> int:
+    """How many distractors to show: the largest size in min_size..max_size at which every gold rank
+    0..size can be hit exactly (at least `size` distractors strictly shorter and `size` strictly longer),
+    else the largest possible size (the rank is then only as near the target as the lengths allow).
+
+    Showing fewer options when that is the only unbiased choice keeps "pick the longest" at chance
+    (mean of 1/k) instead of leaving the correct option stuck in the middle of the options.
+    """
+    max_size = min(max_size, len(distractor_lens))
+    shorter = sum(n < gold_len for n in distractor_lens)
+    longer = sum(n > gold_len for n in distractor_lens)
+    for size in range(max_size, min_size - 1, -1):
+        if shorter >= size and longer >= size:
+            return size
+    return max_size
+
+
+def balanced_subset(gold_len: int, distractor_lens: Sequence[int], size: int, rng: random.Random) -> tuple[int, ...]:
+    """Indices (increasing) of `size` distractors whose lengths put the gold option nearest a drawn rank.
+
+    The target rank is uniform on 0..size (size + 1 options); among subsets equally near it one is
+    drawn uniformly. With at least `size` distractors both longer and shorter than the gold option,
+    the gold rank is exactly uniform; otherwise it is the nearest reachable rank.
+    """
+    if not 0 <= size <= len(distractor_lens):
+        raise ValueError(f"size must be between 0 and {len(distractor_lens)} (the number of distractors), got {size}")
+    target = rng.randrange(size + 1)
+    best: list[tuple[int, ...]] = []
+    best_distance: Fraction | None = None
+    for subset in itertools.combinations(range(len(distractor_lens)), size):
+        distance = expected_rank_distance(gold_len, [distractor_lens[i] for i in subset], target)
+        if best_distance is None or distance < best_distance:
+            best, best_distance = [subset], distance
+        elif distance == best_distance:
+            best.append(subset)
+    return best[rng.randrange(len(best))]
