@@ -4,8 +4,10 @@ One command, one table, the same context for every row:
 
     PYTHONPATH=src python benchmarks/ppl.py            # defaults below; artifacts cached
 
-Hessians are collected ONCE (cached on disk by calibration sha256) and reused by every method;
-each configuration's artifacts go to <cache>/<spec key>, so a rerun only evaluates. bpw is the
+Hessians are collected ONCE (cached on disk by calibration sha256 and calib code hash) and reused
+by every method; each configuration's artifacts go to <cache>/<spec key>, so a rerun only
+evaluates, unless the store's modules were made by another calderalab version or other core code:
+compress_model then recomputes them (and logs why). bpw is the
 honest count from the artifacts (scales and zero points included), averaged over the compressed
 weights by parameter count.
 """
@@ -18,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from calderalab import core, models, plans
+from calderalab import __version__, core, models, plans
 from calderalab.artifacts import ArtifactStore, assemble_weights
+from calderalab.artifacts.provenance import source_hash
 from calderalab.calib import CalibConfig, collect_hessians, load_calibration
 from calderalab.compress import compress_model
 from calderalab.eval.perplexity import perplexity, ratio_interval
@@ -40,13 +43,21 @@ def configs(bits_list: list[int], ranks: list[int], lr_bits: int = 4) -> list[co
 
 
 def cached_hessians(model, calib, cache: Path) -> list[tuple[int, dict[str, torch.Tensor]]]:
-    path = cache / f"hessians-{calib.sha256[:16]}.pt"
+    """Hessians of `calib`, cached under a name keyed on the calibration tokens AND the code that
+    collects them (calderalab version, calib/*.py hash): a file made by other calib code is never
+    found, and a file whose recorded provenance disagrees is recollected, with the reason printed."""
+    provenance = {"calibration": calib.sha256, "calderalab": __version__, "calib_code": source_hash("calib")}
+    path = cache / f"hessians-{calib.sha256[:16]}-calib{provenance['calib_code'][:8]}-v{__version__}.pt"
     if path.exists():
-        return torch.load(path)
+        stored = torch.load(path)
+        if isinstance(stored, dict) and stored.get("provenance") == provenance:
+            return stored["hessians"]
+        found = stored.get("provenance") if isinstance(stored, dict) else None
+        print(f"{path.name}: collected with {found}, this code is {provenance}: recollecting")
     t0 = time.perf_counter()
     hessians = list(collect_hessians(model, calib.batches))
     print(f"collected Hessians of {len(hessians)} layers on {calib.n_tokens} tokens in {time.perf_counter() - t0:.1f}s")
-    torch.save(hessians, path)
+    torch.save({"provenance": provenance, "hessians": hessians}, path)
     return hessians
 
 
