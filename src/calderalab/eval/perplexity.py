@@ -7,6 +7,9 @@ the first is predicted exactly once, with at least `context_len - stride` tokens
 (except at the start). stride == context_len gives disjoint chunks (the GPTQ convention).
 
 PPL = exp( Σ NLL(token) / n_scored ), in float64.
+
+`score_token_ids` can also hand back the input of the model's output embedding at the scored
+positions, which is what eval.fidelity keeps of the original model to compute KL later.
 """
 
 from __future__ import annotations
