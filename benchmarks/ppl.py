@@ -1,13 +1,17 @@
-"""Perplexity of SmolLM2 on WikiText-2 test: baseline vs rtn / ldlq / caldera at 2, 3, 4 bits.
+"""Perplexity, KL and top-1 of SmolLM2 on WikiText-2 test: baseline vs rtn / ldlq / caldera at 2, 3, 4 bits.
 
 One command, one table, the same context for every row:
 
     PYTHONPATH=src python benchmarks/ppl.py            # defaults below; artifacts cached
 
-Hessians are collected ONCE (cached on disk by calibration sha256) and reused by every method;
-each configuration's artifacts go to <cache>/<spec key>, so a rerun only evaluates. bpw is the
+Hessians are collected ONCE (cached on disk by calibration sha256 and calib code hash) and reused
+by every method; each configuration's artifacts go to <cache>/<spec key>, so a rerun only
+evaluates, unless the store's modules were made by another calderalab version or other core code:
+compress_model then recomputes them (and logs why). bpw is the
 honest count from the artifacts (scales and zero points included), averaged over the compressed
-weights by parameter count.
+weights by parameter count. KL(original ‖ compressed) and top-1 agreement are measured against the
+original model on the same windows; what the original's reference needs is cached in
+<cache>/reference once per (model, window set) (see calderalab.eval.fidelity).
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from pathlib import Path
 
 import torch
 
-from calderalab import core, models, plans
+from calderalab import __version__, core, models, plans
 from calderalab.artifacts import ArtifactStore, assemble_weights
+from calderalab.artifacts.provenance import source_hash
 from calderalab.calib import CalibConfig, collect_hessians, load_calibration
 from calderalab.compress import compress_model
-from calderalab.eval.perplexity import perplexity, ratio_interval
+from calderalab.eval.fidelity import load_or_build_reference, measure_against
+from calderalab.eval.perplexity import token_ids
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
 
@@ -40,17 +46,25 @@ def configs(bits_list: list[int], ranks: list[int], lr_bits: int = 4) -> list[co
 
 
 def cached_hessians(model, calib, cache: Path) -> list[tuple[int, dict[str, torch.Tensor]]]:
-    path = cache / f"hessians-{calib.sha256[:16]}.pt"
+    """Hessians of `calib`, cached under a name keyed on the calibration tokens AND the code that
+    collects them (calderalab version, calib/*.py hash): a file made by other calib code is never
+    found, and a file whose recorded provenance disagrees is recollected, with the reason printed."""
+    provenance = {"calibration": calib.sha256, "calderalab": __version__, "calib_code": source_hash("calib")}
+    path = cache / f"hessians-{calib.sha256[:16]}-calib{provenance['calib_code'][:8]}-v{__version__}.pt"
     if path.exists():
-        return torch.load(path)
+        stored = torch.load(path)
+        if isinstance(stored, dict) and stored.get("provenance") == provenance:
+            return stored["hessians"]
+        found = stored.get("provenance") if isinstance(stored, dict) else None
+        print(f"{path.name}: collected with {found}, this code is {provenance}: recollecting")
     t0 = time.perf_counter()
     hessians = list(collect_hessians(model, calib.batches))
     print(f"collected Hessians of {len(hessians)} layers on {calib.n_tokens} tokens in {time.perf_counter() - t0:.1f}s")
-    torch.save(hessians, path)
+    torch.save({"provenance": provenance, "hessians": hessians}, path)
     return hessians
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--data", default=str(DATA / "test.txt"))
@@ -65,50 +79,68 @@ def main() -> None:
     parser.add_argument("--methods", default="rtn,ldlq,caldera")
     parser.add_argument("--lr-bits", type=int, default=4, help="bits of the CALDERA factors L and R")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "calderalab" / "bench-ppl"))
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def row_label(spec: core.CompressionSpec) -> tuple[str, str, str]:
+    """(method, bits, rank) columns of a spec's row."""
+    method = spec.method if spec.group_size is None else f"{spec.method} g{spec.group_size}"
+    rank = f"{spec.rank}" + (f" (L,R {spec.lr_bits}-bit)" if spec.lr_bits != 4 else "") if spec.rank else "-"
+    return method, str(spec.bits), rank
+
+
+def print_table(rows: list, base, args: argparse.Namespace, calib) -> None:
+    """rows: (method, bits, rank, bpw, FidelityResult or None for the baseline)."""
+    print()
+    print(f"WikiText-2 test, {args.model}, {base.n_scored_tokens} scored tokens in {base.n_windows} windows "
+          f"(first {args.max_tokens} tokens), context {args.context}, stride {args.stride}; calibration: {calib.description}. "
+          "KL(original ‖ compressed) in nats per scored token over the full vocabulary; top-1: argmax agrees with the "
+          "original's. 95% intervals: paired bootstrap over windows (original and compressed on the same tokens).")
+    print()
+    print("| method | bits | rank | bpw | ppl | vs baseline (95%) | KL (95%) | top-1 (95%) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for method, bits, rank, bpw, result in rows:
+        if result is None:
+            print(f"| {method} | {bits} | {rank} | {bpw:.3f} | {base.perplexity:.3f} | - | - | - |")
+            continue
+        ratio, lo, hi = result.ratio_interval()
+        kl, kl_lo, kl_hi = result.kl_interval()
+        top1, t_lo, t_hi = result.top1_interval()
+        print(f"| {method} | {bits} | {rank} | {bpw:.3f} | {result.perplexity.perplexity:.3f} | "
+              f"{100 * (ratio - 1):+.1f}% ({100 * (lo - 1):+.1f} .. {100 * (hi - 1):+.1f}) | "
+              f"{kl:.4f} ({kl_lo:.4f} .. {kl_hi:.4f}) | {100 * top1:.1f}% ({100 * t_lo:.1f} .. {100 * t_hi:.1f}) |")
+
+
+def main() -> None:
+    args = parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     model, tokenizer = models.load_model(args.model)
-    text = Path(args.data).read_text(encoding="utf-8")
+    ids = token_ids(tokenizer, Path(args.data).read_text(encoding="utf-8"), args.max_tokens)
     calib = load_calibration(model, tokenizer, CalibConfig(args.calib, args.calib_samples, args.seq_len))
     hessians = cached_hessians(model, calib, cache)
     n_layers = models.num_layers(model)
 
-    def ppl():
-        return perplexity(model, tokenizer, text, args.context, args.stride, args.max_tokens)
-
-    t0 = time.perf_counter()
-    base = ppl()
-    rows = [("baseline (fp32)", "-", "-", 32.0, base, time.perf_counter() - t0)]
-    print(f"baseline ppl {base.perplexity:.3f}")
+    t0 = time.perf_counter()  # the original's perplexity and what KL needs, cached per window set
+    reference = load_or_build_reference(model, ids, args.context, args.stride, cache / "reference")
+    base = reference.baseline
+    print(f"baseline ppl {base.perplexity:.3f} ({time.perf_counter() - t0:.0f}s)")
+    rows = [("baseline (fp32)", "-", "-", 32.0, None)]
     methods = set(args.methods.split(","))
     specs = [s for s in configs([int(b) for b in args.bits.split(",")], [int(k) for k in args.ranks.split(",")], args.lr_bits) if s.method in methods]
     for spec in specs:
         t0 = time.perf_counter()
-        store = ArtifactStore(str(cache / f"{models.num_layers(model)}L-{spec.key()}"))
+        store = ArtifactStore(str(cache / f"{n_layers}L-{spec.key()}"))
         report = compress_model(model, plans.uniform_plan(n_layers, spec), store, calib, hessians=hessians)
         seconds_compress = time.perf_counter() - t0
         bpw = sum(m.bpw * m.n_params for m in report.modules) / sum(m.n_params for m in report.modules)
         with models.swapped_weights(model, assemble_weights(store, model)):
-            value = ppl()
-        method = spec.method if spec.group_size is None else f"{spec.method} g{spec.group_size}"
-        rank = f"{spec.rank}" + (f" (L,R {spec.lr_bits}-bit)" if spec.lr_bits != 4 else "") if spec.rank else "-"
-        rows.append((method, str(spec.bits), rank, bpw, value, seconds_compress))
-        print(f"{spec.key():45s} bpw {bpw:.3f}  ppl {value.perplexity:.3f}  corr {report.mean_weight_correlation:.4f}  "
-              f"({seconds_compress:.0f}s compress{', resumed' if report.n_resumed else ''})")
-
-    print()
-    print(f"WikiText-2 test perplexity, {args.model}, {base.n_scored_tokens} scored tokens in {base.n_windows} windows "
-          f"(first {args.max_tokens} tokens), context {args.context}, stride {args.stride}; calibration: {calib.description}. "
-          "95% interval: paired bootstrap over windows of the ratio to the baseline.")
-    print()
-    print("| method | bits | rank | bpw | ppl | vs baseline | 95% interval |")
-    print("|---|---|---|---|---|---|---|")
-    for method, bits, rank, bpw, value, _ in rows:
-        ratio, lo, hi = ratio_interval(base, value)
-        interval = "-" if value is base else f"{100 * (lo - 1):+.1f}% .. {100 * (hi - 1):+.1f}%"
-        print(f"| {method} | {bits} | {rank} | {bpw:.3f} | {value.perplexity:.3f} | {100 * (ratio - 1):+.1f}% | {interval} |")
+            result = measure_against(model, reference, ids)
+        rows.append((*row_label(spec), bpw, result))
+        print(f"{spec.key():45s} bpw {bpw:.3f}  ppl {result.perplexity.perplexity:.3f}  KL {result.kl_interval()[0]:.4f}  "
+              f"corr {report.mean_weight_correlation:.4f}  ({seconds_compress:.0f}s compress"
+              f"{f', {report.n_resumed} modules resumed' if report.n_resumed else ''})")
+    print_table(rows, base, args, calib)
 
 
 if __name__ == "__main__":

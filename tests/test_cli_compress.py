@@ -74,16 +74,21 @@ def test_export_round_trips_through_from_pretrained(local_model, store, tmp_path
     assert not torch.equal(want, original_logits)  # the artifacts really changed the model
 
 
-def test_ppl_command(local_model, store, shared_data):
+def test_ppl_command(local_model, store, shared_data, tmp_path):
     text = str(shared_data / "wikitext-2" / "test.txt")
-    base = CliRunner().invoke(app, ["ppl", local_model, "--data", text, "--context", "32", "--stride", "16", "--max-tokens", "200"])
-    comp = CliRunner().invoke(app, ["ppl", local_model, "--data", text, "--context", "32", "--stride", "16", "--max-tokens", "200",
-                                    "--artifacts", str(store)])
+    window = ["--data", text, "--context", "32", "--stride", "16", "--max-tokens", "200"]
+    base = CliRunner().invoke(app, ["ppl", local_model, *window])
+    comp = CliRunner().invoke(app, ["ppl", local_model, *window, "--artifacts", str(store), "--reference-cache", str(tmp_path)])
     assert base.exit_code == 0 and comp.exit_code == 0, base.output + comp.output
-    assert "199 tokens" in base.output
-    value = lambda out: float(out.split("perplexity ")[1].split()[0])  # noqa: E731
-    assert value(base.output) > 1.0
-    assert value(base.output) != value(comp.output)
+    assert "199 tokens" in base.output and "199 tokens, 12 windows" in comp.output
+    value = lambda out, label: float(out.split(label)[1].split()[0])  # noqa: E731
+    assert value(base.output, "perplexity ") > 1.0
+    assert value(base.output, "perplexity ") != value(comp.output, "perplexity ")
+    assert value(comp.output, "original ") == pytest.approx(value(base.output, "perplexity "), abs=1e-4)
+    assert value(comp.output, "ratio ") == pytest.approx(value(comp.output, "perplexity ") / value(base.output, "perplexity "), abs=2e-4)
+    assert value(comp.output, "KL(original ‖ compressed) ") > 0
+    assert 0 < float(comp.output.split("top-1 agreement ")[1].split("%")[0]) <= 100
+    assert len(list(tmp_path.glob("reference-*.pt"))) == 1  # the original's reference, cached for the next store
 
 
 def test_bad_options_are_named(local_model, tmp_path):

@@ -92,3 +92,34 @@ def test_ray_executor_matches_local_bytes(tmp_path):
     run(model, plan, tmp_path / "local")
     run(model, plan, tmp_path / "ray", executor="ray", num_cpus=2)
     assert file_bytes(tmp_path / "ray") == file_bytes(tmp_path / "local")
+
+
+def _rewrite_entry(root: Path, layer: int, name: str, **fields) -> None:
+    import json
+
+    (path,) = (root / "entries").glob(f"L{layer:03d}.{name}.*.json")
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+@pytest.mark.parametrize("field,value,says", [
+    ("core_hash", "0" * 64, "stored by core 00000000, this code is "),
+    ("tool_version", "0.0.1", "stored by calderalab 0.0.1, this is calderalab "),
+])
+def test_module_stored_by_other_code_is_recomputed_and_unchanged_store_reused(tmp_path, caplog, field, value, says):
+    from calderalab.artifacts.provenance import core_code_hash
+
+    model, _ = tiny_model("llama", n_layers=2)
+    plan = plans.uniform_plan(2, core.CompressionSpec("rtn", 4))
+    run(model, plan, tmp_path / "s")
+    before = file_bytes(tmp_path / "s")
+    assert run(model, plan, tmp_path / "s").n_resumed == 14  # unchanged store: all reused
+    _rewrite_entry(tmp_path / "s", 1, "o", **{field: value})
+    store = ArtifactStore(str(tmp_path / "s"))
+    assert store.find(1, "o", plan.spec(1, "o")) is not None and not store.has(1, "o", plan.spec(1, "o"))
+    with caplog.at_level("WARNING", logger="calderalab.compress"):
+        report = run(model, plan, tmp_path / "s")
+    assert [(m.layer, m.module) for m in report.modules if not m.resumed] == [(1, "o")]
+    assert f"1 module(s) {says}" in caplog.text and caplog.text.rstrip().endswith(": recomputing")
+    entry = store.entry(1, "o", plan.spec(1, "o"))
+    assert entry.core_hash == core_code_hash() and store.has(1, "o", plan.spec(1, "o"))
+    assert file_bytes(tmp_path / "s") == before  # same code, same weights: the same bytes again

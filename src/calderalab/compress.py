@@ -3,7 +3,8 @@
 Order of work (DESIGN.md §1 Artifacts, §2 Scale):
 1. Discover the target modules, check the plan fits them, report plan hash and honest bpw.
 2. Work out what is left to do (resume: modules the store already holds are skipped, after
-   checking they were made from these very weights).
+   checking they were made from these very weights, by this calderalab version and core code;
+   modules made by other code are recomputed).
 3. Stream Hessians layer by layer from the ORIGINAL model's activations, decompose every
    non-protected module that is still missing, write each artifact atomically with the original
    weight's fingerprint and its metrics, move on.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,7 @@ import torch
 
 from calderalab import core
 from calderalab.artifacts.fingerprint import weight_fingerprint
+from calderalab.artifacts.provenance import stale_reason
 from calderalab.calib import CalibConfig, CalibData, collect_hessians, load_calibration
 from calderalab.errors import ArtifactError
 from calderalab.executors import DecomposeJob, ExecutorName, make_executor
@@ -126,25 +129,39 @@ def model_identity(model: torch.nn.Module, ref: str | None = None) -> dict[str, 
 
 
 def _check_resumed(store: Any, targets: list[Any], plan: Any) -> tuple[list[ModuleResult], dict[int, list[tuple[str, Any]]]]:
-    """Split the plan into modules already stored (fingerprint-checked) and modules to do, by layer."""
-    done, todo = [], {}
+    """Split the plan into modules already stored (fingerprint-checked) and modules to do, by layer.
+
+    A stored module made from other weights is refused; one made by another calderalab version or
+    other core code is recomputed (one warning per reason), so a resumed store never mixes in
+    results of older decomposition code.
+    """
+    done, todo, stale = [], {}, Counter()
     for t in targets:
         for name, spec in ((n, plan.spec(t.index, n)) for n in t.modules):
             if spec is None:
                 continue
-            if store.has(t.index, name, spec):
-                entry = store.entry(t.index, name, spec)
-                found = weight_fingerprint(t.modules[name].weight)
-                if found != entry.original_fingerprint:
-                    raise ArtifactError(
-                        f"{store.url} already holds module {t.index}.{name} made from other weights "
-                        f"(fingerprint {entry.original_fingerprint[:12]}…, this model {found[:12]}…); "
-                        "compress into a new store"
-                    )
-                done.append(_result(entry, resumed=True))
-            else:
-                todo.setdefault(t.index, []).append((name, spec))
+            entry = store.find(t.index, name, spec)
+            if entry is not None:
+                _check_fingerprint(store, entry, t.modules[name].weight)
+                reason = stale_reason(entry)
+                if reason is None:
+                    done.append(_result(entry, resumed=True))
+                    continue
+                stale[reason] += 1
+            todo.setdefault(t.index, []).append((name, spec))
+    for reason, count in stale.items():
+        log.warning("%s: %d module(s) %s: recomputing", store.url, count, reason)
     return done, todo
+
+
+def _check_fingerprint(store: Any, entry: Any, weight: torch.Tensor) -> None:
+    found = weight_fingerprint(weight)
+    if found != entry.original_fingerprint:
+        raise ArtifactError(
+            f"{store.url} already holds module {entry.layer}.{entry.module} made from other weights "
+            f"(fingerprint {entry.original_fingerprint[:12]}…, this model {found[:12]}…); "
+            "compress into a new store"
+        )
 
 
 def compress_model(

@@ -37,7 +37,9 @@ class ModuleEntry:
     `original_fingerprint` is weight_fingerprint(W) of the weight it was made from;
     `sha256`/`size` are of the safetensors file at `file` (relative to the store root);
     `metrics` holds relative_error (H-weighted, None when no H was given), weight_correlation
-    (Pearson of Ŵ with W), sqnr_db, bpw and bpw_paper.
+    (Pearson of Ŵ with W), sqnr_db, bpw and bpw_paper. `tool_version` and `core_hash` say which
+    calderalab and which decomposition code made it (None in entries written before they were
+    recorded); resume reuses an entry only when both match this code (provenance.stale_reason).
     """
 
     layer: int
@@ -51,6 +53,8 @@ class ModuleEntry:
     size: int
     metrics: dict[str, float | None]
     qualified_name: str | None = None
+    tool_version: str | None = None
+    core_hash: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=1)

@@ -20,6 +20,7 @@ from calderalab import __version__, core
 from calderalab.artifacts import codec
 from calderalab.artifacts.fingerprint import bytes_sha256, weight_fingerprint
 from calderalab.artifacts.manifest import Manifest, ManifestHeader, ModuleEntry, module_stem
+from calderalab.artifacts.provenance import core_code_hash, stale_reason
 from calderalab.errors import ArtifactError
 
 log = logging.getLogger(__name__)
@@ -135,14 +136,23 @@ class ArtifactStore:
         self._write_atomic("manifest.json", json.dumps(manifest.to_dict(), sort_keys=True, indent=1).encode())
         return manifest
 
-    def has(self, layer: int, name: str, spec: Any) -> bool:
-        """True when the module's entry and a file of the recorded size both exist (resume check)."""
+    def find(self, layer: int, name: str, spec: Any) -> ModuleEntry | None:
+        """The module's entry when it and a file of the recorded size both exist, else None.
+
+        Says nothing about which code made it: see `has` and provenance.stale_reason.
+        """
         rel = self._entry_rel(layer, name, spec.key())
         if not self.fs.exists(self._path(rel)):
-            return False
+            return None
         entry = ModuleEntry.from_dict(json.loads(self._read(rel)), rel)
         path = self._path(entry.file)
-        return self.fs.exists(path) and self.fs.size(path) == entry.size
+        return entry if self.fs.exists(path) and self.fs.size(path) == entry.size else None
+
+    def has(self, layer: int, name: str, spec: Any) -> bool:
+        """True when the module is stored whole AND was made by this calderalab version and core
+        code (the resume check: anything else is to be recomputed)."""
+        entry = self.find(layer, name, spec)
+        return entry is not None and stale_reason(entry) is None
 
     # ------------------------------------------------------------ modules
 
@@ -183,6 +193,8 @@ class ArtifactStore:
             size=len(data),
             metrics=module_metrics(decomposition, W, H),
             qualified_name=qualified_name,
+            tool_version=__version__,
+            core_hash=core_code_hash(),
         )
         self._write_atomic(self._entry_rel(layer, name, key), entry.to_json().encode())
         log.debug("stored %s (%d bytes)", rel, len(data))

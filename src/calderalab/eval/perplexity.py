@@ -7,6 +7,9 @@ the first is predicted exactly once, with at least `context_len - stride` tokens
 (except at the start). stride == context_len gives disjoint chunks (the GPTQ convention).
 
 PPL = exp( Σ NLL(token) / n_scored ), in float64.
+
+`score_token_ids` can also hand back the input of the model's output embedding at the scored
+positions, which is what eval.fidelity keeps of the original model to compute KL later.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from calderalab.eval.divergence import bootstrap_draws, quantile_interval
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +72,100 @@ def sliding_windows(n_tokens: int, context_len: int, stride: int) -> list[tuple[
     return windows
 
 
-def _window_nll(model: Any, ids: torch.Tensor, windows: list[tuple[int, int, int]], device: torch.device) -> list[float]:
-    """Summed NLL of the target positions of each window of a batch (right-padded to equal length)."""
+def _window_batch(ids: torch.Tensor, windows: list[tuple[int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids and attention mask of a batch of windows, right-padded to equal length: (B, T) each."""
     width = max(end - begin for begin, end, _ in windows)
     batch = torch.zeros(len(windows), width, dtype=torch.long)
     mask = torch.zeros(len(windows), width, dtype=torch.long)
     for row, (begin, end, _) in enumerate(windows):
         batch[row, : end - begin] = ids[begin:end]
         mask[row, : end - begin] = 1
-    logits = model(input_ids=batch.to(device), attention_mask=mask.to(device), use_cache=False).logits  # (B, T, V)
+    return batch, mask
+
+
+def _scored_rows(begin: int, end: int, trg_len: int) -> slice:
+    """Positions of a window whose logits predict its scored tokens (position t predicts t+1)."""
+    return slice(end - begin - 1 - trg_len, end - begin - 1)
+
+
+def _score_batch(model: Any, ids: torch.Tensor, windows: list[tuple[int, int, int]], device: torch.device,
+                 head: torch.nn.Module | None) -> tuple[list[float], list[torch.Tensor]]:
+    """Summed NLL of the target positions of each window of a batch, and, when `head` (the model's
+    output embedding) is given, the head's input at those positions: (trg_len, d_model) per window."""
+    batch, mask = _window_batch(ids, windows)
+    captured: list[torch.Tensor] = []
+    hook = None if head is None else head.register_forward_pre_hook(lambda _module, inputs: captured.append(inputs[0]))
+    try:
+        logits = model(input_ids=batch.to(device), attention_mask=mask.to(device), use_cache=False).logits  # (B, T, V)
+    finally:
+        if hook is not None:
+            hook.remove()
     logp = F.log_softmax(logits[:, :-1].double(), dim=-1)  # (B, T-1, V): position t predicts t+1
     nll = -logp.gather(-1, batch[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-    return [nll[row, end - begin - 1 - trg_len : end - begin - 1].sum().item() for row, (begin, end, trg_len) in enumerate(windows)]
+    rows = [_scored_rows(*w) for w in windows]
+    nll_sums = [nll[row, rows[row]].sum().item() for row in range(len(windows))]
+    if head is None:
+        return nll_sums, []
+    if len(captured) != 1 or captured[0].shape[:2] != logits.shape[:2]:
+        raise ValueError("the model's output embedding did not see one input per position in one call; "
+                         "KL needs a model whose logits are get_output_embeddings()(last hidden state)")
+    hidden = [captured[0][row, rows[row]].detach().cpu().contiguous() for row in range(len(windows))]  # (trg_len, d)
+    _check_head_reproduces_logits(head, hidden, [logits[row, rows[row]][-1:] for row in range(len(windows))])
+    return nll_sums, hidden
+
+
+def _check_head_reproduces_logits(head: torch.nn.Module, hidden: list[torch.Tensor], logits: list[torch.Tensor]) -> None:
+    """Refuse models whose logits are not head(hidden) (softcapping, logit scales applied after the
+    head): a KL computed from cached head inputs would then not be the model's KL."""
+    device = next(head.parameters()).device
+    for h, expected in zip(hidden, logits):
+        got = head(h[-1:].to(device))  # (1, V)
+        tol = 64 * torch.finfo(expected.dtype).eps * (1 + expected.abs().max().item())
+        if (got - expected).abs().max().item() > tol:
+            raise ValueError("this model's logits are not its output embedding applied to the last hidden "
+                             "state (a softcap or logit scale follows the head?); KL against cached head inputs "
+                             "would be wrong, so it is not computed for this model")
+
+
+def token_ids(tokenizer: Any, text: str, max_tokens: int | None = None) -> torch.Tensor:
+    """The text tokenised once, no special tokens added, truncated to max_tokens: (n_tokens,)."""
+    if max_tokens is not None and max_tokens < 2:
+        raise ValueError(f"max_tokens must be >= 2, got {max_tokens}")
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]  # (n_tokens,)
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    if ids.numel() < 2:
+        raise ValueError("the text has fewer than 2 tokens: nothing to score")
+    return ids
+
+
+def score_token_ids(model: Any, ids: torch.Tensor, context_len: int = 512, stride: int = 256, batch_size: int = 4,
+                    capture_head_inputs: bool = False) -> tuple[PerplexityResult, list[torch.Tensor]]:
+    """Sliding-window perplexity of a token stream ids (n_tokens,), and (when asked) per window the
+    input of the model's output embedding at the scored positions, (trg_len, d_model) each."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    windows = sliding_windows(ids.numel(), context_len, stride)
+    device = next(model.parameters()).device
+    head = model.get_output_embeddings() if capture_head_inputs else None
+    per_window: list[float] = []
+    hidden: list[torch.Tensor] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(windows), batch_size):
+                nll_sums, h = _score_batch(model, ids, windows[start : start + batch_size], device, head)
+                per_window += nll_sums
+                hidden += h
+    finally:
+        model.train(was_training)
+    n_scored = sum(w[2] for w in windows)
+    nll_sum = math.fsum(per_window)
+    log.info("perplexity over %d tokens in %d windows", n_scored, len(windows))
+    result = PerplexityResult(math.exp(nll_sum / n_scored), nll_sum, n_scored, len(windows), context_len, stride,
+                              tuple(per_window), tuple(w[2] for w in windows))
+    return result, hidden
 
 
 def perplexity(
@@ -95,31 +182,8 @@ def perplexity(
     max_tokens truncates the token stream first (for bounded CPU time); the result states how many
     tokens were scored.
     """
-    if max_tokens is not None and max_tokens < 2:
-        raise ValueError(f"max_tokens must be >= 2, got {max_tokens}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]  # (n_tokens,)
-    if max_tokens is not None:
-        ids = ids[:max_tokens]
-    if ids.numel() < 2:
-        raise ValueError("the text has fewer than 2 tokens: nothing to score")
-    windows = sliding_windows(ids.numel(), context_len, stride)
-    device = next(model.parameters()).device
-    per_window: list[float] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(windows), batch_size):
-                per_window += _window_nll(model, ids, windows[start : start + batch_size], device)
-    finally:
-        model.train(was_training)
-    n_scored = sum(w[2] for w in windows)
-    nll_sum = math.fsum(per_window)
-    log.info("perplexity over %d tokens in %d windows", n_scored, len(windows))
-    return PerplexityResult(math.exp(nll_sum / n_scored), nll_sum, n_scored, len(windows), context_len, stride,
-                            tuple(per_window), tuple(w[2] for w in windows))
+    ids = token_ids(tokenizer, text, max_tokens)
+    return score_token_ids(model, ids, context_len, stride, batch_size)[0]
 
 
 def ratio_interval(base: PerplexityResult, other: PerplexityResult, level: float = 0.95, n_boot: int = 2000,
@@ -134,9 +198,6 @@ def ratio_interval(base: PerplexityResult, other: PerplexityResult, level: float
         raise ValueError("ratio_interval needs two results over the same windows (same text, max_tokens, context, stride)")
     diff = torch.tensor(other.window_nll, dtype=torch.float64) - torch.tensor(base.window_nll, dtype=torch.float64)
     tokens = torch.tensor(base.window_tokens, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    draws = torch.randint(len(tokens), (n_boot, len(tokens)), generator=gen)  # (n_boot, n_windows)
-    ratios = torch.exp(diff[draws].sum(1) / tokens[draws].sum(1))
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
-    lo, hi = torch.quantile(ratios, q).tolist()
+    draws = bootstrap_draws(len(tokens), n_boot, seed)  # (n_boot, n_windows)
+    lo, hi = quantile_interval(torch.exp(diff[draws].sum(1) / tokens[draws].sum(1)), level)
     return other.perplexity / base.perplexity, lo, hi
