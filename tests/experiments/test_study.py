@@ -14,13 +14,17 @@ def test_study_end_to_end_writes_report_folder(study_run):
     text = out.paths["report"].read_text()
     zone_heading = "Critical layer details" if out.zone_source == "profile" else "Protected by depth (control)"
     for heading in ("Critical zone", "Layer fidelity profile", zone_heading, "Ultra config", "Goodhart Gap (choice scoring",
-                    "Per-test breakdown", "Paired comparison against Baseline", "Goodhart Gap (generation, canonical 3)"):
+                    "Per-test breakdown", "Paired comparison against Baseline", "Goodhart Gap (generation, canonical 3)",
+                    "Chance and surface floors", "Difficulty ladder (ladder, choice scoring, N=18)"):
         assert heading in text, heading
     assert text.index("Critical zone") < text.index("Layer fidelity profile")  # the headline comes first
     assert "| Config | Protected | Understanding | Execution | Gaps |" in text
     assert "| Layer Group | Layers | Avg Fidelity | Avg Margin |" in text
-    for label in ("Baseline", "3-bit uniform", "3-bit selective", "3-bit ultra"):
-        assert f"| {label} |" in text
+    control = "selective" if out.zone_source == "profile" else "depth control"
+    for label in ("Baseline", "3-bit uniform", f"3-bit {control}", "3-bit ultra"):
+        assert f"| {label}" in text
+    assert "| Steps k | Config | Understanding; chance, p | Execution; chance, p |" in text
+    assert (out.paths["report"].parent / "ladder_choice_scoring_N_18.png").stat().st_size > 1000
     assert (out.paths["report"].parent / "fidelity.png").stat().st_size > 1000
     manifest = json.loads(out.paths["manifest"].read_text())
     assert manifest["config"]["compress"]["rank"] == 4 and "torch" in manifest["versions"]
@@ -28,10 +32,12 @@ def test_study_end_to_end_writes_report_folder(study_run):
     assert max(out.ultra_ranks.values()) > 4  # the zone layers got more rank than uniform
     with ResultsDB(small_config.run.db_path) as db:
         runs = db.list_runs("study")
-    assert len(runs) == 8  # 4 configurations x (choice suite + generated canonical tests)
+    assert len(runs) == 12  # 4 configurations x (choice suite + ladder + generated canonical tests)
     # the same instances for every configuration: paired
-    assert len({r.n_instances for r in runs if r.record.scoring == "choice"}) == 1
-    assert "Critical zone" in out.summary and "Stage times" in out.summary
+    sizes = [r.n_instances for r in runs if r.record.scoring == "choice"]
+    assert sorted(sizes) == [3] * 4 + [18] * 4  # the suite and the ladder, each the same for all 4 configs
+    assert "Stage times" in out.summary and "ladder, choice scoring" in out.summary
+    assert ("Critical zone (measured)" in out.summary) == (out.zone_source == "profile")
     assert folder in str(out.paths["report"])
 
 
@@ -57,4 +63,4 @@ def test_study_rerun_resumes_without_compressing_or_evaluating(tiny, study_run, 
     assert calls == {"decompose": 0, "evaluate": 0}
     assert "sensitivity" not in again.timings  # the saved profile was reused
     with ResultsDB(small_config.run.db_path) as db:
-        assert len(db.list_runs("study")) == 8
+        assert len(db.list_runs("study")) == 12

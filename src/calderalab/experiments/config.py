@@ -38,14 +38,17 @@ class EvalSettings:
 
     The suite is the seven canonical tests plus `n_per_family` generated instances of every
     family per seed (the canonical assignment counts as a family's first instance), scored by
-    `scoring`. `generate_canonical` also scores the seven canonical tests by greedy generation
-    (the report's own protocol), as a second stored run per configuration. `families`
-    restricts both to the named families (their canonical tests included).
+    `scoring`. `ladder_per_step` instances of every ladder family at every step count k = 1 … 6
+    per seed make the difficulty ladder (0: none), where a small model is informative: it can do
+    one step and not five. `generate_canonical` also scores the seven canonical tests by greedy
+    generation (the report's own protocol), as a second stored run per configuration. `families`
+    restricts the suite to the named families (their canonical tests included).
     """
 
     scoring: Scoring = "choice"
     n_per_family: int = 1
     seeds: tuple[int, ...] = (0,)
+    ladder_per_step: int = 2
     generate_canonical: bool = False  # measured: > 300 s per configuration for SmolLM2 on a busy 2-core box
     batch_size: int = 8
     max_new_tokens: int = 192
@@ -56,6 +59,8 @@ class EvalSettings:
         check_scoring(self.scoring)
         if self.n_per_family < 1:
             raise ValueError(f"n_per_family must be >= 1, got {self.n_per_family}")
+        if self.ladder_per_step < 0:
+            raise ValueError(f"ladder_per_step must be >= 0 (0: no ladder), got {self.ladder_per_step}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct integers, got {list(self.seeds)}")
         if self.batch_size < 1 or self.max_new_tokens < 1:

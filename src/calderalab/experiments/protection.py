@@ -41,11 +41,15 @@ def _layers(text: str | Sequence[int], n_layers: int) -> tuple[int, ...]:
 
 def _suites(session: Session) -> list[tuple[str, str, list[Any]]]:
     """(scoring note, scoring, instances) of every evaluation pass the settings ask for."""
-    from calderalab.experiments.session import probe_instances
+    from calderalab.experiments.session import ladder_probe_instances, probe_instances
+    from calderalab.report.experiment_report import LADDER_NOTE
 
     suite, canonical = probe_instances(session.eval_settings)
     s = session.eval_settings
     out = [(f"{s.scoring} scoring, N={len(suite)}", s.scoring, suite)]
+    if s.ladder_per_step:
+        ladder = ladder_probe_instances(s)
+        out.append((f"{LADDER_NOTE}, {s.scoring} scoring, N={len(ladder)}", s.scoring, ladder))
     if s.generate_canonical and not (s.scoring == "generate" and len(suite) == len(canonical)):
         out.append((f"generation, canonical {len(canonical)}", "generate", canonical))
     return out
@@ -60,10 +64,10 @@ def evaluate_configs(session: Session, configs: Sequence[tuple[str, Any, tuple[i
     return runs
 
 
-def _goodhart(runs: dict[str, list[Any]]) -> list[Any]:
-    from calderalab.report.experiment_report import goodhart_sections
+def _goodhart(runs: dict[str, list[Any]], out_dir: str | Path) -> list[Any]:
+    from calderalab.report.experiment_report import suite_sections
 
-    return [s for note, rs in runs.items() for s in goodhart_sections(rs, note)]
+    return [s for note, rs in runs.items() for s in suite_sections(rs, note, out_dir)]
 
 
 def ablate(session: Session, protect_sets: Sequence[str | Sequence[int]], bits: int | None = None,
@@ -85,7 +89,7 @@ def ablate(session: Session, protect_sets: Sequence[str | Sequence[int]], bits: 
         configs.append((f"{_bits_label(spec)} protect {format_layers(layers)}", selective_plan(n, spec, layers), layers,
                         str(spec.bits)))
     runs = evaluate_configs(session, configs)
-    return ExperimentResult(name, runs, _goodhart(runs), data={"spec": spec.to_dict()})
+    return ExperimentResult(name, runs, _goodhart(runs, session.run.out), data={"spec": spec.to_dict()})
 
 
 def sweep(session: Session, protect_sets: Sequence[str], bits: int | None = None) -> ExperimentResult:
@@ -138,7 +142,7 @@ def min_protect(session: Session, margin: float | None = None, bits: int | None 
 
     found = search(evaluate_tail, n, [o.executed for o in base.outcomes], test)
     body = min_protect_verdict(found, base.n_executed) + "\n\n" + min_protect_table(found)
-    sections = [Section(f"Minimum protection search ({note})", body)] + _goodhart({note: runs})
+    sections = [Section(f"Minimum protection search ({note})", body)] + _goodhart({note: runs}, session.run.out)
     return ExperimentResult("min-protect", {note: runs}, sections, data={
         "k": found.k, "protected": list(found.protected), "boundary_verified": found.boundary_verified,
         "margin": test.margin, "level": test.level, "n": found.n, "needed_n": found.needed_n,
@@ -230,7 +234,7 @@ def grid(session: Session, bits: Sequence[int] = (2, 3, 4), plans: Sequence[str]
         slug = note.split(",")[0].replace(" ", "_")
         plots[note] = execution_vs_bits_plot(series, Path(session.run.out) / f"execution_vs_bits_{slug}.png",
                                              title=f"Execution vs bits per weight ({note})")
-    return ExperimentResult("grid", runs, sections + _goodhart(runs), plots, data={"bpw": bpw, "protect": list(layers)})
+    return ExperimentResult("grid", runs, sections + _goodhart(runs, session.run.out), plots, data={"bpw": bpw, "protect": list(layers)})
 
 
 def finish(session: Session, result: ExperimentResult, config: dict[str, Any], title: str | None = None) -> dict[str, Path]:

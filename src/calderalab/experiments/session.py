@@ -71,6 +71,14 @@ def probe_instances(settings: EvalSettings) -> tuple[list[Any], list[Any]]:
     return list(suite.values()), canonical
 
 
+def ladder_probe_instances(settings: EvalSettings) -> list[Any]:
+    """The difficulty ladder: `ladder_per_step` instances of every ladder at every k, per seed."""
+    from calderalab.eval.tasks import ladder_instances, load_ladders
+
+    ladders = load_ladders(extra_dirs=settings.tasks_dirs)
+    return [i for seed in settings.seeds for i in ladder_instances(ladders, settings.ladder_per_step, seed)]
+
+
 def eval_config(settings: EvalSettings, scoring: str) -> Any:
     from calderalab.eval.runner import EvalConfig
 

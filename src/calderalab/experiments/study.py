@@ -97,10 +97,12 @@ def study(config: StudyConfig = StudyConfig(), evaluator: Evaluator = default_ev
     session.compress(uniform, stage="compress uniform")
     profile = profile_layers(session, uniform, config)
     zone, zone_source = choose_zone(profile, config.sensitivity.threshold)
+    # Without a measured zone the protected set is a control chosen by depth: its label says so.
+    kind = "selective" if zone_source == "profile" else "depth control"
     configs: list[tuple[str, Any, tuple[int, ...], str]] = [
         ("Baseline", None, (), "-"),
         (f"{spec.bits}-bit uniform", uniform, (), str(spec.bits)),
-        (f"{spec.bits}-bit selective", selective_plan(n, spec, zone), zone, str(spec.bits)),
+        (f"{spec.bits}-bit {kind}", selective_plan(n, spec, zone), zone, str(spec.bits)),
     ]
     ranks: dict[int, int] = {}
     if config.ultra and spec.rank > 0:
@@ -108,10 +110,11 @@ def study(config: StudyConfig = StudyConfig(), evaluator: Evaluator = default_ev
         ranks = ultra_ranks(profile, spec.rank, zone, max_rank=max_rank)
         ultra = ultra_plan(n, spec, ranks)
         session.compress(ultra, stage="compress ultra (zone layers)")
-        configs.append((f"{spec.bits}-bit ultra", ultra, zone, str(spec.bits)))
+        configs.append((f"{spec.bits}-bit ultra" + ("" if zone_source == "profile" else " (depth control)"), ultra, zone,
+                        str(spec.bits)))
     runs = evaluate_configs(session, configs)
     sections = _sections(profile, zone, zone_source, spec.rank, ranks, runs, config)
-    plot = _fidelity_plot(profile, zone, Path(config.run.out))
+    plot = _fidelity_plot(profile, zone if zone_source == "profile" else (), Path(config.run.out))
     result = ExperimentResult("study", runs, sections, {"fidelity (U-shape)": plot},
                               data={"zone": list(zone), "zone_source": zone_source, "ultra_ranks": ranks,
                                     "critical_zone": format_layers(zone)})
@@ -128,7 +131,7 @@ def _fidelity_plot(profile: Any, zone: tuple[int, ...], out: Path) -> Path:
 
 def _sections(profile: Any, zone: tuple[int, ...], zone_source: str, base_rank: int, ranks: dict[int, int],
               runs: dict[str, list[Any]], config: StudyConfig) -> list[Any]:
-    from calderalab.report.experiment_report import Section, goodhart_sections
+    from calderalab.report.experiment_report import Section, suite_sections
     from calderalab.report.sensitivity_tables import critical_table, group_table, noise_line, ultra_table, zone_contrast
 
     measured = zone_source == "profile"
@@ -146,7 +149,7 @@ def _sections(profile: Any, zone: tuple[int, ...], zone_source: str, base_rank: 
         control = "" if measured else "Raised ranks on the depth-protected control set, not on measured layers.\n\n"
         out.append(Section("Ultra config", control + ultra_table(base_rank, ranks)))
     for note, rs in runs.items():
-        out += goodhart_sections(rs, note)
+        out += suite_sections(rs, note, config.run.out)
     return out
 
 
@@ -169,10 +172,18 @@ def zone_headline(profile: Any, zone: tuple[int, ...], measured: bool, threshold
 
 
 def study_summary(runs: dict[str, list[Any]], zone: tuple[int, ...], zone_source: str, timings: dict[str, float]) -> str:
-    """One screen: critical zone, the main Goodhart table of the first suite, stage times."""
+    """One screen: the zone (or that there is none), the validity sentence and the Goodhart table of
+    the main suite, the ladder table, stage times."""
     from calderalab.report import tables
-    from calderalab.report.experiment_report import timings_table
+    from calderalab.report.experiment_report import LADDER_NOTE, timings_table
+    from calderalab.report.validity_tables import ladder_table, validity_preamble
 
-    note, rs = next(iter(runs.items()))
-    zone_line = f"Critical zone ({zone_source}): {', '.join(map(str, zone))}"
-    return f"{zone_line}\n\n### {note}\n\n{tables.goodhart_table(rs)}\n\n### Stage times (s)\n\n{timings_table(timings)}\n"
+    layers = ", ".join(map(str, zone))
+    zone_line = (f"Critical zone (measured): layers {layers}" if zone_source == "profile" else
+                 f"No critical zone was measured; layers {layers} are protected by depth as a control")
+    parts = [zone_line]
+    for note, rs in runs.items():
+        table = ladder_table(rs) if note.startswith(LADDER_NOTE) else tables.goodhart_table(rs)
+        parts.append(f"### {note}\n\n{validity_preamble(rs[0])}\n\n{table}")
+    parts.append(f"### Stage times (s)\n\n{timings_table(timings)}")
+    return "\n\n".join(parts) + "\n"

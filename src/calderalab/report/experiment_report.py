@@ -9,6 +9,7 @@ provenance (resolved config, git sha, seed, package versions) beside it.
 from __future__ import annotations
 
 import json
+import re
 import platform
 from dataclasses import dataclass
 from importlib import metadata
@@ -17,7 +18,8 @@ from typing import Any, Mapping, Sequence
 
 from calderalab.eval.outcomes import RunOutcomes
 from calderalab.report import tables
-from calderalab.report.validity_tables import letter_share_table, validity_preamble, validity_table
+from calderalab.report.validity_tables import (ladder_plot_file, ladder_table, letter_share_table, validity_preamble,
+                                               validity_table)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,28 @@ def goodhart_sections(runs: Sequence[RunOutcomes], scoring_note: str, *, baselin
     if len({o.seed for r in runs for o in r.outcomes}) > 1:
         out.append(Section(f"Over instance seeds ({scoring_note})", tables.seed_table(runs)))
     return out
+
+
+LADDER_NOTE = "ladder"  # suite notes that start with this hold ladder runs (rates against k)
+
+
+def ladder_sections(runs: Sequence[RunOutcomes], scoring_note: str, plot_path: str | Path) -> list[Section]:
+    """The difficulty ladder: the validity sentence, rates against the number of steps k for every
+    configuration (with chance and p), the plot, and chance/surface floors over the whole ladder."""
+    if not runs:
+        raise ValueError("no runs to report")
+    plot = ladder_plot_file(runs, plot_path, title=f"Rates against the number of steps ({scoring_note})")
+    body = (f"{validity_preamble(runs[0])}\n\n{ladder_table(runs)}\n\n![ladder]({Path(plot).name})\n\n"
+            f"{validity_table(runs)}")
+    return [Section(f"Difficulty ladder ({scoring_note})", body)]
+
+
+def suite_sections(runs: Sequence[RunOutcomes], scoring_note: str, out_dir: str | Path) -> list[Section]:
+    """Ladder sections for a ladder suite, Goodhart sections for the others."""
+    if scoring_note.startswith(LADDER_NOTE):
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", scoring_note).strip("_")
+        return ladder_sections(runs, scoring_note, Path(out_dir) / f"{slug}.png")
+    return goodhart_sections(runs, scoring_note)
 
 
 def timings_table(timings: Mapping[str, float]) -> str:
