@@ -7,12 +7,13 @@ the problem (0.90 of 1280 instances, chance 0.26). Two designs leave no such cue
 
 - the 2×2 factorial {gold, A, B, A+B}: A and B change disjoint steps, A+B applies both changes.
   Every option then shares exactly as many (position, text) pairs with the others, any corner could
-  be the base, and the option lengths are L, L+dA, L+dB, L+dA+dB;
+  be the base. The option lengths are L, L+dA, L+dB, L+dA+dB: the gold plan is the longest or the
+  shortest only when dA and dB share a sign, so a family needs disjoint pairs of both kinds;
 - a star whose arms all change the same steps (every option differs from every other at those steps).
 
 `combined` builds A+B from two of a family's wrong plans (generation runs it and keeps
 those whose A+B is executable and answers differently), and one is chosen so that the gold plan's
-length rank is uniform (options.nearest_rank_choice); `least_central_subsets` is the fallback
+length rank is uniform (options.blocked_rank, options.nearest_rank_choice); `least_central_subsets` is the fallback
 where no pair exists: the distractor sets that minimise the gold plan's overlap advantage.
 """
 
@@ -47,7 +48,8 @@ def well_formed(steps: Sequence[Step], variables: frozenset[str]) -> bool:
     return True
 
 
-def combined(gold: Sequence[Step], a: Sequence[Step], b: Sequence[Step], variables: frozenset[str]) -> tuple[Step, ...] | None:
+def combined(gold: Sequence[Step], a: Sequence[Step], b: Sequence[Step],
+             variables: frozenset[str]) -> tuple[Step, ...] | None:
     """A+B: the gold plan with A's changed steps and B's changed steps, or None when the two change a
     common step (they do not commute then) or the result reads a step that it no longer computes."""
     touched_a, touched_b = touched_steps(gold, a), touched_steps(gold, b)

@@ -113,15 +113,19 @@ def _combined_plan(family: Family, variables: Mapping[str, Any], a: WrongPlan, b
     return WrongPlan(render_plan(steps, variables), answer, steps)
 
 
-def corner_sets(family: Family, variables: Mapping[str, Any], gold: str, wrong: Sequence[WrongPlan]) -> list[tuple[WrongPlan, WrongPlan, WrongPlan]]:
+Corner = tuple[WrongPlan, WrongPlan, WrongPlan]  # (A, B, A+B)
+
+
+def corner_sets(family: Family, variables: Mapping[str, Any], gold: str, wrong: Sequence[WrongPlan]) -> list[Corner]:
     """Every (A, B, A+B) that makes a 2×2 factorial with the gold plan: A and B change disjoint steps,
     and A+B runs, reads differently from the gold plan, A and B, and answers differently from all three."""
     gold_plan = render_plan(family.steps, variables)
     corners = []
     for a, b in itertools.combinations(wrong, 2):
         both = _combined_plan(family, variables, a, b)
-        if both is not None and both.answer not in {gold, a.answer, b.answer} and both.text not in {gold_plan, a.text, b.text}:
-            corners.append((a, b, both))
+        if both is None or both.answer in {gold, a.answer, b.answer} or both.text in {gold_plan, a.text, b.text}:
+            continue
+        corners.append((a, b, both))
     return corners
 
 
@@ -168,8 +172,11 @@ def build_instance(
     gold, wrong = solved
     gold_plan = render_plan(family.steps, variables)
     plans = _plan_options(family, variables, gold, wrong, seed, index)
-    # The answer options come from the single wrong plans (not A+B), on a stream of their own.
+    # Answer options: the single wrong plans' answers (never A+B's), drawn exactly as before plan options
+    # became factorials, from the same stream advanced past the plan draw it then made, so that execution
+    # outcomes stay comparable with runs already stored.
     rng = derive_rng(seed, family.id, "options", index)
+    _length_balanced_options(gold_plan, [w.text for w in wrong], MAX_PLAN_OPTIONS, rng)
     wrong_answers = sorted({w.answer for w in wrong})  # sorted so that only rng decides what is shown, in what order
     if canonical:
         # Canonical instances (the report's seed problems, at most one per family) offer every wrong answer,

@@ -4,8 +4,10 @@ Most wrong plans are a gold plan with one step changed, and a changed step is ea
 longer than the one it replaces. If the shown distractors were drawn blindly, the correct option's
 rank by character length would follow the family's wording: it was strictly the longest plan in 48%
 of instances (chance 25%) before this module existed. Here the correct option's rank among the
-shown options is drawn uniformly first, and the distractor subset that comes closest is shown, so
-that "pick the longest" and "pick the shortest" both score chance. Pure; randomness comes in as rng.
+shown options is chosen first (drawn uniformly for answer options; for plan options, every rank once
+per block of instances, `blocked_rank`), and the distractor set that comes closest is shown, so that
+"pick the longest" and "pick the shortest" both score chance. Which plan sets are candidates at all
+is factorial.py's concern. Pure; randomness comes in as rng.
 """
 
 from __future__ import annotations
