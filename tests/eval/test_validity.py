@@ -102,6 +102,12 @@ def test_surface_heuristics_report_the_cue_a_biased_suite_carries(instances):
     assert rules["letter A"] == 0.25
     flat = [dataclasses.replace(d, lengths=(10, 10, 10, 10)) for d in details]
     assert surface_heuristics(flat)["longest option"] == pytest.approx(0.25)
+    # The centroid cue: the right plan shares the most steps (a star of one-step changes around it).
+    assert "most shared steps" not in rules  # details stored without overlaps
+    star = [dataclasses.replace(d, overlap=tuple(6 if j == d.correct else 4 for j in range(4))) for d in flat]
+    assert surface_heuristics(star)["most shared steps"] == 1.0
+    factorial = [dataclasses.replace(d, overlap=(5, 5, 5, 5)) for d in flat]
+    assert surface_heuristics(factorial)["most shared steps"] == pytest.approx(0.25)
 
 
 def test_generated_letters_chance_is_the_best_constant_guess(instances):

@@ -4,7 +4,8 @@ Each implements the runner's `ScoringBackend` protocol without any model: it rea
 prompt and the candidate continuations and prefers one option by a fixed rule. The validity tests
 run the real runner and statistics on them and check that the numbers report exactly the planted
 behaviour: a first-letter or longest-option scorer lands at chance, an oracle at 100%, and the
-raw (rotation-0) letter shares show the position bias that debiasing removed.
+raw (rotation-0) letter shares show the position bias that debiasing removed. `consensus` reads no
+problem at all, only which plan shares the most steps with the others.
 
 Every continuation is "tokenised" as one token per character, so summed and per-token scores
 differ in the way real ones do. No torch.
@@ -13,18 +14,20 @@ differ in the way real ones do. No torch.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from calderalab.eval.backends import Generation, OptionScores, Prompt
 from calderalab.eval.probes import LETTERS
+from calderalab.eval.scoring import seeded_argmax, step_overlap
 from calderalab.eval.types import Instance
 
 # Per-character log-likelihoods: the preferred option is far more likely than the rest.
 PREFERRED, OTHER = -0.1, -1.0
 _LETTERED = re.compile(r"^([A-J])\) (.*)$", re.MULTILINE)
 
-# (prompt text, option texts as the model sees them) -> index of the preferred option, or None for no preference
-Rule = Callable[[str, Sequence[str]], int | None]
+# (prompt text, option texts as the model sees them) -> index of the preferred option, the indices of
+# equally preferred ones, or None for no preference
+Rule = Callable[[str, Sequence[str]], int | Collection[int] | None]
 
 
 def prompt_text(prompt: Prompt) -> str:
@@ -41,6 +44,12 @@ def shown_options(text: str, continuations: Sequence[str]) -> list[str]:
     return [c.strip() for c in continuations]
 
 
+def _as_set(preferred: int | Collection[int] | None) -> set[int]:
+    if preferred is None:
+        return set()
+    return {preferred} if isinstance(preferred, int) else set(preferred)
+
+
 class PlantedBackend:
     """A backend whose choice follows `rule`; generation replies `reply(prompt text)` (or nothing)."""
 
@@ -54,9 +63,9 @@ class PlantedBackend:
         out = []
         for prompt, continuations in items:
             text = prompt_text(prompt)
-            preferred = None if self.per_token is not None else self.rule(text, shown_options(text, continuations))
+            preferred = set() if self.per_token is not None else _as_set(self.rule(text, shown_options(text, continuations)))
             lengths = [max(len(c), 1) for c in continuations]
-            rate = [self.per_token if self.per_token is not None else (PREFERRED if i == preferred else OTHER)
+            rate = [self.per_token if self.per_token is not None else (PREFERRED if i in preferred else OTHER)
                     for i in range(len(continuations))]
             out.append(OptionScores(tuple(r * n for r, n in zip(rate, lengths)), tuple(lengths)))
             if on_batch is not None:
@@ -85,6 +94,26 @@ def longest() -> PlantedBackend:
 def shortest() -> PlantedBackend:
     """Always the option with the shortest text."""
     return PlantedBackend(lambda text, options: min(range(len(options)), key=lambda i: (len(options[i]), i)))
+
+
+def _most_shared(options: Sequence[str]) -> list[int]:
+    overlap = step_overlap(options)
+    return [i for i, v in enumerate(overlap) if v == max(overlap)]
+
+
+def consensus() -> PlantedBackend:
+    """Always the plan sharing the most (step position, step text) pairs with the other options, ties
+    equally preferred; in generation, one of the tied letters drawn by the prompt. Reads no problem."""
+
+    def reply(text: str) -> str:
+        shown = _LETTERED.findall(text)
+        if not shown:
+            return ""
+        tied = _most_shared([option for _, option in shown])
+        pick = tied[seeded_argmax([0.0] * len(tied), text)]
+        return f"Answer: {shown[pick][0]}\n"
+
+    return PlantedBackend(lambda text, options: _most_shared(options), reply)
 
 
 def per_token_constant(logprob: float = -1.0) -> PlantedBackend:

@@ -29,7 +29,7 @@ from calderalab.eval.probes import (
     understanding_messages,
     understanding_rotations,
 )
-from calderalab.eval.scoring import continuation_detail, generated_detail, letters_detail
+from calderalab.eval.scoring import continuation_detail, generated_detail, letters_detail, step_overlap
 from calderalab.eval.types import Instance, ProbeKind, ProbeResult, Scoring, Verdict, check_scoring
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def _score_execution_generation(inst: Instance, gen: Generation) -> ProbeResult:
 def _score_understanding_generation(inst: Instance, gen: Generation) -> ProbeResult:
     letter = parse_letter(gen.text, len(inst.plan_options))
     detail = generated_detail(None if letter is None else LETTERS.index(letter), inst.correct_option,
-                              [len(p) for p in inst.plan_options])
+                              [len(p) for p in inst.plan_options], step_overlap(inst.plan_options))
     return ProbeResult(inst.uid, "understanding", "generate", letter == inst.correct_letter, letter, gen.text,
                        gen.truncated, detail)
 
@@ -165,14 +165,15 @@ def _execution_by_answers(inst: Instance, sc: OptionScores, normalize: bool) -> 
 
 def _understanding_by_letters(inst: Instance, rotations: Sequence[OptionScores], scoring: Scoring) -> ProbeResult:
     detail = letters_detail([sc.logliks for sc in rotations], inst.correct_option,
-                            [len(p) for p in inst.plan_options], _key(inst, "understanding"))
+                            [len(p) for p in inst.plan_options], _key(inst, "understanding"), step_overlap(inst.plan_options))
     return ProbeResult(inst.uid, "understanding", scoring, detail.chosen == detail.correct, LETTERS[detail.chosen],
                        json.dumps([list(r) for r in detail.rotations]), detail=detail)
 
 
 def _understanding_by_cloze(inst: Instance, sc: OptionScores, scoring: Scoring) -> ProbeResult:
     detail = continuation_detail("cloze", sc.logliks, sc.n_tokens, inst.correct_option,
-                                 [len(p) for p in inst.plan_options], _key(inst, "understanding"), normalize=True)
+                                 [len(p) for p in inst.plan_options], _key(inst, "understanding"), normalize=True,
+                                 overlap=step_overlap(inst.plan_options))
     return ProbeResult(inst.uid, "understanding", scoring, detail.chosen == detail.correct, LETTERS[detail.chosen],
                        json.dumps([round(v, 6) for v in sc.logliks]), detail=detail)
 

@@ -94,7 +94,9 @@ class ChoiceDetail:
     first-order, position-biased pick; equal to `chosen` for other modes). `lengths` are the option
     texts' characters (the surface cue a length heuristic uses). `scores` are the per-option scores
     the pick maximised; `rotations[r][p]` the log-likelihood of letter p in rotation r, where
-    rotation r shows option (p + r) mod k at letter p.
+    rotation r shows option (p + r) mod k at letter p. `overlap[j]` (understanding probes; empty for
+    answers and for rows stored before it existed) counts the (step position, step text) pairs option j
+    shares with the other options (scoring.step_overlap): the cue a "pick the most shared plan" rule reads.
     """
 
     mode: ChoiceMode
@@ -105,10 +107,13 @@ class ChoiceDetail:
     lengths: tuple[int, ...]
     scores: tuple[float, ...] = ()
     rotations: tuple[tuple[float, ...], ...] = ()
+    overlap: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.n_options < 2 or len(self.lengths) != self.n_options:
             raise ValueError(f"ChoiceDetail needs >= 2 options and one length each, got {self.n_options}, {self.lengths}")
+        if self.overlap and len(self.overlap) != self.n_options:
+            raise ValueError(f"ChoiceDetail.overlap needs one count per option ({self.n_options}), got {self.overlap}")
         for name in ("correct", "chosen", "raw_chosen"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.n_options:
@@ -117,13 +122,13 @@ class ChoiceDetail:
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "n_options": self.n_options, "correct": self.correct, "chosen": self.chosen,
                 "raw_chosen": self.raw_chosen, "lengths": list(self.lengths), "scores": list(self.scores),
-                "rotations": [list(r) for r in self.rotations]}
+                "rotations": [list(r) for r in self.rotations], "overlap": list(self.overlap)}
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "ChoiceDetail":
         return ChoiceDetail(data["mode"], int(data["n_options"]), int(data["correct"]), data["chosen"],
                             data["raw_chosen"], tuple(data["lengths"]), tuple(data.get("scores", ())),
-                            tuple(tuple(r) for r in data.get("rotations", ())))
+                            tuple(tuple(r) for r in data.get("rotations", ())), tuple(data.get("overlap", ())))
 
 
 @dataclass(frozen=True)

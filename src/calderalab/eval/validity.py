@@ -7,7 +7,9 @@ A rate means something only if a scorer that uses no understanding could not rea
   reply, the rate of the best constant guess (the most frequent right letter or right answer),
   tested with the exact binomial.
 - the surface floor: the best rate of a rule that reads only surface cues of the options — always
-  letter X (position), always the longest, always the shortest option (ties share the credit).
+  letter X (position), always the longest, always the shortest option, and (where the details carry
+  step overlaps) always the plan sharing the most steps with the others, which finds the gold plan
+  whenever every wrong plan is the gold one with a step changed (ties share the credit).
   A probe whose options carry such a cue is exposed by a floor above chance.
 - a probe is INFORMATIVE for a model when its rate is above chance at p < ALPHA and above the
   surface floor. When the baseline's probe is not informative, its gap figures are not findings.
@@ -25,6 +27,7 @@ from calderalab.eval.types import ChoiceDetail, ProbeKind
 
 ALPHA = 0.05
 LETTERS = "ABCDEFGHIJ"
+SHARED_STEPS_RULE = "most shared steps"
 MODE_NAMES = {
     "letters": "letters, debiased over all rotations",
     "cloze": "cloze, mean log-likelihood per token",
@@ -91,13 +94,16 @@ def position_name(mode: str, j: int) -> str:
 
 def surface_heuristics(details: Sequence[ChoiceDetail]) -> dict[str, float]:
     """Rate of each surface rule on these instances: 'letter A' … (always that position), 'longest
-    option', 'shortest option' (a rule that ties between options gets the expected share)."""
+    option', 'shortest option', and 'most shared steps' when every detail has step overlaps (runs
+    stored before overlaps were kept have none); a rule that ties between options gets the expected share."""
     width = max(d.n_options for d in details)
     n = len(details)
     mode = details[0].mode
     rules = {position_name(mode, j): sum(d.correct == j for d in details) / n for j in range(width)}
     rules["longest option"] = sum(_tie_share(d.lengths, d.correct, True) for d in details) / n
     rules["shortest option"] = sum(_tie_share(d.lengths, d.correct, False) for d in details) / n
+    if all(d.overlap for d in details):
+        rules[SHARED_STEPS_RULE] = sum(_tie_share(d.overlap, d.correct, True) for d in details) / n
     return rules
 
 

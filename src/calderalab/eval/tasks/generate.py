@@ -1,5 +1,9 @@
 """Instances from families: solve with the gold plan, run the wrong plans, render both probes. No torch.
 
+The understanding probe shows the gold plan and wrong plans chosen so that neither the gold plan's
+length (options.py) nor the steps it shares with the other options (factorial.py) gives it away:
+where two wrong plans change disjoint steps, the options are the 2×2 factorial {gold, A, B, A+B}.
+
 Determinism: every random choice comes from a `random.Random` seeded by a SHA-256 of
 (seed, family id, purpose, counter), never from `hash()` or dict order, so the same seed gives
 identical instances in any process. Sampling is rejection sampling over the family's conditions
@@ -9,15 +13,18 @@ with a bounded number of tries per instance.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import random
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Iterable, Mapping, Sequence
 
 from calderalab.errors import TaskFamilyError
+from calderalab.eval.tasks.factorial import combined, least_central_subsets
 from calderalab.eval.tasks.interpreter import EvalFailure
-from calderalab.eval.tasks.options import balanced_subset, unbiased_size
+from calderalab.eval.tasks.options import balanced_subset, blocked_rank, nearest_rank_choice, unbiased_size
 from calderalab.eval.tasks.schema import Family, Step
 from calderalab.eval.types import Instance
 from calderalab.eval.tasks.values import ClockTime, Ordering, format_number, to_plain
@@ -62,8 +69,17 @@ def render_plan(steps: Sequence[Step], variables: Mapping[str, Any]) -> str:
     return " ".join(f"Step {i}: {s.text.render(variables).rstrip('.')}." for i, s in enumerate(steps, 1))
 
 
-def _solve(family: Family, variables: Mapping[str, Any]) -> tuple[str, list[tuple[str, str]]] | None:
-    """(gold answer, [(wrong plan text, wrong answer)]) or None if the sample violates a condition."""
+@dataclass(frozen=True)
+class WrongPlan:
+    """A wrong plan on one variable assignment: its text, its (wrong) answer and its steps."""
+
+    text: str
+    answer: str
+    steps: tuple[Step, ...]
+
+
+def _solve(family: Family, variables: Mapping[str, Any]) -> tuple[str, list[WrongPlan]] | None:
+    """(gold answer, wrong plans with an answer and a text of their own) or None if the sample violates a condition."""
     try:
         env = run_plan(family.steps, variables)
         if not all(c.evaluate(env) is True for c in family.conditions):
@@ -72,7 +88,7 @@ def _solve(family: Family, variables: Mapping[str, Any]) -> tuple[str, list[tupl
         return None
     gold = format_answer(family, env[family.steps[-1].name])
     gold_plan = render_plan(family.steps, variables)
-    wrong: list[tuple[str, str]] = []
+    wrong: list[WrongPlan] = []
     for mutation in family.mutations:
         try:
             value = run_plan(mutation.steps, variables)[mutation.steps[-1].name]
@@ -80,9 +96,59 @@ def _solve(family: Family, variables: Mapping[str, Any]) -> tuple[str, list[tupl
             continue  # this wrong plan is undefined for these values (e.g. divides by zero)
         answer = format_answer(family, value, f"mutation {mutation.id!r}")
         text = render_plan(mutation.steps, variables)
-        if answer != gold and text != gold_plan and text not in {t for t, _ in wrong}:
-            wrong.append((text, answer))
+        if answer != gold and text != gold_plan and text not in {w.text for w in wrong}:
+            wrong.append(WrongPlan(text, answer, mutation.steps))
     return gold, wrong
+
+
+def _combined_plan(family: Family, variables: Mapping[str, Any], a: WrongPlan, b: WrongPlan) -> WrongPlan | None:
+    """A+B (factorial.combined) when it runs and ends in a value of the answer type, else None."""
+    steps = combined(family.steps, a.steps, b.steps, frozenset(v.name for v in family.variables))
+    if steps is None:
+        return None
+    try:
+        answer = format_answer(family, run_plan(steps, variables)[steps[-1].name])
+    except (EvalFailure, TaskFamilyError):  # undefined here, or no longer an answer: not a plan to show
+        return None
+    return WrongPlan(render_plan(steps, variables), answer, steps)
+
+
+Corner = tuple[WrongPlan, WrongPlan, WrongPlan]  # (A, B, A+B)
+
+
+def corner_sets(family: Family, variables: Mapping[str, Any], gold: str, wrong: Sequence[WrongPlan]) -> list[Corner]:
+    """Every (A, B, A+B) that makes a 2×2 factorial with the gold plan: A and B change disjoint steps,
+    and A+B runs, reads differently from the gold plan, A and B, and answers differently from all three."""
+    gold_plan = render_plan(family.steps, variables)
+    corners = []
+    for a, b in itertools.combinations(wrong, 2):
+        both = _combined_plan(family, variables, a, b)
+        if both is None or both.answer in {gold, a.answer, b.answer} or both.text in {gold_plan, a.text, b.text}:
+            continue
+        corners.append((a, b, both))
+    return corners
+
+
+def _plan_options(family: Family, variables: Mapping[str, Any], gold: str, wrong: Sequence[WrongPlan],
+                  seed: int, index: int) -> list[str]:
+    """The gold plan and its distractors, shuffled: a 2×2 factorial where one exists, else the
+    distractors that leave the gold plan the least central (factorial.least_central_subsets); among
+    those, the set nearest the instance's target length rank (options.blocked_rank)."""
+    gold_plan = render_plan(family.steps, variables)
+    rng = derive_rng(seed, family.id, "plans", index)
+    corners = corner_sets(family, variables, gold, wrong)
+    if corners:
+        candidates = [[w.text for w in corner] for corner in corners]
+    else:
+        texts = [w.text for w in wrong]
+        subsets = least_central_subsets(gold_plan, texts, MAX_PLAN_OPTIONS - 1, MIN_WRONG_PLANS)
+        candidates = [[texts[i] for i in subset] for subset in subsets]
+    n_options = len(candidates[0]) + 1
+    target = blocked_rank(lambda block: derive_rng(seed, family.id, "ranks", n_options, block), index, n_options)
+    chosen = nearest_rank_choice(len(gold_plan), [[len(t) for t in c] for c in candidates], rng, target)
+    options = [gold_plan, *candidates[chosen]]
+    rng.shuffle(options)
+    return options
 
 
 def _length_balanced_options(correct: str, distractors: list[str], max_options: int, rng: random.Random) -> list[str]:
@@ -104,10 +170,14 @@ def build_instance(
     if solved is None or len(solved[1]) < MIN_WRONG_PLANS:
         return None
     gold, wrong = solved
-    rng = derive_rng(seed, family.id, "options", index)
     gold_plan = render_plan(family.steps, variables)
-    plans = _length_balanced_options(gold_plan, [text for text, _ in wrong], MAX_PLAN_OPTIONS, rng)
-    wrong_answers = sorted({a for _, a in wrong})  # sorted so that only rng decides what is shown, in what order
+    plans = _plan_options(family, variables, gold, wrong, seed, index)
+    # Answer options: the single wrong plans' answers (never A+B's), drawn exactly as before plan options
+    # became factorials, from the same stream advanced past the plan draw it then made, so that execution
+    # outcomes stay comparable with runs already stored.
+    rng = derive_rng(seed, family.id, "options", index)
+    _length_balanced_options(gold_plan, [w.text for w in wrong], MAX_PLAN_OPTIONS, rng)
+    wrong_answers = sorted({w.answer for w in wrong})  # sorted so that only rng decides what is shown, in what order
     if canonical:
         # Canonical instances (the report's seed problems, at most one per family) offer every wrong answer,
         # so that the mistakes the report describes (2:45 PM, 1080) can be picked; too few to carry a cue.

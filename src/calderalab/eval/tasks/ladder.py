@@ -5,7 +5,9 @@ The k-step problem is the first k rungs, so each k adds exactly one step to the 
 rates plotted against k are comparable. `Ladder.family(k)` expands the ladder into an ordinary
 `Family` (id f"{ladder_id}_k{k}", k gold steps) that `generate.py` turns into instances; its wrong
 plans all keep k steps: each replaces one rung by one of that rung's declared wrong variants, or
-swaps two adjacent rungs (generation drops a swap whose answer equals the gold one).
+swaps two adjacent rungs (generation drops a swap whose answer equals the gold one). For k ≥ 2 an
+instance shows two of them that touch different rungs and their combination (tasks/factorial.py), so
+that no option shares more steps with the others than the gold plan does; k = 1 shows the one rung's variants.
 
 File format (ladders/*.yaml; `ladder_loader.py` validates it and names file, field, expectation):
 
