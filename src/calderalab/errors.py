@@ -31,3 +31,27 @@ class CompressionError(CalderalabError, RuntimeError):
 
 class ResultsError(CalderalabError):
     """A results database that is not ours, has a newer schema, or lacks the requested run."""
+
+
+class StoreFullError(ArtifactError):
+    """A write into an artifact store failed for lack of space (ENOSPC or a quota).
+
+    `needed_bytes`: what the failed write (or, from the compressor, the rest of the job) needs;
+    `free_bytes`: what the filesystem reported free afterwards (None when unknown).
+    """
+
+    def __init__(self, message: str, url: str, needed_bytes: int, free_bytes: int | None) -> None:
+        super().__init__(message)
+        self.url, self.needed_bytes, self.free_bytes = url, needed_bytes, free_bytes
+
+
+def format_bytes(n: int | None) -> str:
+    """1536 -> '1.5 KiB'; None -> 'unknown'."""
+    if n is None:
+        return "unknown"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")

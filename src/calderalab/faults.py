@@ -9,8 +9,9 @@ with the variable set, then resume without it and compare the artifacts with an 
 Points (where they are reached):
 - `hessian`          calib/capture.py, after each calibration batch through a hooked decoder layer
 - `decompose`        executors.py, as each module's decomposition starts (local executor)
-- `module_write`     artifacts/store.py, halfway through writing a module's temp file (flushed)
-- `manifest_write`   artifacts/store.py, halfway through writing manifest.json or an entries/ sidecar
+- `module_write`     artifacts/atomic.py, halfway through writing a module's temp file (flushed);
+                     on an object store, just before the PUT
+- `manifest_write`   the same, for manifest.json or an entries/ sidecar
 - `results_commit`   results.py, after a run's rows are inserted, before COMMIT
 
 Unset (the normal case), `point()` is one dictionary lookup. Standard library only.
