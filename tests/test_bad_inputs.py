@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_cli import calibration_text, compress_args, error_lines, run_main, tiny_checkpoint
+from helpers_cli import error_lines, run_main, tiny_checkpoint
 
 import calderalab
 
@@ -57,17 +57,11 @@ NEEDS_WEIGHTS = {"artifacts of another model, applied", "artifacts of another mo
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory) -> dict[str, str]:
+def files(tmp_path_factory, tiny_compressed) -> dict[str, str]:
     """Placeholder -> path of every file the table's commands name (except the per-test <tmp>)."""
-    from typer.testing import CliRunner
-
-    from calderalab.cli import app
-
     root = tmp_path_factory.mktemp("bad")
-    model, other, calib = tiny_checkpoint(root), tiny_checkpoint(root, seed=1), calibration_text(root)
-    store = root / "store"
-    result = CliRunner().invoke(app, compress_args(model, calib, store))
-    assert result.exit_code == 0, result.output + repr(result.exception)
+    model, calib, store = tiny_compressed
+    other = tiny_checkpoint(root, seed=1)
     made = {"<model>": model, "<other>": other, "<calib>": calib, "<store>": store, "<hf_cache>": root / "hf"}
     (root / "hf").mkdir()
     for name in ("truncated", "flipped", "newer"):
@@ -105,7 +99,8 @@ def _plan_and_task_files(root: Path) -> dict[str, Path]:
     tasks = root / "tasks"
     tasks.mkdir()
     family = (Path(calderalab.__file__).parent / "eval" / "tasks" / "families" / "discount_coupon.yaml").read_text()
-    broken = family.replace("id: discount_coupon", "id: broken_coupon").replace('"price - discount"', '"price - discount +"')
+    broken = family.replace("id: discount_coupon", "id: broken_coupon")
+    broken = broken.replace('"price - discount"', '"price - discount +"')
     assert broken.count("price - discount +") == 1
     (tasks / "broken.yaml").write_text(broken)
     made["<tasks>"] = tasks

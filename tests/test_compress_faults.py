@@ -9,6 +9,7 @@ module file, halfway through writing manifest.json or an entry sidecar. Then:
 2. the same command again, without the variable, finishes the job; every module file and entry
    is byte-identical to an uninterrupted run's, manifest.json differs at most in its creation
    time, and no temp file is left.
+One more crash runs against a real local S3 server (moto), resumed into the same bucket.
 Work per layer (in order): capture layer l, decompose its 7 modules, then store layer l-1.
 LDLQ at 4 bits on a 32-wide model: the interpreter start-up is most of each run's cost.
 """
@@ -22,8 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_cli import (N_MODULES, assert_same_artifacts, calibration_text, compress_args, readable_modules,
-                         temp_files, tiny_checkpoint)
+from helpers_cli import N_MODULES, assert_same_artifacts, compress_args, readable_modules, temp_files
 from typer.testing import CliRunner
 
 import calderalab
@@ -41,29 +41,49 @@ CASES = [
 ]
 
 
-def _start_killed(argv: list[str], fault: str) -> subprocess.Popen:
-    env = {**os.environ, "CALDERALAB_FAULT": fault, "OMP_NUM_THREADS": "1",
+S3_FAULT = "module_write:10"  # on an object store: just before the 10th module's PUT
+
+
+def _start_killed(argv: list[str], fault: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, **(extra_env or {}), "CALDERALAB_FAULT": fault, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.Popen([sys.executable, "-m", "calderalab", *argv], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(scope="module")
-def crashed(tmp_path_factory):
-    """(args builder, reference store, {fault: crashed store}).
+def s3():
+    """(the AWS_* variables that point a process at a real local S3 server (moto), an s3fs client, a bucket)."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]},
+                           skip_instance_cache=True)
+    fs.mkdir("faults")
+    yield env, fs, "faults"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory, s3, tiny_compressed):
+    """(args builder, reference store, {fault: crashed store}); "s3" maps to an s3:// store.
 
     One `compress` subprocess per fault, all started at once (the interpreter start-up dominates,
-    so they overlap), one thread each; meanwhile the uninterrupted reference run, in this process
-    with its default threads (so the byte comparison also spans thread counts).
+    so they overlap), one thread each; the uninterrupted reference ran in the test process with its
+    default threads (so the byte comparison also spans thread counts).
     """
     root = tmp_path_factory.mktemp("faults")
-    model, calib = tiny_checkpoint(root), calibration_text(root)
+    model, calib, reference = tiny_compressed
     args = lambda out: compress_args(model, calib, out)  # noqa: E731
     stores = {fault: root / f"store-{i}" for i, (fault, _, _) in enumerate(CASES)}
     procs = {fault: _start_killed(args(out), fault) for fault, out in stores.items()}
-    reference = root / "reference"
-    result = CliRunner().invoke(app, args(reference))
-    assert result.exit_code == 0, result.output + repr(result.exception)
+    stores["s3"] = f"s3://{s3[2]}/store"
+    procs["s3"] = _start_killed(args(stores["s3"]), S3_FAULT, extra_env=s3[0])
     for fault, proc in procs.items():
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == -signal.SIGKILL, f"not killed at {fault}: rc {proc.returncode}\n{err[-2000:]}"
@@ -91,6 +111,30 @@ def test_kill_then_resume_gives_identical_artifacts(crashed, fault, n_whole, tem
     assert temp_files(out) == []  # the dead writer's temp file was removed
     assert_same_artifacts(out, reference)
     assert readable_modules(out) == N_MODULES
+
+
+def test_kill_then_resume_on_object_storage(crashed, s3, monkeypatch):
+    """The same against a real local S3 server: no object is ever partial (a PUT is atomic), and the
+    resumed store holds the reference's bytes."""
+    import s3fs
+
+    args, reference, stores = crashed
+    env, fs, bucket = s3
+    prefix = f"{bucket}/store"
+    fs.invalidate_cache()
+    assert len(fs.find(f"{prefix}/modules")) == len(fs.find(f"{prefix}/entries")) == 9
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    result = CliRunner().invoke(app, args(stores["s3"]))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "9 already stored" in result.output
+    fs.invalidate_cache()
+    got = {path[len(prefix) + 1 :]: fs.cat_file(path) for path in fs.find(prefix)}
+    want = {str(p.relative_to(reference)): p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+    assert sorted(got) == sorted(want)
+    assert all(got[name] == want[name] for name in want if name != "manifest.json")
 
 
 def test_fault_spec_is_checked():

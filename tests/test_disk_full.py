@@ -16,33 +16,24 @@ from pathlib import Path
 
 import pytest
 from fsspec.implementations.local import LocalFileOpener
-from helpers_cli import (N_MODULES, assert_same_artifacts, calibration_text, compress_args, error_lines, files,
-                         readable_modules, run_main, temp_files, tiny_checkpoint)
+from helpers_cli import (N_MODULES, assert_same_artifacts, compress_args, error_lines, files, readable_modules,
+                         run_main, temp_files)
 
 from calderalab.errors import format_bytes
 
 LINE = re.compile(
-    r"^error: artifact store (?P<url>\S+) is out of disk space \((?P<free>[\d.]+ \w+) free\): the (?P<left>\d+) modules "
-    r"still to write need about (?P<need>[\d.]+) (?P<unit>\w+); free that much or pass another --out, then rerun the "
-    r"same command to resume$"
+    r"^error: artifact store (?P<url>\S+) is out of disk space \((?P<free>[\d.]+ \w+) free\): "
+    r"the (?P<left>\d+) modules still to write need about (?P<need>[\d.]+) (?P<unit>\w+); "
+    r"free that much or pass another --out, then rerun the same command to resume$"
 )
 _UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2}
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory):
-    """(args builder, reference store) for a 3-layer tiny model; the reference is an uninterrupted run."""
-    from typer.testing import CliRunner
-
-    from calderalab.cli import app
-
-    root = tmp_path_factory.mktemp("disk")
-    model, calib = tiny_checkpoint(root), calibration_text(root)
-    args = lambda out: compress_args(model, calib, out)  # noqa: E731
-    reference = root / "reference"
-    result = CliRunner().invoke(app, args(reference))
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return args, reference
+def job(tiny_compressed):
+    """(args builder, reference store): the session's tiny model and its uninterrupted compression."""
+    model, calib, reference = tiny_compressed
+    return (lambda out: compress_args(model, calib, out)), reference
 
 
 def _check_full_disk_outcome(out: Path, reference: Path, code: int, stderr: str) -> None:

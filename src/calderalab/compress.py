@@ -197,21 +197,28 @@ def compress_model(
     return CompressReport(store.url, plan.hash(), plan_bpw, modules, calibration, executor, time.perf_counter() - started)
 
 
-_ENTRY_BYTES = 1024  # an entries/ sidecar, a little under 1 KiB
+# Per stored module besides its packed bits: the entries/ sidecar (~0.8 KiB) and the safetensors header.
+_MODULE_OVERHEAD_BYTES = 1536
+
+
+def _module_bytes(spec: Any, shape: tuple[int, int]) -> int:
+    """About how many bytes one module's artifact takes on disk, from its spec's honest bpw."""
+    from calderalab.plans import estimate_bpw
+
+    d_out, d_in = shape
+    return int(estimate_bpw(spec, d_out, d_in) * d_out * d_in / 8) + _MODULE_OVERHEAD_BYTES
 
 
 def _out_of_space(err: StoreFullError, store: Any, todo: dict[int, list[tuple[str, Any]]],
                   shapes: dict[tuple[int, str], tuple[int, int]]) -> StoreFullError:
     """The store's disk-full error restated for the whole job: how much the modules still to write need."""
-    from calderalab.plans import estimate_bpw
-
-    left = [(layer, name, spec) for layer, items in todo.items() for name, spec in items if not store.has(layer, name, spec)]
-    needed = sum(int(estimate_bpw(spec, *shapes[(layer, name)]) * shapes[(layer, name)][0] * shapes[(layer, name)][1] / 8)
-                 + _ENTRY_BYTES for layer, name, spec in left)
+    left = [(layer, name, spec) for layer, items in todo.items() for name, spec in items
+            if not store.has(layer, name, spec)]
+    needed = sum(_module_bytes(spec, shapes[(layer, name)]) for layer, name, spec in left)
     return StoreFullError(
-        f"artifact store {store.url} is out of disk space ({format_bytes(err.free_bytes)} free): the {len(left)} modules "
-        f"still to write need about {format_bytes(needed)}; free that much or pass another --out, then rerun the "
-        "same command to resume",
+        f"artifact store {store.url} is out of disk space ({format_bytes(err.free_bytes)} free): the {len(left)} "
+        f"modules still to write need about {format_bytes(needed)}; free that much or pass another --out, then rerun "
+        "the same command to resume",
         store.url, needed, err.free_bytes,
     )
 

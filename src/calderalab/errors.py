@@ -4,6 +4,9 @@ Every error meant for a person subclasses `CalderalabError`; the CLI prints its 
 (which names the problem and how to fix it) without a traceback.
 """
 
+import difflib
+from typing import Any
+
 
 class CalderalabError(Exception):
     """A user-facing error: bad input, unknown model, mismatched artifacts, ..."""
@@ -55,3 +58,13 @@ def format_bytes(n: int | None) -> str:
             return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+def did_you_mean(unknown: list[str], known: Any) -> str:
+    """' (did you mean 'bits'?)' when names in `unknown` look like typos of known ones; else ''."""
+    pairs = [(u, m[0]) for u in unknown if (m := difflib.get_close_matches(u, sorted(known), n=1, cutoff=0.7))]
+    if not pairs:
+        return ""
+    if len(unknown) == 1:
+        return f" (did you mean {pairs[0][1]!r}?)"
+    return " (did you mean " + ", ".join(f"{m!r} for {u!r}" for u, m in pairs) + "?)"

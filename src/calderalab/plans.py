@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from calderalab import core
-from calderalab.errors import PlanError
+from calderalab.errors import PlanError, did_you_mean
 
 ModuleKey = tuple[int, str]  # (layer index, canonical module name)
 PLAN_FORMAT_VERSION = 1
@@ -90,21 +90,10 @@ def check_module_name(name: str) -> str:
     return name
 
 
-def did_you_mean(unknown: list[str], known: Any) -> str:
-    """' (did you mean 'bits'?)' when names in `unknown` look like typos of known ones; else ''."""
-    import difflib
-
-    pairs = [(u, m[0]) for u in unknown if (m := difflib.get_close_matches(u, sorted(known), n=1, cutoff=0.7))]
-    if not pairs:
-        return ""
-    if len(unknown) == 1:
-        return f" (did you mean {pairs[0][1]!r}?)"
-    return " (did you mean " + ", ".join(f"{m!r} for {u!r}" for u, m in pairs) + "?)"
-
-
 def _refuse_unknown(given: Any, known: Any, where: str, what: str) -> None:
     if unknown := sorted(set(given) - set(known)):
-        raise PlanError(f"{where}: unknown {what}(s) {unknown}{did_you_mean(unknown, known)}; valid {what}s are {sorted(known)}")
+        hint = did_you_mean(unknown, known)
+        raise PlanError(f"{where}: unknown {what}(s) {unknown}{hint}; valid {what}s are {sorted(known)}")
 
 
 def override_spec(spec: Any, partial: Mapping[str, Any], where: str = "override") -> Any:

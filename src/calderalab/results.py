@@ -293,9 +293,8 @@ class ResultsDB:
                     for statement in _SCHEMA.split(";\n"):
                         if statement.strip():
                             self._conn.execute(statement)
-                    self._conn.executemany(
-                        "INSERT INTO schema_info VALUES (?, ?)", [("app", APP_ID), ("schema_version", str(SCHEMA_VERSION))]
-                    )
+                    rows = [("app", APP_ID), ("schema_version", str(SCHEMA_VERSION))]
+                    self._conn.executemany("INSERT INTO schema_info VALUES (?, ?)", rows)
                     log.info("created results database %s (schema v%d)", self.path, SCHEMA_VERSION)
             tables = self._tables()
         info = dict(self._conn.execute("SELECT key, value FROM schema_info")) if "schema_info" in tables else {}

@@ -139,7 +139,8 @@ class ArtifactStore:
         header = self.header()
         entries_dir = self._path("entries")
         found = self.fs.find(entries_dir) if self.fs.exists(entries_dir) else []
-        paths = [p for p in found if p.endswith(".json") and not atomic.is_temp(p)]  # a crashed writer's temp: never read
+        # A crashed writer's half-written temp file is never read.
+        paths = [p for p in found if p.endswith(".json") and not atomic.is_temp(p)]
         if paths:
             blobs = self.fs.cat(paths)  # one batched (concurrent on object stores) read
             rows = [(p, json.loads(blobs[p])) for p in sorted(blobs)]
