@@ -29,3 +29,21 @@ def smollm2():
     from calderalab.models import load_model
 
     return load_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def tiny_compressed(tmp_path_factory):
+    """(model dir, calibration text, store): a tiny 3-layer Llama saved to disk and its 4-bit LDLQ
+    artifact store, made once per session by `calderalab compress` (tests/helpers_cli.py). Read-only:
+    copy the store before damaging it."""
+    from helpers_cli import calibration_text, compress_args, tiny_checkpoint
+    from typer.testing import CliRunner
+
+    from calderalab.cli import app
+
+    root = tmp_path_factory.mktemp("tiny-compressed")
+    model, calib = tiny_checkpoint(root), calibration_text(root)
+    store = root / "store"
+    result = CliRunner().invoke(app, compress_args(model, calib, store))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return model, calib, store

@@ -113,6 +113,26 @@ def test_newer_schema_is_refused(tmp_path):
         ResultsDB(path)
 
 
+def test_v1_database_is_upgraded_in_place_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "r.sqlite"
+    insts = _instances(2)
+    with ResultsDB(path) as db:
+        run_id = db.add_run(_record(), _results(insts, [True, False], [True, True]), insts)
+        before = [(r.instance_uid, r.probe, r.correct) for r in db.outcomes(run_id)]
+    conn = sqlite3.connect(path)  # make it a v1 file: no detail_json column
+    conn.execute("ALTER TABLE outcomes DROP COLUMN detail_json")
+    conn.execute("UPDATE schema_info SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with ResultsDB(path) as db:
+        assert [(r.instance_uid, r.probe, r.correct) for r in db.outcomes(run_id)] == before and len(before) == 4
+        assert all(r.detail is None for r in db.outcomes(run_id))
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert "detail_json" in {r[1] for r in conn.execute("PRAGMA table_info(outcomes)")}
+    conn.close()
+
+
 def test_paired_aligns_by_uid(tmp_path):
     insts = _instances(6)
     with ResultsDB(tmp_path / "r.sqlite") as db:

@@ -91,6 +91,17 @@ def _build_plan(n_layers: int, spec_fields: dict, plan_file: str | None, protect
     return plans.uniform_plan(n_layers, spec)
 
 
+def _checked_plan(model: str, spec_fields: dict, plan_file: str | None, protect: str | None, ranks: str | None):
+    """The plan, validated against the model's structure (meta device, no weights read): a bad model
+    reference, spec, plan file, layer set or rank fails here, before the model is loaded."""
+    from calderalab import models
+
+    layers = models.discover_layers(models.load_skeleton(model))
+    the_plan = _build_plan(len(layers), spec_fields, plan_file, protect, ranks)
+    the_plan.validate({(t.index, name): shape for t in layers for name, shape in t.shapes.items()})
+    return the_plan
+
+
 def _spec_fields(method, bits, rank, lr_bits, group_size, outer_iters, inner_iters, damp, seed) -> dict:
     """Only the options the user gave: every default stays in CompressionSpec."""
     given = {"bits": bits, "rank": rank, "lr_bits": lr_bits, "group_size": group_size, "outer_iters": outer_iters,
@@ -145,10 +156,13 @@ def compress(
     spec_fields = _spec_fields(method, bits, rank, lr_bits, group_size, outer_iters, inner_iters, damp, seed)
     if "bits" not in spec_fields and plan is None:
         raise ValueError("give --bits (and --rank for CALDERA) or a --plan file")
+    the_plan = _checked_plan(model, spec_fields, plan, protect, ranks)
+    the_store = ArtifactStore(out)
+    if the_store.exists():
+        the_store.header()  # a store of a newer format fails now, not after the model load
     t0 = time.perf_counter()
     model_obj, tokenizer = models.load_model(model)
     console.print(f"loaded {model} in {time.perf_counter() - t0:.1f}s")
-    the_plan = _build_plan(models.num_layers(model_obj), spec_fields, plan, protect, ranks)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("ETA"), TimeRemainingColumn(), console=console)
     task = None
@@ -171,7 +185,7 @@ def compress(
             progress.update(task, advance=1, description=f"layer {event.layer:>3} (min corr {worst:.3f})")
 
     try:
-        report = compress_lib.compress_model(model_obj, the_plan, ArtifactStore(out), calib_config, executor=executor,
+        report = compress_lib.compress_model(model_obj, the_plan, the_store, calib_config, executor=executor,
                                              progress=on_event, tokenizer=tokenizer, model_ref=models.model_identity(model),
                                              num_cpus=num_cpus)
     finally:
@@ -205,10 +219,12 @@ def validate(
     console = Console()
     given = {"min_correlation": min_corr, "replacement_check": (False if no_replacement else None)}
     config = ValidationConfig(**{k: v for k, v in given.items() if v is not None})
+    the_store = ArtifactStore(store)
+    the_store.header()  # a missing store or one of a newer format fails before the model load
     model_obj, tokenizer = models.load_model(model)
     the_plan = plans.load_plan(plan, models.num_layers(model_obj)) if plan else None
     with console.status("validating"):
-        report = validate_store(model_obj, tokenizer, ArtifactStore(store), config, plan=the_plan)
+        report = validate_store(model_obj, tokenizer, the_store, config, plan=the_plan)
     layer_checks = {l.layer: l for l in report.layers}
     table = Table(title=f"{store}: {len(report.modules)} modules; reference answer {report.reference_text!r}")
     for col in ("layer", "corr (mean)", "corr (min)", "rel. error", "bpw", "replacement", "status"):
@@ -781,6 +797,6 @@ def study(
 def main() -> None:
     try:
         app()
-    except (CalderalabError, ValueError, FileNotFoundError) as err:
+    except (CalderalabError, ValueError, OSError) as err:  # OSError: unreadable files, permissions, ...
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         sys.exit(2)

@@ -26,7 +26,7 @@ from calderalab import core
 from calderalab.artifacts.fingerprint import weight_fingerprint
 from calderalab.artifacts.provenance import stale_reason
 from calderalab.calib import CalibConfig, CalibData, collect_hessians, load_calibration
-from calderalab.errors import ArtifactError
+from calderalab.errors import ArtifactError, StoreFullError, format_bytes
 from calderalab.executors import DecomposeJob, ExecutorName, make_executor
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,9 @@ def compress_model(
     shapes = {(t.index, n): tuple(m.weight.shape) for t in targets for n, m in t.modules.items()}
     plan.validate(shapes)
     plan_bpw = plans.plan_bpw(plan, shapes)
+    if store.exists():
+        store.header()  # a store of a newer format version is refused before any work
+    store.remove_dead_temp_files()
     done, todo = _check_resumed(store, targets, plan)
     emit(CompressStarted(plan.hash(), plan_bpw, len(targets), len(done) + sum(map(len, todo.values())),
                          sum(map(len, todo.values())), tuple(sorted(todo))))
@@ -203,9 +206,38 @@ def compress_model(
         store.init(model_identity(model, model_ref), calibration)
         emit(CalibrationReady(calib_data.description, calib_data.n_tokens, calib_data.sha256))
         stream = hessians if hessians is not None else collect_hessians(model, calib_data.batches, layers=sorted(todo), targets=targets)
-        done += _compress_layers(targets, todo, stream, store, make_executor(executor, num_cpus), emit)
+        try:
+            done += _compress_layers(targets, todo, stream, store, make_executor(executor, num_cpus), emit)
+        except StoreFullError as err:
+            raise _out_of_space(err, store, todo, shapes) from None
     modules = tuple(sorted(done, key=lambda m: (m.layer, core.MODULE_NAMES.index(m.module))))
     return CompressReport(store.url, plan.hash(), plan_bpw, modules, calibration, executor, time.perf_counter() - started)
+
+
+# Per stored module besides its packed bits: the entries/ sidecar (~0.8 KiB) and the safetensors header.
+_MODULE_OVERHEAD_BYTES = 1536
+
+
+def _module_bytes(spec: Any, shape: tuple[int, int]) -> int:
+    """About how many bytes one module's artifact takes on disk, from its spec's honest bpw."""
+    from calderalab.plans import estimate_bpw
+
+    d_out, d_in = shape
+    return int(estimate_bpw(spec, d_out, d_in) * d_out * d_in / 8) + _MODULE_OVERHEAD_BYTES
+
+
+def _out_of_space(err: StoreFullError, store: Any, todo: dict[int, list[tuple[str, Any]]],
+                  shapes: dict[tuple[int, str], tuple[int, int]]) -> StoreFullError:
+    """The store's disk-full error restated for the whole job: how much the modules still to write need."""
+    left = [(layer, name, spec) for layer, items in todo.items() for name, spec in items
+            if not store.has(layer, name, spec)]
+    needed = sum(_module_bytes(spec, shapes[(layer, name)]) for layer, name, spec in left)
+    return StoreFullError(
+        f"artifact store {store.url} is out of disk space ({format_bytes(err.free_bytes)} free): the {len(left)} "
+        f"modules still to write need about {format_bytes(needed)}; free that much or pass another --out, then rerun "
+        "the same command to resume",
+        store.url, needed, err.free_bytes,
+    )
 
 
 @dataclass

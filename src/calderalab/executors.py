@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import torch
 
-from calderalab import core
+from calderalab import core, faults
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class DecomposeJob:
 
 def run_job(job: DecomposeJob) -> Any:
     """decompose(W, H, spec): the one function every executor runs."""
+    faults.point("decompose")
     return core.decompose(job.W, job.H, job.spec)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from calderalab import core
-from calderalab.errors import PlanError
+from calderalab.errors import PlanError, did_you_mean
 
 ModuleKey = tuple[int, str]  # (layer index, canonical module name)
 PLAN_FORMAT_VERSION = 1
@@ -90,17 +90,22 @@ def check_module_name(name: str) -> str:
     return name
 
 
+def _refuse_unknown(given: Any, known: Any, where: str, what: str) -> None:
+    if unknown := sorted(set(given) - set(known)):
+        hint = did_you_mean(unknown, known)
+        raise PlanError(f"{where}: unknown {what}(s) {unknown}{hint}; valid {what}s are {sorted(known)}")
+
+
 def override_spec(spec: Any, partial: Mapping[str, Any], where: str = "override") -> Any:
     """Return `spec` with the fields in `partial` replaced; unknown fields or bad values → PlanError."""
     base = spec.to_dict()
-    unknown = sorted(set(partial) - set(base))
-    if unknown:
-        raise PlanError(f"{where}: unknown spec field(s) {unknown}; valid fields are {sorted(base)}")
+    _refuse_unknown(partial, base, where, "spec field")
     return spec_from_dict({**base, **partial}, where)
 
 
 def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> Any:
     """CompressionSpec.from_dict with bits checked and ValueError turned into a PlanError naming `where`."""
+    _refuse_unknown(data, core.CompressionSpec.__dataclass_fields__, where, "spec field")
     bits = data.get("bits")
     if bits is not None and not (isinstance(bits, int) and 2 <= bits <= 8):
         raise PlanError(f"{where}: bits={bits!r} is outside 2-8")
@@ -293,11 +298,9 @@ def resolve_spec(layer: int, name: str, base: Any, rules: tuple[PlanRule, ...], 
     return first
 
 
-def _rule_from_dict(data: Mapping[str, Any], index: int, n_layers: int) -> PlanRule:
+def _rule_from_dict(data: Mapping[str, Any], index: int, n_layers: int, where: str = "plan file") -> PlanRule:
     label = f"#{index} {data.get('name', '')}".strip()
-    known = {"name", "layers", "modules", "match", "spec"}
-    if unknown := sorted(set(data) - known):
-        raise PlanError(f"rule {label}: unknown key(s) {unknown}; valid keys are {sorted(known)}")
+    _refuse_unknown(data, {"name", "layers", "modules", "match", "spec"}, f"{where}, rule {label}", "key")
     layers = data.get("layers")
     if layers is not None:
         layers = parse_layer_set(str(layers), n_layers) if not isinstance(layers, list) else tuple(layers)
@@ -314,23 +317,21 @@ def _rule_from_dict(data: Mapping[str, Any], index: int, n_layers: int) -> PlanR
     return PlanRule(label, layers, tuple(modules) if modules else None, data.get("match"), override, protect)
 
 
-def plan_from_dict(data: Mapping[str, Any], n_layers: int | None = None) -> Plan:
-    """Build a plan from plan-file data: {n_layers?, mode?, base: {...}, rules: [...]}."""
-    known = {"n_layers", "mode", "base", "rules", "preset"}
-    if unknown := sorted(set(data) - known):
-        raise PlanError(f"plan file: unknown key(s) {unknown}; valid keys are {sorted(known)}")
+def plan_from_dict(data: Mapping[str, Any], n_layers: int | None = None, where: str = "plan file") -> Plan:
+    """Build a plan from plan-file data: {n_layers?, mode?, base: {...}, rules: [...]}; errors name `where`."""
+    _refuse_unknown(data, {"n_layers", "mode", "base", "rules", "preset"}, where, "key")
     n_layers = n_layers if n_layers is not None else data.get("n_layers")
     if not isinstance(n_layers, int):
-        raise PlanError("plan file has no n_layers: add `n_layers: N` or pass the model's layer count")
+        raise PlanError(f"{where} has no n_layers: add `n_layers: N` or pass the model's layer count")
     if data.get("n_layers") not in (None, n_layers):
-        raise PlanError(f"plan file is for {data['n_layers']} layers but the model has {n_layers}")
+        raise PlanError(f"{where} is for {data['n_layers']} layers but the model has {n_layers}")
     mode = data.get("mode", "ordered")
     if mode not in ("ordered", "set"):
-        raise PlanError(f"plan file: mode {mode!r} must be 'ordered' or 'set'")
+        raise PlanError(f"{where}: mode {mode!r} must be 'ordered' or 'set'")
     if "base" not in data:
-        raise PlanError("plan file has no base spec: add `base: {method: caldera, bits: 3, rank: 64}`")
-    base = spec_from_dict(data["base"], "base spec")
-    rules = tuple(_rule_from_dict(r, i, n_layers) for i, r in enumerate(data.get("rules") or []))
+        raise PlanError(f"{where} has no base spec: add `base: {{method: caldera, bits: 3, rank: 64}}`")
+    base = spec_from_dict(data["base"], f"{where}, base spec")
+    rules = tuple(_rule_from_dict(r, i, n_layers, where) for i, r in enumerate(data.get("rules") or []))
     plan = _build(n_layers, lambda l, n: resolve_spec(l, n, base, rules, mode), data.get("preset", "custom"))
     return plan
 
@@ -346,7 +347,9 @@ def load_plan(path: str | Path, n_layers: int | None = None) -> Plan:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise PlanError(f"plan file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {err}") from err
+        mark = getattr(err, "problem_mark", None)  # YAML errors span lines: keep the problem and where
+        detail = f"{getattr(err, 'problem', err)} at line {mark.line + 1}, column {mark.column + 1}" if mark else err
+        raise PlanError(f"plan file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {detail}") from err
     if not isinstance(data, Mapping):
         raise PlanError(f"plan file {path}: top level must be a mapping")
     if "modules" in data and "specs" in data:
@@ -354,7 +357,7 @@ def load_plan(path: str | Path, n_layers: int | None = None) -> Plan:
         if n_layers is not None and plan.n_layers != n_layers:
             raise PlanError(f"plan file {path} is for {plan.n_layers} layers but the model has {n_layers}")
         return plan
-    return plan_from_dict(data, n_layers)
+    return plan_from_dict(data, n_layers, where=f"plan file {path}")
 
 
 # ---------------------------------------------------------------- bits per weight

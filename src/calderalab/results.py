@@ -19,10 +19,13 @@ import json
 import logging
 import sqlite3
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from calderalab import faults
 from calderalab.errors import ResultsError
 from calderalab.eval.outcomes import RunOutcomes, align, join_probe_results
 from calderalab.eval.types import ChoiceDetail, Instance, ProbeResult, Scoring, check_scoring
@@ -32,6 +35,9 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2  # v2: outcomes.detail_json (options, pick, per-rotation scores)
 APP_ID = "calderalab-results"
 DEFAULT_DB = "runs.sqlite"
+# How long a writer waits for another process's transaction before giving up. A run is
+# written in well under a second, so this only runs out when another process hangs.
+BUSY_TIMEOUT_S = 60.0
 
 _SCHEMA = """
 CREATE TABLE schema_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -215,6 +221,20 @@ def outcomes_hash(results: Sequence[ProbeResult]) -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection in WAL mode with a busy timeout, transactions managed by `_transaction`.
+
+    WAL lets readers run while one process writes; the busy timeout makes concurrent writers
+    queue instead of failing with "database is locked"; autocommit mode (isolation_level=None)
+    leaves BEGIN/COMMIT to us, so a run's rows are exactly one transaction.
+    """
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA journal_mode = WAL")
+    return conn
+
+
 class ResultsDB:
     """SQLite results store (WAL mode, created on first use). Use as a context manager or call close()."""
 
@@ -224,9 +244,7 @@ class ResultsDB:
             raise ResultsError(f"{self.path} is a directory; --db must name a .sqlite file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._conn = sqlite3.connect(self.path)
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn = _connect(self.path)
             self._check_or_create()
         except sqlite3.DatabaseError as err:
             raise ResultsError(
@@ -242,16 +260,43 @@ class ResultsDB:
     def close(self) -> None:
         self._conn.close()
 
+    @contextmanager
+    def _transaction(self, crash_point: str | None = None) -> Iterator[None]:
+        """One write transaction: all its rows commit together or none do.
+
+        BEGIN IMMEDIATE takes the write lock up front, so a second writer waits (busy timeout)
+        instead of failing on a lock upgrade; a process killed before COMMIT leaves nothing
+        (WAL frames without a commit record are ignored by every reader and by recovery).
+        `crash_point` names the fault-injection point just before COMMIT (see faults.py).
+        """
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            if crash_point:
+                faults.point(crash_point)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:  # some errors (SQLITE_FULL) have rolled back already
+                self._conn.execute("ROLLBACK")
+            raise
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table','view')")}
+
     def _check_or_create(self) -> None:
-        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table','view')")}
+        tables = self._tables()
         if not tables:
-            with self._conn:
-                self._conn.executescript(_SCHEMA)
-                self._conn.executemany(
-                    "INSERT INTO schema_info VALUES (?, ?)", [("app", APP_ID), ("schema_version", str(SCHEMA_VERSION))]
-                )
-            log.info("created results database %s (schema v%d)", self.path, SCHEMA_VERSION)
-            return
+            # Re-checked under the write lock: two processes opening a new file at once must not
+            # both see it empty and both create the schema.
+            with self._transaction():
+                if not self._tables():
+                    for statement in _SCHEMA.split(";\n"):
+                        if statement.strip():
+                            self._conn.execute(statement)
+                    rows = [("app", APP_ID), ("schema_version", str(SCHEMA_VERSION))]
+                    self._conn.executemany("INSERT INTO schema_info VALUES (?, ?)", rows)
+                    log.info("created results database %s (schema v%d)", self.path, SCHEMA_VERSION)
+            tables = self._tables()
         info = dict(self._conn.execute("SELECT key, value FROM schema_info")) if "schema_info" in tables else {}
         if info.get("app") != APP_ID:
             raise ResultsError(
@@ -265,8 +310,10 @@ class ResultsDB:
                 f"(v{SCHEMA_VERSION}); upgrade calderalab to read it"
             )
         if version == 1:  # v1 -> v2: one nullable column; old runs simply have no choice details
-            with self._conn:
-                self._conn.execute("ALTER TABLE outcomes ADD COLUMN detail_json TEXT")
+            with self._transaction():  # re-checked under the write lock: another process may have upgraded it
+                columns = {r[1] for r in self._conn.execute("PRAGMA table_info(outcomes)")}
+                if "detail_json" not in columns:
+                    self._conn.execute("ALTER TABLE outcomes ADD COLUMN detail_json TEXT")
                 self._conn.execute("UPDATE schema_info SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             log.info("upgraded results database %s from schema v1 to v%d", self.path, SCHEMA_VERSION)
         elif version < SCHEMA_VERSION:
@@ -283,7 +330,7 @@ class ResultsDB:
         join_probe_results(instances, results)  # validates completeness, raises ValueError naming gaps
         family = {inst.uid: inst.family for inst in instances}
         r = record
-        with self._conn:
+        with self._transaction(crash_point="results_commit"):
             cur = self._conn.execute(
                 "INSERT INTO runs (created_at, experiment, label, config_json, model_ref, model_fingerprint,"
                 " artifacts_manifest_hash, protected_layers, plan_hash, suite, n_requested, n_instances, seeds,"

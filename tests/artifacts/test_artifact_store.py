@@ -3,6 +3,7 @@ resume after a crash, atomic writes, concurrent writers, header checks."""
 
 from __future__ import annotations
 
+import errno
 import threading
 
 import pytest
@@ -126,17 +127,21 @@ def test_interrupted_run_resumes_to_identical_bytes(k, tmp_path, model):
 def test_failed_write_leaves_no_partial_file(tmp_path, model, monkeypatch):
     store = ArtifactStore(str(tmp_path))
     compress_into(store, model, spec(), layers=[0])
-    real_pipe = store.fs.pipe_file
+    from fsspec.implementations.local import LocalFileOpener
 
-    def dying_pipe(path, data, **kw):  # the process dies halfway through writing the bytes
-        real_pipe(path, data[: len(data) // 2], **kw)
-        raise OSError("disk full")
+    real_write, calls = LocalFileOpener.write, []
 
-    monkeypatch.setattr(store.fs, "pipe_file", dying_pipe)
+    def dying_write(self, data):  # the device fails after the first half of the bytes is written
+        calls.append(len(data))
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "I/O error")
+        return real_write(self, data)
+
+    monkeypatch.setattr(LocalFileOpener, "write", dying_write)
     from calderalab import models
 
     W = models.target_linear(model, 1, "q").weight.detach().float()
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OSError, match="I/O error"):
         store.put(1, "q", spec(), core.decompose(W, torch.eye(W.shape[1]), spec()), W)
     files = [p.name for p in tmp_path.rglob("*") if p.is_file()]
     assert not any(name.startswith("L001.q") or ".tmp-" in name for name in files), files

@@ -83,6 +83,12 @@ class ManifestHeader:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str) -> "ManifestHeader":
         version = data.get("format_version")
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise ArtifactError(
+                f"{where}: artifact format_version {version} is not supported by this calderalab (reads "
+                f"{FORMAT_VERSION}): the store was written by a newer calderalab ({data.get('tool_version', '?')}); "
+                "upgrade calderalab to read it"
+            )
         if version != FORMAT_VERSION:
             raise ArtifactError(
                 f"{where}: artifact format_version {version!r} is not supported by this calderalab "

@@ -10,18 +10,17 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import uuid
 from typing import Any, Mapping
 
 import fsspec
 import torch
 from fsspec.implementations.local import LocalFileSystem
-from calderalab import __version__, core
-from calderalab.artifacts import codec
+from calderalab import __version__, core, faults
+from calderalab.artifacts import atomic, codec
 from calderalab.artifacts.fingerprint import bytes_sha256, weight_fingerprint
 from calderalab.artifacts.manifest import Manifest, ManifestHeader, ModuleEntry, module_stem
 from calderalab.artifacts.provenance import core_code_hash, stale_reason
-from calderalab.errors import ArtifactError
+from calderalab.errors import ArtifactError, StoreFullError, format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +49,42 @@ class ArtifactStore:
     def _write_atomic(self, rel: str, data: bytes) -> None:
         """Make `rel` appear whole or not at all.
 
-        Local filesystems: write a uniquely named temp file beside it, then rename (atomic
-        on POSIX within one directory). Object stores: one PUT is already atomic (an object
-        becomes visible only once complete), and a rename would be a non-atomic copy.
+        Local filesystems: temp file + rename (atomic.py). Object stores: one PUT is already
+        atomic (an object becomes visible only once complete), and a rename would be a
+        non-atomic copy. A full disk raises StoreFullError naming the store and the space needed.
         """
         path = self._path(rel)
-        parent = path.rsplit("/", 1)[0]
-        if isinstance(self.fs, LocalFileSystem):
-            self.fs.makedirs(parent, exist_ok=True)
-            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
-            try:
-                self.fs.pipe_file(tmp, data)
-                self.fs.mv(tmp, path)
-            except BaseException:
-                if self.fs.exists(tmp):
-                    self.fs.rm(tmp)
-                raise
-        else:
+        crash_point = "module_write" if rel.startswith("modules/") else "manifest_write"
+        if not isinstance(self.fs, LocalFileSystem):
+            faults.point(crash_point)
             self.fs.pipe_file(path, data)
+            return
+        try:
+            atomic.write_local(self.fs, path, data, crash_point)
+        except OSError as err:
+            if err.errno not in atomic.FULL_ERRNOS:
+                raise
+            free = atomic.free_bytes(path)
+            raise StoreFullError(
+                f"artifact store {self.url} is out of disk space: writing {rel} needs {format_bytes(len(data))}, "
+                f"{format_bytes(free)} free; free space or use another store, then rerun to resume",
+                self.url, len(data), free,
+            ) from None
+
+    def remove_dead_temp_files(self) -> list[str]:
+        """Delete temp files left by writers on this host that are no longer running; return them.
+
+        A killed writer leaves its half-written `.tmp-…` file behind (readers never look at
+        those). Temp files of live processes, and of other hosts sharing the filesystem, are kept.
+        Object stores have no temp files.
+        """
+        if not isinstance(self.fs, LocalFileSystem) or not self.fs.exists(self.root):
+            return []
+        dead = [p for p in self.fs.find(self.root) if atomic.is_temp(p) and not atomic.writer_alive(p)]
+        for path in dead:
+            self.fs.rm(path)
+            log.info("removed %s, left by a writer that died", path)
+        return dead
 
     def _read(self, rel: str) -> bytes:
         try:
@@ -97,6 +114,10 @@ class ArtifactStore:
         self._write_atomic("manifest.json", json.dumps(fresh.to_dict(), sort_keys=True, indent=1).encode())
         return fresh
 
+    def exists(self) -> bool:
+        """True when the store has a header (manifest.json)."""
+        return self.fs.exists(self._path("manifest.json"))
+
     def header(self) -> ManifestHeader:
         if not self.fs.exists(self._path("manifest.json")):
             raise ArtifactError(f"no artifact store at {self.url}: manifest.json is missing (compress first)")
@@ -118,7 +139,9 @@ class ArtifactStore:
         """Header merged with every entry sidecar (or, if there are none, manifest.json's snapshot)."""
         header = self.header()
         entries_dir = self._path("entries")
-        paths = [p for p in self.fs.find(entries_dir) if p.endswith(".json")] if self.fs.exists(entries_dir) else []
+        found = self.fs.find(entries_dir) if self.fs.exists(entries_dir) else []
+        # A crashed writer's half-written temp file is never read.
+        paths = [p for p in found if p.endswith(".json") and not atomic.is_temp(p)]
         if paths:
             blobs = self.fs.cat(paths)  # one batched (concurrent on object stores) read
             rows = [(p, json.loads(blobs[p])) for p in sorted(blobs)]

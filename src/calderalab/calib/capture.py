@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from calderalab import faults
 from calderalab.calib.hessian import HessianAccumulator
 
 log = logging.getLogger(__name__)
@@ -153,8 +154,11 @@ def layer_hessians(
 
     handles = [modules[g[0]].register_forward_hook(hook(g)) for g in groups]
     try:
+        outputs = []
         with torch.no_grad():
-            outputs = [_run_layer(layer, h, call) for h, call in zip(hidden, calls)]
+            for h, call in zip(hidden, calls):
+                outputs.append(_run_layer(layer, h, call))
+                faults.point("hessian")
     finally:
         for handle in handles:
             handle.remove()

@@ -163,6 +163,18 @@ def _evaluate(
     return list(run.results), decoding
 
 
+def _check_outputs_early(job: EvalJob, db_path: str | Path) -> None:
+    """Open the results database and the artifact store's header before any expensive work, so that a
+    file that is not a results database, or a missing or newer-format store, fails in a second, not
+    after the model load and the whole evaluation."""
+    from calderalab.artifacts import ArtifactStore
+
+    with ResultsDB(db_path):
+        pass
+    if job.artifacts is not None:
+        ArtifactStore(job.artifacts).header()
+
+
 def run_eval_job(
     job: EvalJob,
     db_path: str | Path = DEFAULT_DB,
@@ -180,6 +192,7 @@ def run_eval_job(
     from calderalab.models import load_model
 
     instances = build_instances(job)
+    _check_outputs_early(job, db_path)
     log.info("evaluating %s on %d instances (%s, %s scoring)", job.model_ref, len(instances), job.suite, job.scoring)
     model, tokenizer = loaded if loaded is not None else load_model(job.model_ref)
     fingerprint = model_fingerprint(model)
