@@ -766,7 +766,7 @@ def study(
     calib: str = _CALIB, samples: int = typer.Option(None, "--samples", help="sensitivity probe samples N (default 24)"),
     threshold: float = typer.Option(None, "--threshold", help="critical-zone fidelity threshold (default 0.15)"),
     scoring: str = _SCORING, n_per_family: int = _NPF, seeds: str = _SEEDS, generate_canonical: bool = _GEN,
-    ultra: bool = typer.Option(None, "--ultra/--no-ultra", help="also evaluate the ultra rank plan (default on)"),
+    ultra: bool = typer.Option(None, "--ultra/--no-ultra", help="also evaluate the ultra rank plan when a critical zone is measured (default on)"),
 ) -> None:
     """The main job: sensitivity profile -> critical zone -> uniform / selective / ultra -> Goodhart Gap report."""
     from rich.console import Console

@@ -169,7 +169,7 @@ class StudyConfig:
     compress: CompressSettings = field(default_factory=CompressSettings)
     sensitivity: SensitivitySettings = field(default_factory=SensitivitySettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
-    ultra: bool = True
+    ultra: bool = True  # the ultra plan, when the profile measures a critical zone
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -105,13 +105,14 @@ def study(config: StudyConfig = StudyConfig(), evaluator: Evaluator = default_ev
         (f"{spec.bits}-bit {kind}", selective_plan(n, spec, zone), zone, str(spec.bits)),
     ]
     ranks: dict[int, int] = {}
-    if config.ultra and spec.rank > 0:
+    # Ultra raises the rank of MEASURED critical layers; on a depth-chosen control set it would be a
+    # second control that costs a compression and an evaluation, so it runs only with a measured zone.
+    if config.ultra and spec.rank > 0 and zone_source == "profile":
         max_rank = min(min(m.weight.shape) for t in discover_layers(session.model) for m in t.modules.values())
         ranks = ultra_ranks(profile, spec.rank, zone, max_rank=max_rank)
         ultra = ultra_plan(n, spec, ranks)
         session.compress(ultra, stage="compress ultra (zone layers)")
-        configs.append((f"{spec.bits}-bit ultra" + ("" if zone_source == "profile" else " (depth control)"), ultra, zone,
-                        str(spec.bits)))
+        configs.append((f"{spec.bits}-bit ultra", ultra, zone, str(spec.bits)))
     runs = evaluate_configs(session, configs)
     sections = _sections(profile, zone, zone_source, spec.rank, ranks, runs, config)
     plot = _fidelity_plot(profile, zone if zone_source == "profile" else (), Path(config.run.out))
@@ -146,8 +147,10 @@ def _sections(profile: Any, zone: tuple[int, ...], zone_source: str, base_rank: 
                            f"comparison. Measured: {zone_contrast(profile, zone)}.\n\n"
                            + critical_table(profile, zone, noun="set")))
     if ranks:
-        control = "" if measured else "Raised ranks on the depth-protected control set, not on measured layers.\n\n"
-        out.append(Section("Ultra config", control + ultra_table(base_rank, ranks)))
+        out.append(Section("Ultra config", ultra_table(base_rank, ranks)))
+    elif not measured and config.ultra:
+        out.append(Section("Ultra config", "Not run: ultra raises the rank of measured critical layers, and the "
+                                           "profile measured none."))
     for note, rs in runs.items():
         out += suite_sections(rs, note, config.run.out)
     return out
