@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from calderalab.errors import CalderalabError
+from calderalab.progress import make_progress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__.splitlines()[0])
 
@@ -144,7 +145,6 @@ def compress(
     import time
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
 
     from calderalab import compress as compress_lib
@@ -163,8 +163,7 @@ def compress(
     t0 = time.perf_counter()
     model_obj, tokenizer = models.load_model(model)
     console.print(f"loaded {model} in {time.perf_counter() - t0:.1f}s")
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("ETA"), TimeRemainingColumn(), console=console)
+    progress = make_progress(eta=True, console=console)
     task = None
 
     def on_event(event) -> None:
@@ -592,9 +591,7 @@ def _sensitivity_calibration(net, tok, prompts, job) -> tuple[list, str]:
 
 
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
+    return make_progress(transient=True)
 
 
 
@@ -604,10 +601,8 @@ def _progress():
 
 
 def _stage_progress():
-    """A rich progress display with one bar per stage; returns (context manager, callback)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    """A progress display with one bar (or plain lines) per stage; returns (context manager, callback)."""
+    bar = make_progress()
     tasks: dict[str, int] = {}
 
     def update(stage: str, done: int, total: int) -> None:

@@ -114,6 +114,26 @@ def test_batched_next_token_scoring_equals_padded_batches(tok, random_lm):
     assert all(s.n_tokens == (1, 1, 1, 1) for s in fast) and sum(calls) == 4 * len(PROMPTS)
 
 
+def test_rotations_share_their_prefix_and_equal_the_padded_scores(tok, random_lm):
+    """Rotated letter probes share a long prefix: it runs once per group, scores unchanged."""
+    from calderalab.eval.backends import _prefix_groups
+    from calderalab.eval.probes import understanding_rotations
+    from calderalab.eval.tasks import generate_instances, load_families
+
+    insts = generate_instances(load_families(), 1, seed=0)[:3]
+    items = [(list(it.messages), ["A", "B", "C", "D"][: len(it.continuations)])
+             for inst in insts for it in understanding_rotations(inst)]
+    backend = HFBackend(random_lm, tok, batch_size=4)
+    contexts = [backend.encode(backend.render(p, "Answer:")) for p, _ in items]
+    groups = _prefix_groups(contexts, 4)
+    assert [len(g) for _, g in groups] == [len(i.plan_options) for i in insts]  # one group per instance
+    assert all(p > 50 for p, _ in groups)
+    fast = backend.choice_scores(items, assistant_prefix="Answer:")
+    padded = HFBackend(random_lm, tok, batch_size=4, share_context=False).choice_scores(items, assistant_prefix="Answer:")
+    torch.testing.assert_close(torch.tensor([s.logliks for s in fast]), torch.tensor([s.logliks for s in padded]),
+                               atol=1e-4, rtol=0)
+
+
 def test_choice_picks_the_planted_option(tok):
     backend = HFBackend(scripted_llama(tok, chain("Answer: 7\n")), tok)
     (scores,) = backend.choice_loglik([(PROMPTS[0], ["Answer: 8", "Answer: 7", "Answers"])])

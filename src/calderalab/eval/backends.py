@@ -95,6 +95,38 @@ def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
+MIN_SHARED_PREFIX = 16  # tokens; below this a shared prefix is not worth a pass of its own
+
+
+def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _prefix_groups(contexts: Sequence[Sequence[int]], max_group: int) -> list[tuple[int, list[int]]]:
+    """Runs of consecutive contexts sharing a prefix of >= MIN_SHARED_PREFIX tokens, at most max_group
+    long: (shared prefix length, indices). Every suffix keeps at least one token (the last one is
+    the position whose next-token distribution is read)."""
+    groups: list[tuple[int, list[int]]] = []
+    i = 0
+    while i < len(contexts):
+        members, shared = [i], len(contexts[i]) - 1
+        j = i + 1
+        while j < len(contexts) and len(members) < max_group:
+            common = min(shared, _common_prefix_len(contexts[i], contexts[j]), len(contexts[j]) - 1)
+            if common < MIN_SHARED_PREFIX:
+                break
+            members, shared = members + [j], common
+            j += 1
+        groups.append((shared, members))
+        i = j
+    return groups
+
+
 def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token rows. Returns input_ids and attention_mask, both (batch, max_len)."""
     width = max(len(r) for r in rows)
@@ -308,31 +340,48 @@ class HFBackend:
                 on_batch(len(batch))
         return [r for r in results if r is not None]
 
-    @torch.no_grad()
     def _score_next_tokens(
         self, items: list[tuple[list[int], list[list[int]]]], on_batch: OnBatch | None
     ) -> list[list[tuple[float, int]]]:
-        """Log-probabilities of single-token continuations of many contexts, batched.
+        """Log-probabilities of single-token continuations of many contexts.
 
-        Each item is (context, continuations of one token each); rows are left-padded and grouped by
-        length, and only the last position's logits are computed. Equal to `_score_shared_context`
-        up to float rounding (a test checks it); it exists because rotated letter probes are many
-        short-option items, where one pass per item at batch 1 wastes the batch dimension.
+        Each item is (context, continuations of one token each). Consecutive contexts that share a
+        token prefix (the rotations of one lettered probe share everything up to the options) form a
+        group: the prefix runs once, its KV cache is repeated over the group, and only the suffixes
+        run, left-padded so every row ends on the last position. Equal to `_score_batch` up to float
+        rounding (a test checks it); the rotations are most of the evaluation's cost, and about a
+        third of their tokens are a shared prefix.
         """
-        device = next(self.model.parameters()).device
-        results: list[list[tuple[float, int]] | None] = [None] * len(items)
-        for batch in _length_batches([len(ctx) for ctx, _ in items], self.batch_size):
-            input_ids, attention_mask = _left_pad([items[i][0] for i in batch], self.pad_id)  # (b, T)
-            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (b, T)
-            kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._accepts_logits_to_keep else {}
-            logits = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                position_ids=position_ids.to(device), use_cache=False, **kwargs).logits
-            logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (b, vocab)
-            for row, i in enumerate(batch):
-                results[i] = [(float(logprobs[row, c[0]].double()), 1) for c in items[i][1]]
+        results: list[list[tuple[float, int]]] = []
+        contexts = [ctx for ctx, _ in items]
+        for prefix_len, group in _prefix_groups(contexts, self.batch_size):
+            logprobs = self._next_token_logprobs([contexts[i] for i in group], prefix_len)  # (g, vocab)
+            for row, i in enumerate(group):
+                results.append([(float(logprobs[row, c[0]].double()), 1) for c in items[i][1]])
             if on_batch is not None:
-                on_batch(sum(len(items[i][1]) for i in batch))
-        return [r for r in results if r is not None]
+                on_batch(sum(len(items[i][1]) for i in group))
+        return results
+
+    @torch.no_grad()
+    def _next_token_logprobs(self, contexts: list[list[int]], prefix_len: int) -> torch.Tensor:
+        """log-softmax of the next-token logits after each context; contexts[*][:prefix_len] are equal."""
+        device = next(self.model.parameters()).device
+        keep: dict[str, Any] = {"logits_to_keep": 1} if self._accepts_logits_to_keep else {}
+        if prefix_len == 0:  # nothing shared (one-token contexts): one left-padded batch
+            ids, mask = _left_pad(contexts, self.pad_id)
+            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False,
+                                position_ids=((mask.cumsum(-1) - 1).clamp(min=0)).to(device), **keep).logits
+            return torch.log_softmax(logits[:, -1].float(), dim=-1)
+        prefix = torch.tensor([contexts[0][:prefix_len]], device=device)  # (1, P)
+        out = self.model(input_ids=prefix, use_cache=True, **keep)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        cache.batch_repeat_interleave(len(contexts))
+        suffix_ids, suffix_mask = _left_pad([c[prefix_len:] for c in contexts], self.pad_id)  # (g, W)
+        attention_mask = torch.cat([torch.ones((len(contexts), prefix_len), dtype=torch.long), suffix_mask], dim=1)
+        position_ids = prefix_len + (suffix_mask.cumsum(-1) - 1).clamp(min=0)  # (g, W): pads repeat a position, masked
+        logits = self.model(input_ids=suffix_ids.to(device), attention_mask=attention_mask.to(device),
+                            position_ids=position_ids.to(device), use_cache=True, **{self._cache_kw: cache}, **keep).logits
+        return torch.log_softmax(logits[:, -1].float(), dim=-1)  # (g, vocab)
 
     @torch.no_grad()
     def _score_shared_context(self, context: list[int], conts: list[list[int]]) -> list[tuple[float, int]]:

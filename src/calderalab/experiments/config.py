@@ -48,7 +48,7 @@ class EvalSettings:
     scoring: Scoring = "choice"
     n_per_family: int = 1
     seeds: tuple[int, ...] = (0,)
-    ladder_per_step: int = 2
+    ladder_per_step: int = 1  # 18 ladder instances per seed: the study shows the stage; `eval --ladder` measures it
     generate_canonical: bool = False  # measured: > 300 s per configuration for SmolLM2 on a busy 2-core box
     batch_size: int = 8
     max_new_tokens: int = 192
