@@ -21,7 +21,7 @@ class _Task:
     started: float = field(default_factory=time.perf_counter)
     completed: int = 0
     tenth: int = 0  # the last tenth of the total a line was printed for (0: the start line)
-    printed_at: float = 0.0
+    printed_at: float = field(default_factory=time.perf_counter)
 
 
 class PlainProgress:
