@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from calderalab.cli import app
-from calderalab.eval.job import EvalJob
+from calderalab.experiments.options import eval_job
 from calderalab.eval.types import Instance, ProbeResult
 from calderalab.results import ResultsDB, RunRecord
 
@@ -56,15 +56,18 @@ def test_compare_unknown_run_is_a_clean_error(tmp_path):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(suite="gsm8k", n=5, data_path="x.jsonl"), "--scoring generate"),
+        (dict(suite="gsm8k", n=5, data="x.jsonl"), "--scoring generate"),
         (dict(suite="mmlu"), "goodhart, ladder, canonical, gsm8k"),
-        (dict(batch_size=0), "--batch-size"),
+        (dict(batch_size=0), "batch_size must be >= 1, got 0"),
         (dict(protect="23-27"), "--artifacts"),
         (dict(scoring="vote"), "choice, cloze, generate"),
-        (dict(n=0), "--n must be > 0"),
-        (dict(n=5, seeds=(1, 1)), "distinct"),
+        (dict(n=0), r"n must be > 0 \(--n, --n-per-family\)"),
+        (dict(n=5, seeds="1,1"), "distinct"),
+        (dict(seeds="0,x"), "--seeds must be comma-separated integers"),
+        (dict(canonical=True, ladder=True), "pick one of --canonical, --ladder and --suite"),
     ],
 )
 def test_eval_job_validation(kwargs, match):
+    """Every bad `calderalab eval` option fails while the job is built, before anything loads."""
     with pytest.raises(ValueError, match=match):
-        EvalJob(model_ref="smollm2", **kwargs)
+        eval_job("smollm2", **kwargs)

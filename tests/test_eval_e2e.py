@@ -8,12 +8,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_eval_job_canonical_choice_round_trip(tmp_path, smollm2):
-    from calderalab.eval.job import EvalJob, run_eval_job
+    from calderalab.eval.suite import EvalSettings
+    from calderalab.experiments.evaluation import EvalJob, run_eval_job
     from calderalab.report.tables import goodhart_table, per_test_grid
     from calderalab.results import ResultsDB
 
     db_path = tmp_path / "runs.sqlite"
-    run_id, outcomes = run_eval_job(EvalJob(model_ref="smollm2", scoring="choice", label="Baseline"), db_path,
+    run_id, outcomes = run_eval_job(EvalJob("smollm2", EvalSettings(suite="canonical"), label="Baseline"), db_path,
                                    loaded=smollm2)
     assert outcomes.n == 7 and outcomes.n_probed == 7
     assert [o.family for o in outcomes.outcomes] == [

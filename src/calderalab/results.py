@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # v2: outcomes.detail_json (options, pick, per-rotation scores)
 APP_ID = "calderalab-results"
-DEFAULT_DB = "runs.sqlite"
+DEFAULT_DB = "runs.sqlite"  # the results database of `calderalab eval`, `compare`, `runs`, `report`
+FOLDER_DB = "results.sqlite"  # an experiment's or study's own database, inside its report folder
 # How long a writer waits for another process's transaction before giving up. A run is
 # written in well under a second, so this only runs out when another process hangs.
 BUSY_TIMEOUT_S = 60.0

@@ -74,7 +74,6 @@ class TailEvaluation:
 class MinProtectResult:
     k: int | None  # None: no tail passes, not even every layer protected
     protected: tuple[int, ...]
-    baseline_rate: float
     test: MarginTest
     n: int  # paired instances
     needed_n: int  # instances the margin needs at the deciding tail's discordance (MarginTest.power)
@@ -132,11 +131,10 @@ def min_protect(
     n_layers: int,
     baseline: Sequence[bool],
     test: MarginTest = MarginTest(),
-    verify_above: bool = True,
 ) -> MinProtectResult:
     """Smallest k such that protecting layers n_layers-k .. n_layers-1 is non-inferior to the
     baseline: one-sided `test.level` upper bound of (baseline − tail) execution rate < test.margin.
-    verify_above also evaluates k+1, which must pass too under monotonicity. Evaluates at most
+    It also evaluates k+1, which must pass too under monotonicity. Evaluates at most
     3 + ceil(log2(n_layers)) protection sets, each at most once.
     """
     if n_layers < 1:
@@ -156,7 +154,7 @@ def min_protect(
         return cache[k].passes
 
     k = _search(passes, n_layers)
-    if verify_above and k is not None and k < n_layers:
+    if k is not None and k < n_layers:
         passes(k + 1)
     verified = k is not None and (k == 0 or (k - 1 in cache and not cache[k - 1].passes))
     violations = () if k is None else tuple(sorted(j for j, ev in cache.items() if j > k and not ev.passes))
@@ -167,6 +165,6 @@ def min_protect(
     needed = noninferiority_sample_size(discordance, test.margin, alpha=1 - test.level, power=test.power)
     return MinProtectResult(
         k=k, protected=() if k is None else tuple(range(n_layers - k, n_layers)),
-        baseline_rate=sum(map(bool, baseline)) / len(baseline), test=test, n=len(baseline), needed_n=needed,
+        test=test, n=len(baseline), needed_n=needed,
         discordance=discordance, evaluations=tuple(order), boundary_verified=verified, monotonicity_violations=violations,
     )

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from calderalab.eval.job import EvalJob, run_eval_job
+from calderalab.eval.runner import EvalConfig
+from calderalab.eval.suite import EvalSettings
+from calderalab.experiments.evaluation import EvalJob, run_eval_job
 from calderalab.results import ResultsDB
 
 
 @pytest.mark.parametrize("scoring", ["choice", "cloze", "generate"])
 def test_same_run_twice_gives_identical_outcomes(tok, random_lm, tmp_path, scoring):
-    job = EvalJob("tiny-random-llama", scoring=scoring, suite="canonical", batch_size=3)
+    job = EvalJob("tiny-random-llama", EvalSettings(suite="canonical", decoding=EvalConfig(scoring=scoring, batch_size=3)))
     db = tmp_path / "runs.sqlite"
     first, _ = run_eval_job(job, db, loaded=(random_lm, tok))
     second, _ = run_eval_job(job, db, loaded=(random_lm, tok))

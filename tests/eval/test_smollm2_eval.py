@@ -6,14 +6,14 @@ import pytest
 
 from calderalab.eval.probes import has_complete_answer_line
 from calderalab.eval.runner import EvalConfig, evaluate
-from calderalab.eval.tasks import canonical_instances
+from calderalab.eval.tasks import canonical_instances, load_families
 
 pytestmark = pytest.mark.slow
 
 
 def test_seven_execution_prompts_generate_and_parse(smollm2):
     model, tokenizer = smollm2
-    instances = canonical_instances()
+    instances = canonical_instances(load_families())
     run = evaluate(model, tokenizer, instances, config=EvalConfig(batch_size=7, max_new_tokens=192))
     exe = [r for r in run.results if r.probe == "execution"]
     tails = [r.raw_output[-160:] for r in exe]

@@ -7,6 +7,7 @@ import json
 
 
 def test_study_end_to_end_writes_report_folder(study_run):
+    from calderalab.artifacts import ArtifactStore
     from calderalab.results import ResultsDB
 
     small_config, out = study_run
@@ -33,6 +34,11 @@ def test_study_end_to_end_writes_report_folder(study_run):
     with ResultsDB(small_config.run.db_path) as db:
         runs = db.list_runs("study")
     assert len(runs) == 12  # 4 configurations x (choice suite + ladder + generated canonical tests)
+    # every run records its own pass and, when compressed, the sha256 of the store's manifest content
+    assert sorted(r.record.suite for r in runs) == ["canonical"] * 4 + ["goodhart"] * 4 + ["ladder"] * 4
+    manifest_hash = ArtifactStore(small_config.run.artifacts_url).manifest().content_hash()
+    assert {r.record.artifacts_manifest_hash for r in runs if r.record.label != "Baseline"} == {manifest_hash}
+    assert all(r.record.decoding["max_new_tokens"] == 8 and "parse_failures" in r.record.decoding for r in runs)
     # the same instances for every configuration: paired
     sizes = [r.n_instances for r in runs if r.record.scoring == "choice"]
     assert sorted(sizes) == [3] * 4 + [18] * 4  # the suite and the ladder, each the same for all 4 configs

@@ -16,6 +16,7 @@ the merged view into manifest.json under "modules" for people and tools that rea
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
@@ -117,3 +118,10 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         rows = [asdict(self.modules[key]) for key in sorted(self.modules)]
         return {**self.header.to_dict(), "modules": rows}
+
+    def content_hash(self) -> str:
+        """sha256 over the header and every entry (spec, original-weight fingerprint, file hash): two
+        evaluations with equal hashes applied the same stored modules of the same source model."""
+        content = {"header": self.header.to_dict(),
+                   "modules": sorted(json.dumps(asdict(e), sort_keys=True) for e in self.modules.values())}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from calderalab.eval.divergence import token_kl, top1_agreement, window_mean_interval
-from calderalab.eval.job import model_fingerprint
+from calderalab.eval.target import model_fingerprint
 from calderalab.eval.perplexity import PerplexityResult, ratio_interval, score_token_ids
 
 log = logging.getLogger(__name__)

@@ -206,6 +206,13 @@ def _check_instances(instances: Sequence[Instance]) -> None:
         raise ValueError(f"duplicate instance uids: {sorted({u for u in uids if uids.count(u) > 1})[:5]}")
 
 
+def probe_counts(results: Sequence[ProbeResult]) -> tuple[dict[str, int], dict[str, int]]:
+    """(parse failures, generations cut by the token cap) per probe kind."""
+    kinds = ("execution", "understanding")
+    return ({k: sum(r.parsed is None for r in results if r.probe == k) for k in kinds},
+            {k: sum(r.truncated for r in results if r.probe == k) for k in kinds})
+
+
 def evaluate(
     model,
     tokenizer,
@@ -239,13 +246,13 @@ def evaluate_with(backend: ScoringBackend, instances: Sequence[Instance], config
     else:
         results, n_tokens = _run_choice(backend, instances, probed, config, progress), 0
     seconds = time.perf_counter() - start
-    kinds = ("execution", "understanding")
+    parse_failures, truncated = probe_counts(results)
     run = EvalRun(
         config=config,
         instances=tuple(instances),
         results=tuple(results),
-        parse_failures={k: sum(r.parsed is None for r in results if r.probe == k) for k in kinds},
-        truncated={k: sum(r.truncated for r in results if r.probe == k) for k in kinds},
+        parse_failures=parse_failures,
+        truncated=truncated,
         generated_tokens=n_tokens,
         seconds=seconds,
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from calderalab.eval.types import Scoring, check_scoring
+from calderalab.eval.suite import EvalSettings
 
 Device = str  # "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1", ...
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -32,39 +32,12 @@ def resolve_calib_source(source: str) -> str:
     return str(candidate) if candidate.is_file() else "self"
 
 
-@dataclass(frozen=True)
-class EvalSettings:
-    """Which probe instances, scored how (DESIGN.md, Probe suite).
-
-    The suite is the seven canonical tests plus `n_per_family` generated instances of every
-    family per seed (the canonical assignment counts as a family's first instance), scored by
-    `scoring`. `ladder_per_step` instances of every ladder family at every step count k = 1 … 6
-    per seed make the difficulty ladder (0: none), where a small model is informative: it can do
-    one step and not five. `generate_canonical` also scores the seven canonical tests by greedy
-    generation (the report's own protocol), as a second stored run per configuration. `families`
-    restricts the suite to the named families (their canonical tests included).
-    """
-
-    scoring: Scoring = "choice"
-    n_per_family: int = 1
-    seeds: tuple[int, ...] = (0,)
-    ladder_per_step: int = 1  # 18 ladder instances per seed: the study shows the stage; `eval --ladder` measures it
-    generate_canonical: bool = False  # measured: > 300 s per configuration for SmolLM2 on a busy 2-core box
-    batch_size: int = 8
-    max_new_tokens: int = 192
-    tasks_dirs: tuple[str, ...] = ()
-    families: tuple[str, ...] = ()  # only these family ids (empty: every family)
-
-    def __post_init__(self) -> None:
-        check_scoring(self.scoring)
-        if self.n_per_family < 1:
-            raise ValueError(f"n_per_family must be >= 1, got {self.n_per_family}")
-        if self.ladder_per_step < 0:
-            raise ValueError(f"ladder_per_step must be >= 0 (0: no ladder), got {self.ladder_per_step}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct integers, got {list(self.seeds)}")
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {self.batch_size}, {self.max_new_tokens}")
+# The experiments' and the study's evaluation: every family's canonical assignment (its first instance)
+# on seed 0 plus the difficulty ladder at one instance per ladder and step count, on every
+# configuration. Four configurations of SmolLM2 on a 2-core CPU fit the demo's time; the larger
+# statistical suite is `calderalab eval`'s default (EvalSettings()). Generation scoring of the
+# canonical seven is off: measured > 300 s per configuration for SmolLM2 on a busy 2-core box.
+EXPERIMENT_EVAL = EvalSettings(n=1, seeds=(0,), canonical_first=True, ladder_per_step=1)
 
 
 @dataclass(frozen=True)
@@ -136,7 +109,7 @@ class RunSettings:
     """Where things live and on what they run (shared by every experiment).
 
     artifacts: artifact store dir or URL (None: <out>/artifacts); db: results database (None:
-    <out>/results.sqlite, so a study folder is self-contained and a rerun reuses it).
+    <out>/results.sqlite, `results.FOLDER_DB`, so a study folder is self-contained and a rerun reuses it).
     """
 
     model: str = "smollm2"
@@ -158,7 +131,9 @@ class RunSettings:
 
     @property
     def db_path(self) -> str:
-        return self.db or f"{self.out.rstrip('/')}/results.sqlite"
+        from calderalab.results import FOLDER_DB
+
+        return self.db or f"{self.out.rstrip('/')}/{FOLDER_DB}"
 
 
 @dataclass(frozen=True)
@@ -168,7 +143,7 @@ class StudyConfig:
     run: RunSettings = field(default_factory=RunSettings)
     compress: CompressSettings = field(default_factory=CompressSettings)
     sensitivity: SensitivitySettings = field(default_factory=SensitivitySettings)
-    eval: EvalSettings = field(default_factory=EvalSettings)
+    eval: EvalSettings = EXPERIMENT_EVAL
     ultra: bool = True  # the ultra plan, when the profile measures a critical zone
 
     def to_dict(self) -> dict[str, Any]:

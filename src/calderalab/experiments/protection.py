@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from calderalab.experiments.session import Session
 
@@ -39,27 +39,29 @@ def _layers(text: str | Sequence[int], n_layers: int) -> tuple[int, ...]:
     return parse_layer_set(text, n_layers) if isinstance(text, str) else tuple(sorted(set(text)))
 
 
-def _suites(session: Session) -> list[tuple[str, str, list[Any]]]:
-    """(scoring note, scoring, instances) of every evaluation pass the settings ask for."""
-    from calderalab.experiments.session import ladder_probe_instances, probe_instances
+def _suites(session: Session) -> list[tuple[str, Any, list[Any]]]:
+    """(scoring note, pass settings, instances) of every evaluation pass, main suite first
+    (`eval.suite.experiment_passes`)."""
+    from calderalab.eval.suite import experiment_passes
     from calderalab.report.experiment_report import LADDER_NOTE
 
-    suite, canonical = probe_instances(session.eval_settings)
-    s = session.eval_settings
-    out = [(f"{s.scoring} scoring, N={len(suite)}", s.scoring, suite)]
-    if s.ladder_per_step:
-        ladder = ladder_probe_instances(s)
-        out.append((f"{LADDER_NOTE}, {s.scoring} scoring, N={len(ladder)}", s.scoring, ladder))
-    if s.generate_canonical and not (s.scoring == "generate" and len(suite) == len(canonical)):
-        out.append((f"generation, canonical {len(canonical)}", "generate", canonical))
+    out = []
+    for i, (settings, instances) in enumerate(experiment_passes(session.eval_settings)):
+        if i == 0:
+            note = f"{settings.scoring} scoring, N={len(instances)}"
+        elif settings.suite == "ladder":
+            note = f"{LADDER_NOTE}, {settings.scoring} scoring, N={len(instances)}"
+        else:
+            note = f"generation, canonical {len(instances)}"
+        out.append((note, settings, instances))
     return out
 
 
 def evaluate_configs(session: Session, configs: Sequence[tuple[str, Any, tuple[int, ...], str]]) -> dict[str, list[Any]]:
-    """Evaluate (label, plan or None, protected layers shown, bits) on every suite; baseline first."""
+    """Evaluate (label, plan or None, protected layers shown, bits) on every pass; baseline first."""
     runs: dict[str, list[Any]] = {}
-    for note, scoring, instances in _suites(session):
-        runs[note] = [session.evaluate(label, plan, instances, scoring, protected, bits)
+    for note, settings, instances in _suites(session):
+        runs[note] = [session.evaluate(label, plan, settings, instances, protected, bits)
                       for label, plan, protected, bits in configs]
     return runs
 
@@ -127,15 +129,15 @@ def min_protect(session: Session, margin: float | None = None, bits: int | None 
     n = session.n_layers
     spec = session.compress_settings.spec(bits)
     session.compress(uniform_plan(n, spec))
-    note, scoring, instances = _suites(session)[0]
-    base = session.evaluate("Baseline", None, instances, scoring)
+    note, settings, instances = _suites(session)[0]
+    base = session.evaluate("Baseline", None, settings, instances)
     order = [o.uid for o in base.outcomes]
     runs = [base]
 
     def evaluate_tail(k: int) -> TailResult:
         layers = tuple(range(n - k, n))
-        run = session.evaluate(f"{_bits_label(spec)} protect last {k}", selective_plan(n, spec, layers), instances,
-                               scoring, layers, str(spec.bits))
+        run = session.evaluate(f"{_bits_label(spec)} protect last {k}", selective_plan(n, spec, layers), settings,
+                               instances, layers, str(spec.bits))
         runs.append(run)
         by_uid = run.by_uid()
         return TailResult(tuple(by_uid[u].executed for u in order))
@@ -192,6 +194,14 @@ def min_protect_verdict(found: Any, baseline_correct: int) -> str:
     return text
 
 
+def check_grid_plans(plans: Sequence[str]) -> list[str]:
+    """The grid's plan kinds, each one of uniform, selective."""
+    bad = sorted(set(plans) - {"uniform", "selective"})
+    if bad or not plans:
+        raise ValueError(f"grid plans must be among uniform, selective; got {list(plans)}")
+    return list(plans)
+
+
 def grid(session: Session, bits: Sequence[int] = (2, 3, 4), plans: Sequence[str] = ("uniform", "selective"),
          protect: str | None = None) -> ExperimentResult:
     """Bits × plans (uniform, selective) against the baseline: bitwidth comparison tables (mean ±
@@ -204,9 +214,7 @@ def grid(session: Session, bits: Sequence[int] = (2, 3, 4), plans: Sequence[str]
     from calderalab.results import format_layers
     from calderalab.sensitivity.profile import LayerGroups
 
-    bad = sorted(set(plans) - {"uniform", "selective"})
-    if bad or not plans:
-        raise ValueError(f"grid plans must be among uniform, selective; got {list(plans)}")
+    check_grid_plans(plans)
     n = session.n_layers
     layers = _layers(protect, n) if protect else tuple(LayerGroups().ranges(n)["critical"])
     shapes = {(t.index, name): tuple(m.weight.shape) for t in discover_layers(session.model) for name, m in t.modules.items()}
@@ -237,15 +245,25 @@ def grid(session: Session, bits: Sequence[int] = (2, 3, 4), plans: Sequence[str]
     return ExperimentResult("grid", runs, sections + _goodhart(runs, session.run.out), plots, data={"bpw": bpw, "protect": list(layers)})
 
 
+def run_experiment(config: Any, name: str, job: Callable[[Session], ExperimentResult], extra: dict[str, Any],
+                   progress: Any = None) -> tuple[dict[str, Path], ExperimentResult]:
+    """Open a session on `config` (a StudyConfig: run, compress and eval settings), run `job` on it and
+    write its report folder; returns (paths, result). `extra` joins the settings in manifest.json."""
+    session = Session.open(config.run, config.compress, config.eval, name, progress=progress)
+    result = job(session)
+    return finish(session, result, extra), result
+
+
 def finish(session: Session, result: ExperimentResult, config: dict[str, Any], title: str | None = None) -> dict[str, Path]:
-    """Write the experiment's report.md and manifest.json into the session's output folder."""
+    """Write the experiment's report.md and manifest.json (the session's settings plus `config`) into
+    the session's output folder."""
     from calderalab.report.experiment_report import Section, timings_table, write_report
     from calderalab.results import detect_git_sha
 
     sections = list(result.sections)
     sections += [Section("Plots", "\n".join(f"![{k}]({p.name})" for k, p in result.plots.items()))] if result.plots else []
     sections.append(Section("Stage times", timings_table(session.timings)))
-    manifest = {"experiment": result.name, "config": config, "git_sha": detect_git_sha(), "seed": session.compress_settings.seed,
+    manifest = {"experiment": result.name, "config": {**session.settings_dict(), **config}, "git_sha": detect_git_sha(), "seed": session.compress_settings.seed,
                 "model": session.run.model, "artifacts": session.store.url, "results_db": session.run.db_path,
                 "timings_s": {k: round(v, 2) for k, v in session.timings.items()}, "data": result.data,
                 "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

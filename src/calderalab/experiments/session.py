@@ -5,8 +5,9 @@ results database, and the two operations built on them.
   stored modules are skipped, so each (layer, module, spec) is decomposed once, ever).
 - `Session.evaluate(label, plan)`: assemble Ŵ from stored artifacts + original weights for the
   plan's protected layers, swap them in (restored on exit), run the probes, store the run in
-  the results database. A run with the same evaluation key (model, plan hash, instances,
-  scoring settings) already in the database is read back instead of evaluated again.
+  the results database through `experiments.evaluation`, as `calderalab eval` does. A run with
+  the same evaluation key (model, plan hash, instances, scoring settings) already in the
+  database is read back instead of evaluated again.
 Imports torch and the model stack lazily; prints nothing (progress goes to callbacks).
 """
 
@@ -20,20 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from calderalab.experiments.config import CompressSettings, EvalSettings, RunSettings
+from calderalab.eval.suite import EvalSettings
+from calderalab.experiments.config import CompressSettings, RunSettings
+from calderalab.experiments.evaluation import Evaluator, default_evaluator
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (stage description, done, total)
-# (model, tokenizer, instances, EvalConfig, progress(done, total)) -> ProbeResults
-Evaluator = Callable[[Any, Any, Sequence[Any], Any, Any], Sequence[Any]]
-
-
-def default_evaluator(model: Any, tokenizer: Any, instances: Sequence[Any], config: Any, progress: Any = None) -> list[Any]:
-    """The real probe runner (`calderalab.eval.runner.evaluate`)."""
-    from calderalab.eval.runner import evaluate
-
-    return list(evaluate(model, tokenizer, instances, config=config, progress=progress).results)
 
 
 def resolve_device(device: str) -> str:
@@ -50,39 +44,6 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     if dtype == "auto":  # float32 on CPU (bf16 matmuls are slow there), bf16 on accelerators
         return torch.float32 if device == "cpu" else torch.bfloat16
     return getattr(torch, dtype)
-
-
-def probe_instances(settings: EvalSettings) -> tuple[list[Any], list[Any]]:
-    """(suite, canonical seven): canonical + generated instances per seed, and the seven alone."""
-    from calderalab.eval.tasks import canonical_instances, generate_instances, load_families
-
-    families = load_families(extra_dirs=settings.tasks_dirs)
-    if settings.families:
-        unknown = sorted(set(settings.families) - {f.id for f in families})
-        if unknown:
-            raise ValueError(f"unknown task families {unknown}; known: {sorted(f.id for f in families)}")
-        families = [f for f in families if f.id in settings.families]
-    suite: dict[str, Any] = {}
-    for seed in settings.seeds:
-        for inst in generate_instances(families, settings.n_per_family, seed, include_canonical=True):
-            suite.setdefault(inst.uid, inst)
-    canonical = [i for i in canonical_instances(load_families(extra_dirs=settings.tasks_dirs))
-                 if not settings.families or i.family in settings.families]
-    return list(suite.values()), canonical
-
-
-def ladder_probe_instances(settings: EvalSettings) -> list[Any]:
-    """The difficulty ladder: `ladder_per_step` instances of every ladder at every k, per seed."""
-    from calderalab.eval.tasks import ladder_instances, load_ladders
-
-    ladders = load_ladders(extra_dirs=settings.tasks_dirs)
-    return [i for seed in settings.seeds for i in ladder_instances(ladders, settings.ladder_per_step, seed)]
-
-
-def eval_config(settings: EvalSettings, scoring: str) -> Any:
-    from calderalab.eval.runner import EvalConfig
-
-    return EvalConfig(scoring=scoring, batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens)
 
 
 @dataclass
@@ -133,13 +94,20 @@ class Session:
         if self.progress is not None:
             self.progress(stage, done, total)
 
+    def settings_dict(self) -> dict[str, Any]:
+        """The session's settings as plain data (for manifest.json)."""
+        import dataclasses
+
+        return {"run": dataclasses.asdict(self.run), "compress": dataclasses.asdict(self.compress_settings),
+                "eval": dataclasses.asdict(self.eval_settings)}
+
     def timed(self, stage: str, seconds: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
 
     def fingerprint(self) -> str:
         """sha256 of the ORIGINAL weights (computed once, before any swap)."""
         if self._fingerprint is None:
-            from calderalab.eval.job import model_fingerprint
+            from calderalab.eval.target import model_fingerprint
 
             self._fingerprint = model_fingerprint(self.model)
         return self._fingerprint
@@ -189,62 +157,49 @@ class Session:
 
         return assemble_weights(self.store, self.model, plan=plan)
 
-    def eval_key(self, plan_hash: str | None, protected: Sequence[int], instances: Sequence[Any], scoring: str) -> str:
+    def eval_key(self, plan_hash: str | None, protected: Sequence[int], instances: Sequence[Any], settings: EvalSettings) -> str:
         payload = {
             "model": self.fingerprint(), "plan": plan_hash, "protected": sorted(protected),
-            "instances": [i.uid for i in instances], "scoring": scoring,
-            "eval": eval_config(self.eval_settings, scoring).to_dict(),
+            "instances": [i.uid for i in instances], "scoring": settings.scoring, "eval": settings.decoding.to_dict(),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
-    def evaluate(self, label: str, plan: Any | None, instances: Sequence[Any], scoring: str,
+    def evaluate(self, label: str, plan: Any | None, settings: EvalSettings, instances: Sequence[Any],
                  protected: Sequence[int] = (), bits: str = "-", stage: str | None = None) -> Any:
-        """Evaluate the plan's model (None: the uncompressed baseline); returns `RunOutcomes`.
+        """Evaluate the plan's model (None: the uncompressed baseline) on one pass (`settings` and its
+        instances); returns `RunOutcomes`.
 
         Reuses a stored run with the same evaluation key. `protected` is what the report's
         Protected column shows (the plan's protected layers, or an ultra plan's boosted layers).
         """
+        from calderalab.experiments.evaluation import Evaluated, evaluate_and_store
         from calderalab.results import ResultsDB
 
         plan_hash = None if plan is None else plan.hash()
-        key = self.eval_key(plan_hash, protected, instances, scoring)
+        key = self.eval_key(plan_hash, protected, instances, settings)
         with ResultsDB(self.run.db_path) as db:
             for stored in db.list_runs(self.experiment):
                 if stored.record.config.get("eval_key") == key and stored.record.label == label:
-                    log.info("%s (%s): reusing stored run %d", label, scoring, stored.run_id)
+                    log.info("%s (%s): reusing stored run %d", label, settings.scoring, stored.run_id)
                     return db.run_outcomes(stored.run_id)
-        stage = stage or f"evaluate {label} ({scoring})"
+        stage = stage or f"evaluate {label} ({settings.scoring})"
+        manifest_hash = None if plan is None else self.store.manifest().content_hash()
+        evaluated = Evaluated(self.run.model, self.fingerprint(), manifest_hash, tuple(protected), plan_hash)
+        config = {"eval_key": key, "bits": bits, "artifacts": None if plan is None else self.store.url,
+                  "plan_preset": None if plan is None else getattr(plan, "preset", None)}
+        tick = lambda done, total: self._tick(stage, done, total)  # noqa: E731
         started = time.perf_counter()
-        results = self._run_probes(plan, instances, scoring, stage)
-        self.timed(f"evaluate ({scoring})", time.perf_counter() - started)
-        record = self._record(label, plan, plan_hash, protected, bits, scoring, key, instances)
+        with self._weights_of(plan):
+            run_id, _ = evaluate_and_store(self.run.db_path, self.model, self.tokenizer, settings, instances, evaluated,
+                                           label, self.experiment, config, self.evaluator, tick)
+        self.timed(f"evaluate ({settings.scoring})", time.perf_counter() - started)
         with ResultsDB(self.run.db_path) as db:
-            run_id = db.add_run(record, results, instances)
             return db.run_outcomes(run_id)
 
-    def _run_probes(self, plan: Any | None, instances: Sequence[Any], scoring: str, stage: str) -> list[Any]:
+    def _weights_of(self, plan: Any | None) -> Any:
+        """A context with the plan's Ŵ swapped in (restored on exit); the original weights for None."""
+        from contextlib import nullcontext
+
         from calderalab.models import swapped_weights
 
-        config = eval_config(self.eval_settings, scoring)
-        tick = lambda done, total: self._tick(stage, done, total)  # noqa: E731
-        if plan is None:
-            return list(self.evaluator(self.model, self.tokenizer, instances, config, tick))
-        with swapped_weights(self.model, self.weights(plan)):
-            return list(self.evaluator(self.model, self.tokenizer, instances, config, tick))
-
-    def _record(self, label: str, plan: Any, plan_hash: str | None, protected: Sequence[int], bits: str,
-                scoring: str, key: str, instances: Sequence[Any]) -> Any:
-        from calderalab import __version__
-        from calderalab.results import RunRecord, detect_git_sha
-
-        seeds = tuple(sorted({i.seed for i in instances if getattr(i, "seed", None) is not None})) or (0,)
-        return RunRecord(
-            model_ref=self.run.model, scoring=scoring, suite="goodhart", seeds=seeds,
-            model_fingerprint=self.fingerprint(),
-            artifacts_manifest_hash=None if plan is None else self.store.url,
-            protected_layers=tuple(sorted(protected)), plan_hash=plan_hash,
-            decoding=eval_config(self.eval_settings, scoring).to_dict(), label=label,
-            config={"eval_key": key, "bits": bits, "artifacts": None if plan is None else self.store.url,
-                    "plan_preset": None if plan is None else getattr(plan, "preset", None)},
-            experiment=self.experiment, tool_version=__version__, git_sha=detect_git_sha(),
-        )
+        return nullcontext() if plan is None else swapped_weights(self.model, self.weights(plan))

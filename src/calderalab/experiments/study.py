@@ -18,7 +18,8 @@ from typing import Any
 
 from calderalab.experiments.config import StudyConfig
 from calderalab.experiments.protection import ExperimentResult, evaluate_configs, finish
-from calderalab.experiments.session import Evaluator, Progress, Session, default_evaluator
+from calderalab.experiments.evaluation import Evaluator, default_evaluator
+from calderalab.experiments.session import Progress, Session
 
 log = logging.getLogger(__name__)
 

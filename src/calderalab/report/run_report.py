@@ -27,16 +27,16 @@ def _n_protected(label: str) -> int | None:
     return total
 
 
-def report_from_db(db_path: str | Path, run_ids: Sequence[str | int], out_dir: str | Path) -> dict[str, Path]:
+def report_from_db(db_path: str | Path, run_ids: Sequence[str | int], out_dir: str | Path = "reports/runs") -> dict[str, Path]:
     from calderalab.eval import stats
     from calderalab.report import tables
     from calderalab.report.plots import RatePoint, execution_vs_bits_plot, execution_vs_protected_plot
-    from calderalab.results import ResultsDB, detect_git_sha
+    from calderalab.results import FOLDER_DB, ResultsDB, detect_git_sha
 
     if not run_ids:
         raise ValueError("name at least one run id (see `calderalab runs`)")
     if not Path(db_path).exists():
-        raise FileNotFoundError(f"results database {db_path} does not exist: pass --db (a study writes <out>/results.sqlite)")
+        raise FileNotFoundError(f"results database {db_path} does not exist: pass --db (a study writes <out>/{FOLDER_DB})")
     with ResultsDB(db_path) as db:
         stored = [db.get_run(r) for r in run_ids]
         runs = [db.run_outcomes(s.run_id) for s in stored]

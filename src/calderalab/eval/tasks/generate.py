@@ -293,12 +293,11 @@ CANONICAL_FAMILIES = (
 )
 
 
-def canonical_instances(families: Iterable[Family] | None = None) -> list[Instance]:
-    """The report's seven seed problems, in the report's order, each with canonical=True (seed 0)."""
-    if families is None:
-        from calderalab.eval.tasks.loader import load_families
+def canonical_instances(families: Iterable[Family]) -> list[Instance]:
+    """The report's seven seed problems, in the report's order, each with canonical=True (seed 0).
 
-        families = load_families()
+    `families` are the loaded families (`load_families()`): generation never reads files, so the
+    loader may use this module without the two importing each other."""
     by_id = {f.id: f for f in families}
     missing = [name for name in CANONICAL_FAMILIES if name not in by_id or by_id[name].canonical_variables is None]
     if missing:

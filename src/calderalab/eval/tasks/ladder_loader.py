@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import yaml
 
 from calderalab.errors import TaskFamilyError
+from calderalab.eval.tasks.generate import check_family
 from calderalab.eval.tasks.interpreter import Expression, compile_expression
 from calderalab.eval.tasks.ladder import (
     MAX_RUNGS,
@@ -184,8 +185,6 @@ def parse_ladder(data: Any, path: str) -> Ladder:
 
 def load_ladder_file(path: str | Path) -> Ladder:
     """Read and validate one ladder file; every k-step family must run and match its canonical answer."""
-    from calderalab.eval.tasks.generate import check_family
-
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import yaml
 
 from calderalab.errors import TaskFamilyError
+from calderalab.eval.tasks.generate import check_family
 from calderalab.eval.tasks.interpreter import compile_expression
 from calderalab.eval.tasks.schema import (
     ANSWER_TYPES,
@@ -280,8 +281,6 @@ def parse_family(data: Any, path: str) -> Family:
 
 def load_family_file(path: str | Path) -> Family:
     """Read and validate one family file; its canonical instance (if any) must give its stated answer."""
-    from calderalab.eval.tasks.generate import check_family
-
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

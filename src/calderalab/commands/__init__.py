@@ -1,0 +1,17 @@
+"""The `calderalab` subcommands beside compress and sensitivity (in cli.py), one module per kind of job.
+
+Each module lists its commands in COMMANDS (name -> function); `register` adds them to the app.
+Commands only parse, call the library and print: the work and its checks live in the library.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def register(app: Any) -> None:
+    from calderalab.commands import evaluation, experiments, models
+
+    for module in (models, evaluation, experiments):
+        for name, command in module.COMMANDS.items():
+            app.command(name)(command)
