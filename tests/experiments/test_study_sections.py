@@ -17,7 +17,7 @@ def _report(profile, ranks=None):
 
 
 def test_flat_profile_headline_says_no_zone_and_shows_a_control():
-    zone, source, body, titles = _report(measured_profile(FLAT), ranks={23: 256})
+    zone, source, body, titles = _report(measured_profile(FLAT))  # the study runs no ultra plan on a control
     assert source == "depth fallback" and zone == (23, 24, 25, 26, 27)
     assert titles[0] == "Critical zone"
     assert body["Critical zone"] == (
@@ -29,7 +29,8 @@ def test_flat_profile_headline_says_no_zone_and_shows_a_control():
     assert control.startswith("Protected by depth, not by measurement: the last group of layers by depth, shown for "
                               "comparison. Measured: avg fidelity 50% in these layers vs 50% over the other measured "
                               "layers (within the noise: not a measured difference).")
-    assert body["Ultra config"].startswith("Raised ranks on the depth-protected control set, not on measured layers.")
+    assert body["Ultra config"].startswith("Not run: ultra raises the rank of measured critical layers, and the "
+                                           "profile measured none.")
     text = "\n".join(body.values())
     for claim in ("most sensitive", "lowest fidelity", "fidelity fell", "MUST PROTECT", "Most critical", "Critical zone (measured)"):
         assert claim not in text, claim
