@@ -119,10 +119,10 @@ def ppl(
     data: str = typer.Option(..., "--data", help="text file, e.g. ../shared/data/wikitext-2/test.txt"),
     artifacts: str = typer.Option(None, "--artifacts", help="artifact store to apply first; adds ratio, KL and top-1 vs the original"),
     protect: str = typer.Option(None, "--protect", help="layers kept original when applying artifacts"),
-    context: int = typer.Option(512, "--context", help="tokens per window"),
-    stride: int = typer.Option(256, "--stride", help="window step; each token is scored once"),
+    context: int = typer.Option(None, "--context", help="tokens per window (default 512)"),
+    stride: int = typer.Option(None, "--stride", help="window step; each token is scored once (default 256)"),
     max_tokens: int = typer.Option(None, "--max-tokens", help="score only the first N tokens of the text"),
-    batch_size: int = typer.Option(4, "--batch-size"),
+    batch_size: int = typer.Option(None, "--batch-size", help="windows per forward pass (default 4)"),
     reference_cache: str = typer.Option(None, "--reference-cache",
                                         help="where the original model's reference is cached (default $CALDERALAB_CACHE/ppl-reference)"),
 ) -> None:
@@ -130,25 +130,16 @@ def ppl(
     KL(original ‖ compressed) per token and top-1 agreement against the original on the same windows."""
     from pathlib import Path
 
-    from calderalab import models, plans
-    from calderalab.artifacts import ArtifactStore, apply_artifacts
-    from calderalab.eval.fidelity import load_or_build_reference, measure_against, summary_lines
-    from calderalab.eval.perplexity import score_token_ids, token_ids
+    from calderalab import models
+    from calderalab.eval.fidelity import perplexity_lines
+    from calderalab.eval.perplexity import token_ids
 
     if protect and not artifacts:
         raise ValueError("--protect only makes sense with --artifacts")
     model_obj, tokenizer = models.load_model(model)
     ids = token_ids(tokenizer, Path(data).read_text(encoding="utf-8"), max_tokens)
-    if not artifacts:
-        result = score_token_ids(model_obj, ids, context, stride, batch_size)[0]
-        typer.echo(f"perplexity {result.perplexity:.4f}  ({result.n_scored_tokens} tokens, {result.n_windows} windows, "
-                   f"context {result.context_len}, stride {result.stride})")
-        return
-    cache = Path(reference_cache) if reference_cache else models.calderalab_cache_dir() / "ppl-reference"
-    reference = load_or_build_reference(model_obj, ids, context, stride, cache, batch_size)  # original weights
-    protected = plans.parse_layer_set(protect, models.num_layers(model_obj)) if protect else ()
-    apply_artifacts(model_obj, ArtifactStore(artifacts), protect=protected)
-    for line in summary_lines(measure_against(model_obj, reference, ids, batch_size)):
+    given = {k: v for k, v in {"context_len": context, "stride": stride, "batch_size": batch_size}.items() if v is not None}
+    for line in perplexity_lines(model_obj, ids, artifacts, protect, reference_cache, **given):
         typer.echo(line)
 
 

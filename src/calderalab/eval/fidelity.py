@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from calderalab.eval.divergence import token_kl, top1_agreement, window_mean_interval
 from calderalab.eval.target import model_fingerprint
-from calderalab.eval.perplexity import PerplexityResult, ratio_interval, score_token_ids
+from calderalab.eval.perplexity import BATCH_SIZE, CONTEXT_LEN, STRIDE, PerplexityResult, ratio_interval, score_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def reference_key(model_sha: str, ids: torch.Tensor, context_len: int, stride: i
     return digest.hexdigest()
 
 
-def build_reference(model: Any, ids: torch.Tensor, context_len: int, stride: int, batch_size: int = 4,
+def build_reference(model: Any, ids: torch.Tensor, context_len: int, stride: int, batch_size: int = BATCH_SIZE,
                     key: str | None = None) -> Reference:
     """Score the ORIGINAL model on the windows of ids (n_tokens,) and keep what KL needs."""
     baseline, hidden = score_token_ids(model, ids, context_len, stride, batch_size, capture_head_inputs=True)
@@ -117,7 +117,7 @@ def _load(path: Path, key: str) -> Reference | None:
 
 
 def load_or_build_reference(model: Any, ids: torch.Tensor, context_len: int, stride: int, cache_dir: str | Path,
-                            batch_size: int = 4) -> Reference:
+                            batch_size: int = BATCH_SIZE) -> Reference:
     """The original model's Reference on the windows of ids, from `cache_dir` or built (and cached) now.
 
     Must be called on the ORIGINAL weights: the key is their fingerprint, so a model whose weights
@@ -152,7 +152,7 @@ def _window_divergence(head: torch.nn.Module, h_ref: torch.Tensor, h: torch.Tens
     return kl, agree
 
 
-def measure_against(model: Any, reference: Reference, ids: torch.Tensor, batch_size: int = 4) -> FidelityResult:
+def measure_against(model: Any, reference: Reference, ids: torch.Tensor, batch_size: int = BATCH_SIZE) -> FidelityResult:
     """Score `model` (e.g. with artifacts applied) on the reference's windows of ids; compare with the original.
 
     Use the batch size the reference was built with for bit-equal forward passes (another batch
@@ -186,3 +186,23 @@ def summary_lines(result: FidelityResult, level: float = 0.95) -> list[str]:
         f"top-1 agreement {100 * top1:.2f}%  ({pct} interval {100 * t_lo:.2f}% .. {100 * t_hi:.2f}%)",
         f"intervals: paired bootstrap over the {ppl.n_windows} windows, original and compressed scored on the same tokens",
     ]
+
+
+def perplexity_lines(model: Any, ids: torch.Tensor, artifacts: str | None = None, protect: str | None = None,
+                     cache_dir: str | Path | None = None, context_len: int = CONTEXT_LEN, stride: int = STRIDE,
+                     batch_size: int = BATCH_SIZE) -> list[str]:
+    """`calderalab ppl`: the perplexity of `model` (original weights) on the windows of ids; with
+    `artifacts`, the stored modules are applied (except the `protect` layer set) and the lines add
+    the ratio, KL and top-1 against the original, whose reference is cached in `cache_dir`
+    (default $CALDERALAB_CACHE/ppl-reference)."""
+    from calderalab.eval.target import apply_stored
+    from calderalab.models import calderalab_cache_dir
+
+    if not artifacts:
+        result = score_token_ids(model, ids, context_len, stride, batch_size)[0]
+        return [f"perplexity {result.perplexity:.4f}  ({result.n_scored_tokens} tokens, {result.n_windows} windows, "
+                f"context {result.context_len}, stride {result.stride})"]
+    cache = Path(cache_dir) if cache_dir else calderalab_cache_dir() / "ppl-reference"
+    reference = load_or_build_reference(model, ids, context_len, stride, cache, batch_size)  # original weights
+    apply_stored(model, artifacts, protect)
+    return summary_lines(measure_against(model, reference, ids, batch_size))

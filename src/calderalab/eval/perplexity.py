@@ -26,6 +26,9 @@ from calderalab.eval.divergence import bootstrap_draws, quantile_interval
 
 log = logging.getLogger(__name__)
 
+# The sliding window's defaults (here only): tokens per window, window step, windows per forward pass.
+CONTEXT_LEN, STRIDE, BATCH_SIZE = 512, 256, 4
+
 
 @dataclass(frozen=True)
 class PerplexityResult:
@@ -139,7 +142,8 @@ def token_ids(tokenizer: Any, text: str, max_tokens: int | None = None) -> torch
     return ids
 
 
-def score_token_ids(model: Any, ids: torch.Tensor, context_len: int = 512, stride: int = 256, batch_size: int = 4,
+def score_token_ids(model: Any, ids: torch.Tensor, context_len: int = CONTEXT_LEN, stride: int = STRIDE,
+                    batch_size: int = BATCH_SIZE,
                     capture_head_inputs: bool = False) -> tuple[PerplexityResult, list[torch.Tensor]]:
     """Sliding-window perplexity of a token stream ids (n_tokens,), and (when asked) per window the
     input of the model's output embedding at the scored positions, (trg_len, d_model) each."""
@@ -172,10 +176,10 @@ def perplexity(
     model: Any,
     tokenizer: Any,
     text: str,
-    context_len: int = 512,
-    stride: int = 256,
+    context_len: int = CONTEXT_LEN,
+    stride: int = STRIDE,
     max_tokens: int | None = None,
-    batch_size: int = 4,
+    batch_size: int = BATCH_SIZE,
 ) -> PerplexityResult:
     """Sliding-window perplexity of `text` (tokenised once, no special tokens added).
 
