@@ -71,3 +71,16 @@ def test_eval_job_validation(kwargs, match):
     """Every bad `calderalab eval` option fails while the job is built, before anything loads."""
     with pytest.raises(ValueError, match=match):
         eval_job("smollm2", **kwargs)
+
+
+def test_views_are_library_functions(tmp_path):
+    """What `compare` and `runs` print is built in report.run_views, reachable without the CLI."""
+    from calderalab.report.run_views import compare_view, runs_view
+
+    db = tmp_path / "runs.sqlite"
+    a, b = _store(db)
+    blocks = compare_view(db, str(a), [str(b)], n_boot=500)
+    assert blocks[0][0] == "text" and blocks[0][1].startswith("| Config | Protected |")
+    assert any(kind == "text" and "| 10/0 | 0.002 |" in text for kind, text in blocks)
+    assert runs_view(tmp_path / "empty.sqlite") == [("text", f"no runs in {tmp_path / 'empty.sqlite'} yet; run `calderalab eval` first")]
+    assert "3-bit uniform" in runs_view(db)[0][1]
