@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from calderalab.cli import app
 from calderalab.experiments.options import eval_job
 from calderalab.eval.types import Instance, ProbeResult
-from calderalab.results import ResultsDB, RunRecord
+from calderalab.results import ResultsDB
+from calderalab.run_record import RunRecord
 
 
 def _store(path):

@@ -4,7 +4,8 @@ import pytest
 
 from calderalab.errors import ResultsError
 from calderalab.eval.types import Instance, ProbeResult
-from calderalab.results import ResultsDB, RunRecord, format_layers
+from calderalab.results import ResultsDB
+from calderalab.run_record import RunRecord, format_layers
 
 
 def _instances(n=4, seed=0):
@@ -177,7 +178,7 @@ def test_execution_only_instances_round_trip(tmp_path):
 
 
 def test_comparability_notes(tmp_path):
-    from calderalab.results import comparability_notes
+    from calderalab.run_record import comparability_notes
 
     insts = _instances()
     res = _results(insts, [True] * 4, [True] * 4)
@@ -195,7 +196,7 @@ def test_comparability_notes(tmp_path):
 def test_detect_git_sha(tmp_path):
     import re
 
-    from calderalab.results import detect_git_sha
+    from calderalab.run_record import detect_git_sha
 
     sha = detect_git_sha()  # the test suite runs from a checkout: src/calderalab is this package
     assert sha is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", sha)

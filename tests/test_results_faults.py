@@ -27,7 +27,8 @@ WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from calderalab.eval.types import Instance, ProbeResult
-    from calderalab.results import ResultsDB, RunRecord
+    from calderalab.results import ResultsDB
+    from calderalab.run_record import RunRecord
 
     db_path, writer, n_runs, n_inst, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
     while not Path(go).exists():

@@ -20,7 +20,8 @@ from calderalab.eval.outcomes import RunOutcomes, join_probe_results
 from calderalab.eval.runner import EvalConfig, probe_counts
 from calderalab.eval.suite import EvalSettings, build_instances
 from calderalab.eval.types import Instance, ProbeResult
-from calderalab.results import DEFAULT_DB, ResultsDB, RunRecord, detect_git_sha
+from calderalab.results import DEFAULT_DB, ResultsDB
+from calderalab.run_record import RunRecord, detect_git_sha
 
 log = logging.getLogger(__name__)
 

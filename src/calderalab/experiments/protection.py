@@ -76,7 +76,7 @@ def ablate(session: Session, protect_sets: Sequence[str | Sequence[int]], bits: 
            name: str = "ablate") -> ExperimentResult:
     """Baseline, uniform, and uniform with each protection set kept original (Experiments 1–2)."""
     from calderalab.plans import selective_plan, uniform_plan
-    from calderalab.results import format_layers
+    from calderalab.run_record import format_layers
 
     if not protect_sets:
         raise ValueError("ablate needs at least one protection set, e.g. '23,24,25,26,27' or 'last:5'")
@@ -211,7 +211,7 @@ def grid(session: Session, bits: Sequence[int] = (2, 3, 4), plans: Sequence[str]
     from calderalab.report import tables
     from calderalab.report.experiment_report import Section
     from calderalab.report.plots import execution_vs_bits_plot
-    from calderalab.results import format_layers
+    from calderalab.run_record import format_layers
     from calderalab.sensitivity.profile import LayerGroups
 
     check_grid_plans(plans)
@@ -258,7 +258,7 @@ def finish(session: Session, result: ExperimentResult, config: dict[str, Any], t
     """Write the experiment's report.md and manifest.json (the session's settings plus `config`) into
     the session's output folder."""
     from calderalab.report.experiment_report import Section, timings_table, write_report
-    from calderalab.results import detect_git_sha
+    from calderalab.run_record import detect_git_sha
 
     sections = list(result.sections)
     sections += [Section("Plots", "\n".join(f"![{k}]({p.name})" for k, p in result.plots.items()))] if result.plots else []

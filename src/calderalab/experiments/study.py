@@ -89,7 +89,7 @@ def study(config: StudyConfig = StudyConfig(), evaluator: Evaluator = default_ev
     from calderalab.allocation import ultra_ranks
     from calderalab.models import discover_layers
     from calderalab.plans import selective_plan, ultra_plan, uniform_plan
-    from calderalab.results import format_layers
+    from calderalab.run_record import format_layers
 
     session = Session.open(config.run, config.compress, config.eval, "study", evaluator, progress, model_and_tokenizer)
     n = session.n_layers

@@ -31,7 +31,8 @@ def report_from_db(db_path: str | Path, run_ids: Sequence[str | int], out_dir: s
     from calderalab.eval import stats
     from calderalab.report import tables
     from calderalab.report.plots import RatePoint, execution_vs_bits_plot, execution_vs_protected_plot
-    from calderalab.results import FOLDER_DB, ResultsDB, detect_git_sha
+    from calderalab.results import FOLDER_DB, ResultsDB
+    from calderalab.run_record import detect_git_sha
 
     if not run_ids:
         raise ValueError("name at least one run id (see `calderalab runs`)")

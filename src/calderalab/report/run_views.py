@@ -42,7 +42,8 @@ def compare_view(db_path: str | Path, run_a: str, runs_b: Sequence[str], **compa
     for every difference that makes the pairing less than clean. `comparison`: comparison_table's
     keyword arguments (n_boot, seed)."""
     from calderalab.report.tables import comparison_table, goodhart_table, per_test_grid, seed_table
-    from calderalab.results import ResultsDB, comparability_notes
+    from calderalab.results import ResultsDB
+    from calderalab.run_record import comparability_notes
 
     notes: list[str] = []
     with ResultsDB(db_path) as store:
