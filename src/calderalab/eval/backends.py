@@ -96,6 +96,7 @@ def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 MIN_SHARED_PREFIX = 16  # tokens; below this a shared prefix is not worth a pass of its own
+SHARED_FRACTION = 0.2  # a group's shared prefix is at least this share of each context
 
 
 def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
@@ -118,7 +119,10 @@ def _prefix_groups(contexts: Sequence[Sequence[int]], max_group: int) -> list[tu
         j = i + 1
         while j < len(contexts) and len(members) < max_group:
             common = min(shared, _common_prefix_len(contexts[i], contexts[j]), len(contexts[j]) - 1)
-            if common < MIN_SHARED_PREFIX:
+            # Rotations of one probe share ~30% and have nearly equal lengths; two probes that only
+            # share the chat template are not worth a group (their padded suffixes cost more).
+            if common < max(MIN_SHARED_PREFIX, SHARED_FRACTION * len(contexts[j])) or \
+                    abs(len(contexts[j]) - len(contexts[i])) > SHARED_FRACTION * len(contexts[i]):
                 break
             members, shared = members + [j], common
             j += 1

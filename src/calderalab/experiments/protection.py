@@ -61,7 +61,8 @@ def evaluate_configs(session: Session, configs: Sequence[tuple[str, Any, tuple[i
     """Evaluate (label, plan or None, protected layers shown, bits) on every pass; baseline first."""
     runs: dict[str, list[Any]] = {}
     for note, settings, instances in _suites(session):
-        runs[note] = [session.evaluate(label, plan, settings, instances, protected, bits)
+        # The stage names the suite too: each suite's progress is its own bar (or its own plain lines).
+        runs[note] = [session.evaluate(label, plan, settings, instances, protected, bits, stage=f"evaluate {label} ({note})")
                       for label, plan, protected, bits in configs]
     return runs
 

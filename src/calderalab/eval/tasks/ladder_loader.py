@@ -13,7 +13,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
 
 from calderalab.errors import TaskFamilyError
 from calderalab.eval.tasks.generate import check_family
@@ -29,7 +28,7 @@ from calderalab.eval.tasks.ladder import (
     Rung,
     WrongVariant,
 )
-from calderalab.eval.tasks.loader import _ID_CHARS, _answer, _canonical_value, _Ctx, _identifier, _variable
+from calderalab.eval.tasks.loader import _ID_CHARS, _answer, _canonical_value, _Ctx, _identifier, _variable, read_yaml
 from calderalab.eval.tasks.schema import MUTATION_KINDS, Template, VariableSpec
 
 log = logging.getLogger(__name__)
@@ -186,13 +185,7 @@ def parse_ladder(data: Any, path: str) -> Ladder:
 def load_ladder_file(path: str | Path) -> Ladder:
     """Read and validate one ladder file; every k-step family must run and match its canonical answer."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise TaskFamilyError(f"{path}: not valid YAML: {err}") from None
-    except OSError as err:
-        raise TaskFamilyError(f"{path}: cannot read the file: {err}") from None
-    ladder = parse_ladder(data, str(path))
+    ladder = parse_ladder(read_yaml(path), str(path))
     for family in ladder.families():
         try:
             check_family(family)

@@ -279,16 +279,20 @@ def parse_family(data: Any, path: str) -> Family:
     )
 
 
-def load_family_file(path: str | Path) -> Family:
-    """Read and validate one family file; its canonical instance (if any) must give its stated answer."""
-    path = Path(path)
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML of a task file; TaskFamilyError naming the file when it cannot be read or parsed."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise TaskFamilyError(f"{path}: not valid YAML: {err}") from None
     except OSError as err:
         raise TaskFamilyError(f"{path}: cannot read the file: {err}") from None
-    family = parse_family(data, str(path))
+
+
+def load_family_file(path: str | Path) -> Family:
+    """Read and validate one family file; its canonical instance (if any) must give its stated answer."""
+    path = Path(path)
+    family = parse_family(read_yaml(path), str(path))
     check_family(family)
     return family
 
