@@ -148,8 +148,10 @@ def test_report_from_db_tables_and_plot(tiny, tmp_path, shared_data, store):
 def test_bad_settings_name_the_value():
     from calderalab.experiments import CompressSettings, EvalSettings, SensitivitySettings
 
-    with pytest.raises(ValueError, match="bits must be in 2..8, got 9"):
-        CompressSettings(bits=9)
+    with pytest.raises(ValueError, match=r"bits=9 must be an integer in 2..8"):
+        CompressSettings().with_options(bits=9)
+    with pytest.raises(ValueError, match="neither .self. nor an existing file"):
+        CompressSettings().with_options(calib_source="/no/such/file.txt")
     with pytest.raises(ValueError, match="scoring must be"):
         EvalSettings(scoring="vote")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="threshold must be in"):

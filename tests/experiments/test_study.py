@@ -27,7 +27,7 @@ def test_study_end_to_end_writes_report_folder(study_run):
     assert (out.paths["report"].parent / "ladder_choice_scoring_N_18.png").stat().st_size > 1000
     assert (out.paths["report"].parent / "fidelity.png").stat().st_size > 1000
     manifest = json.loads(out.paths["manifest"].read_text())
-    assert manifest["config"]["compress"]["rank"] == 4 and "torch" in manifest["versions"]
+    assert manifest["config"]["compress"]["base"]["rank"] == 4 and "torch" in manifest["versions"]
     assert out.zone and all(0 <= l < 4 for l in out.zone)
     assert max(out.ultra_ranks.values()) > 4  # the zone layers got more rank than uniform
     with ResultsDB(small_config.run.db_path) as db:
