@@ -63,7 +63,7 @@ def compressed_budget(tmp_path_factory, shared_data):
     from calderalab.compress import compress_model
     from calderalab.models import module_shapes, tiny_model
 
-    model, tok = tiny_model("llama", n_layers=4, seed=0)
+    model, tok = tiny_model("llama", n_layers=4, seed=0, hidden=32)
     store = ArtifactStore(str(tmp_path_factory.mktemp("budget") / "store"))
     calib = load_calibration(model, tok, CalibConfig(str(shared_data / "wikitext-2" / "valid.txt"), n_samples=4, seq_len=32))
     compress = lambda plan: compress_model(model, plan, store, calib)  # noqa: E731
@@ -114,11 +114,11 @@ def test_compress_cli_budget_end_to_end(tmp_path):
     model, calib = tiny_checkpoint(tmp_path, n_layers=4), calibration_text(tmp_path)
     profile = planted_profile([0.001, 0.001, 0.001, 0.5]).save(tmp_path / "profile.json")
     args = ["compress", str(model), "--out", str(tmp_path / "store"), "--plan", "budget", "--bpw", "3.5", "--profile",
-            str(profile), "--budget-ranks", "0,4", "--calib", str(calib), "--calib-samples", "4", "--seq-len", "32",
+            str(profile), "--budget-bits", "2,4", "--budget-ranks", "0,4", "--calib", str(calib), "--calib-samples", "4", "--seq-len", "32",
             "--save-plan", str(tmp_path / "plan.json")]
     res = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "| Layers | Option |" in res.output and "budget plan: " in res.output and "(target 3.5;" in res.output
-    assert res.output.count("candidate ") == 6  # 2, 3, 4 bits x ranks 0, 4 (the profiled 3b-r4 among them)
+    assert res.output.count("candidate ") == 5  # the profiled 3b-r4, then 2 and 4 bits x ranks 0 and 4
     plan = load_plan(tmp_path / "plan.json", 4)
     assert plan.preset == "budget" and "plan budget hash" in res.output and "0 to do" in res.output

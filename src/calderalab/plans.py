@@ -1,10 +1,10 @@
 """Compression plans: which spec each (layer, module) gets, as data.
 
-Owns layer-set parsing ("70-79", "last:5"), the `Plan` total map, the presets
-(uniform / selective / ultra), plan files (JSON or YAML: a base spec plus rules, first
-match wins), validation against module shapes, hashing for provenance, and the honest
-bits-per-weight of a whole plan. Imports `calderalab.core` (for CompressionSpec and
-MODULE_NAMES) and nothing heavier; never transformers.
+Owns layer-set parsing ("70-79", "last:5"), specs from options (`spec_with`), the `Plan` total
+map, the presets uniform / selective / ultra (budget: `calderalab.budget`), plan files (JSON or
+YAML: a base spec plus rules, first match wins), validation against module shapes, hashing for
+provenance, and a plan's bits per weight (each module counted by `core.expected_bpw`). Imports
+`calderalab.core` and nothing heavier; never transformers.
 """
 
 from __future__ import annotations
@@ -117,13 +117,9 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> Any:
 
 
 def spec_with(base: Any = None, **fields: Any) -> Any:
-    """`base` (None: CompressionSpec's own defaults; then `bits` is required) with every field
-    that is not None replaced.
-
-    A spec given no method gets it here, and only here: CALDERA (Q + L·R) when its rank is > 0,
-    else LDLQ alone; a base keeps its own method when neither method nor rank is given.
-    Bad values raise ValueError from CompressionSpec, before any model is loaded.
-    """
+    """`base` (None: CompressionSpec's defaults, `bits` required) with every field that is not None
+    replaced. A spec given no method gets it here, and only here: CALDERA (Q + L·R) when its rank is
+    > 0, else LDLQ; a base keeps its method when neither is given. Bad values: ValueError."""
     given = {k: v for k, v in fields.items() if v is not None}
     if "method" not in given and ("rank" in given or base is None):
         given["method"] = "caldera" if given.get("rank", 0) > 0 else "ldlq"
@@ -351,8 +347,7 @@ def plan_from_dict(data: Mapping[str, Any], n_layers: int | None = None, where: 
         raise PlanError(f"{where} has no base spec: add `base: {{method: caldera, bits: 3, rank: 64}}`")
     base = spec_from_dict(data["base"], f"{where}, base spec")
     rules = tuple(_rule_from_dict(r, i, n_layers, where) for i, r in enumerate(data.get("rules") or []))
-    plan = _build(n_layers, lambda l, n: resolve_spec(l, n, base, rules, mode), data.get("preset", "custom"))
-    return plan
+    return _build(n_layers, lambda l, n: resolve_spec(l, n, base, rules, mode), data.get("preset", "custom"))
 
 
 def load_plan(path: str | Path, n_layers: int | None = None) -> Plan:

@@ -110,3 +110,31 @@ def test_study_reuses_its_profile_only_for_the_same_settings(tiny, study_run, mo
     with pytest.raises(RuntimeError, match="measured again"):
         profile_layers(session, plan, other)
     assert calls == [other.sensitivity]
+
+
+def test_study_budget_option_plans_from_the_profile_through_the_session(tiny, study_run, monkeypatch):
+    import dataclasses
+
+    import pytest
+
+    from calderalab import executors
+    from calderalab.budget import BudgetSettings
+    from calderalab.errors import PlanError
+    from calderalab.experiments import study
+    from calderalab.experiments.session import Session
+    from calderalab.experiments.study import _budget_plan, _budget_section
+    from calderalab.sensitivity import SensitivityProfile
+
+    config, _ = study_run
+    session = Session.open(config.run, config.compress, config.eval, "study", model_and_tokenizer=tiny)
+    profile = SensitivityProfile.load(Path(config.run.out) / "profile.json")
+    settings = BudgetSettings(4.0, bits=(2, 3), ranks=(0, 4))
+    chosen = _budget_plan(session, profile, settings)
+    assert chosen.plan.preset == "budget" and chosen.bpw.bpw_fp16 <= 4.0
+    assert all(session.store.has(l, n, s) for (l, n), s in chosen.plan.compressed())
+    assert any(stage.startswith("compress budget candidate 2b-r0") for stage in session.timings)
+    assert _budget_section(chosen, settings).title == "Budget plan"
+    # an impossible target fails after the model is at hand and before anything is compressed
+    monkeypatch.setattr(executors, "run_job", lambda job: pytest.fail("compressed before checking the budget"))
+    with pytest.raises(PlanError, match="below the cheapest plan"):
+        study(dataclasses.replace(config, budget_bpw=1.0), model_and_tokenizer=tiny)
