@@ -182,6 +182,7 @@ def compress_model(
 
     Args:
         calib: a CalibConfig (tokens are built with `tokenizer`) or ready CalibData.
+        model_ref: what the store header records as the model (`models.model_identity` of the reference).
         hessians: precomputed (layer, {name: H}) pairs (e.g. cached by a benchmark that
             compresses one model many ways); default: streamed from the calibration data.
     Returns a CompressReport of every module the plan compresses (resumed ones included).
