@@ -10,7 +10,7 @@ from calderalab.eval.runner import EvalConfig
 from calderalab.eval.suite import EvalSettings
 
 BAD = [
-    (["ablate", "--protect-layers", "last:2", "--bits", "9"], "error: bits must be in 2..8, got 9"),
+    (["ablate", "--protect-layers", "last:2", "--bits", "9"], "error: bits=9 must be an integer in 2..8"),
     (["sweep", "--seeds", "0,x"], "error: --seeds must be comma-separated integers like 0,1,2, got '0,x'"),
     (["grid", "--bits", "2,9"], "error: bits=9 must be an integer in 2..8"),
     (["grid", "--plans", "uniform,mixed"], "error: grid plans must be among uniform, selective; got ['uniform', 'mixed']"),
@@ -61,7 +61,7 @@ def test_options_merge_into_the_settings():
     from calderalab.experiments.options import eval_job, protection_sets, study_config
 
     config = study_config(bits=4, scoring="cloze", seeds="1,2", n_per_family=2, samples=8, out="o", generate_canonical=True)
-    assert (config.compress.bits, config.eval.scoring, config.eval.seeds, config.eval.n) == (4, "cloze", (1, 2), 2)
+    assert (config.compress.base.bits, config.eval.scoring, config.eval.seeds, config.eval.n) == (4, "cloze", (1, 2), 2)
     assert (config.sensitivity.n_samples, config.run.out, config.eval.generate_canonical) == (8, "o", True)
     assert config.eval.ladder_per_step == EXPERIMENT_EVAL.ladder_per_step
     job = eval_job("m", ladder=True, n=2, scoring="generate", batch_size=3, tasks_dirs=["t"])

@@ -259,7 +259,7 @@ def _env():
 def test_plan_bpw_weights_by_params_and_protected_bits():
     shapes = {(l, n): (16, 32) for l in range(4) for n in core.MODULE_NAMES}
     s = spec(bits=3, rank=0)
-    per = P.estimate_bpw(s, 16, 32)
+    per = core.expected_bpw(s, 16, 32)
     assert per > 3  # scales are counted
     full = P.plan_bpw(P.uniform_plan(4, s), shapes)
     assert full.bpw_fp16 == pytest.approx(per) and full.bpw_compressed_only == pytest.approx(per)
@@ -270,19 +270,42 @@ def test_plan_bpw_weights_by_params_and_protected_bits():
     assert half.n_protected_params == 2 * 7 * 16 * 32
 
 
-def test_estimate_bpw_counts_low_rank_factors():
-    s0, s8 = spec(bits=3, rank=0, lr_bits=4), spec(bits=3, rank=8, lr_bits=4)
-    extra = P.estimate_bpw(s8, 64, 128) - P.estimate_bpw(s0, 64, 128)
+def test_plan_bpw_counts_low_rank_factors():
+    shapes = {(0, n): (64, 128) for n in core.MODULE_NAMES}
+    s0, s8 = spec(bits=3, rank=0, lr_bits=4), spec(method="caldera", bits=3, rank=8, lr_bits=4)
+    extra = P.plan_bpw(P.uniform_plan(1, s8), shapes).bpw_fp16 - P.plan_bpw(P.uniform_plan(1, s0), shapes).bpw_fp16
     assert extra >= 8 * (64 + 128) * 4 / (64 * 128)
 
 
-def test_estimate_bpw_matches_core_decomposition():
+def test_plan_bpw_is_every_stored_bit_of_the_decompositions():
     import torch
 
     g = torch.Generator().manual_seed(0)
     W = torch.randn(48, 64, generator=g)
     X = torch.randn(256, 64, generator=g)
     H = X.T @ X / 256
+    shapes = {(0, n): (48, 64) for n in core.MODULE_NAMES}
     for s in (spec(method="rtn", bits=3, rank=0), spec(method="caldera", bits=3, rank=4)):
         dec = core.decompose(W, H, s)
-        assert P.estimate_bpw(s, 48, 64) == pytest.approx(dec.bpw, rel=1e-9), s
+        assert P.plan_bpw(P.uniform_plan(1, s), shapes).bpw_fp16 == pytest.approx(dec.bpw, rel=1e-12), s
+
+
+# ------------------------------------------------------------ spec from options
+
+
+def test_spec_with_decides_the_method_from_the_rank_once():
+    assert P.spec_with(None, bits=3).method == "ldlq"
+    assert P.spec_with(None, bits=3, rank=16) == core.CompressionSpec("caldera", 3, rank=16)
+    base = core.CompressionSpec("caldera", 3, rank=32, outer_iters=2)
+    assert P.spec_with(base, rank=0) == core.CompressionSpec("ldlq", 3, outer_iters=2)  # other fields kept
+    assert P.spec_with(base, bits=4, rank=None) == core.CompressionSpec("caldera", 4, rank=32, outer_iters=2)
+    rtn = core.CompressionSpec("rtn", 3)
+    assert P.spec_with(rtn, bits=2).method == "rtn"  # no rank given: the base keeps its method
+    assert P.spec_with(None, bits=3, rank=0, method="rtn").method == "rtn"
+
+
+def test_spec_with_names_bad_values():
+    with pytest.raises(ValueError, match="needs bits"):
+        P.spec_with(None, rank=8)
+    with pytest.raises(ValueError, match="bits=9"):
+        P.spec_with(core.CompressionSpec("ldlq", 3), bits=9)

@@ -1,6 +1,6 @@
-"""Plans derived from a sensitivity profile: selective (protect the critical zone), ultra rank
-maps, and the exact budget allocation (a multiple-choice knapsack), plus the equal-budget
-alternatives a budget plan is compared against. No torch; plans come from `calderalab.plans`.
+"""Choices derived from a sensitivity profile: ultra rank maps, and the exact budget allocation (a
+multiple-choice knapsack, used by the `budget` preset in `calderalab.budget`) with the equal-budget
+alternatives a budget plan is compared against. No torch.
 """
 
 from __future__ import annotations
@@ -8,30 +8,16 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
-from calderalab.sensitivity.profile import LayerGroups, SensitivityProfile, critical_zone
+from calderalab.sensitivity.profile import SensitivityProfile
 
 RankPolicy = Literal["recoverability", "severity"]
 
 
-# ------------------------------------------------------------------ selective / ultra
-
-
-def selective_from_profile(
-    profile: SensitivityProfile, spec: Any, threshold: float, groups: LayerGroups = LayerGroups()
-) -> Any:
-    """A `selective` plan protecting the profile's critical zone (see `critical_zone`)."""
-    from calderalab.plans import selective_plan
-
-    zone = critical_zone(profile, threshold, groups)
-    if not zone:
-        raise ValueError(
-            f"no critical zone: no late run of layers has fidelity < {threshold}; lower --threshold or use a uniform plan"
-        )
-    return selective_plan(profile.n_layers, spec, zone)
+# ------------------------------------------------------------------ ultra
 
 
 @dataclass(frozen=True)

@@ -118,8 +118,9 @@ def _result(entry: Any, resumed: bool) -> ModuleResult:
                         m["bpw"], entry.shape[0] * entry.shape[1], resumed)
 
 
-def model_identity(model: torch.nn.Module, ref: str | None = None) -> dict[str, Any]:
-    """The header's `model` record: reference, revision when known, architecture."""
+def _model_record(model: torch.nn.Module, ref: str | None = None) -> dict[str, Any]:
+    """The store header's `model` record: `ref` (the caller's reference, ideally `models.model_identity`
+    of what was loaded), revision when the config knows it, architecture."""
     config = getattr(model, "config", None)
     return {
         "ref": ref or getattr(config, "_name_or_path", None) or type(model).__name__,
@@ -181,6 +182,7 @@ def compress_model(
 
     Args:
         calib: a CalibConfig (tokens are built with `tokenizer`) or ready CalibData.
+        model_ref: what the store header records as the model (`models.model_identity` of the reference).
         hessians: precomputed (layer, {name: H}) pairs (e.g. cached by a benchmark that
             compresses one model many ways); default: streamed from the calibration data.
     Returns a CompressReport of every module the plan compresses (resumed ones included).
@@ -203,7 +205,7 @@ def compress_model(
     if todo:
         calib_data = calib if isinstance(calib, CalibData) else load_calibration(model, tokenizer, calib)
         calibration = calib_data.manifest_entry()
-        store.init(model_identity(model, model_ref), calibration)
+        store.init(_model_record(model, model_ref), calibration)
         emit(CalibrationReady(calib_data.description, calib_data.n_tokens, calib_data.sha256))
         stream = hessians if hessians is not None else collect_hessians(model, calib_data.batches, layers=sorted(todo), targets=targets)
         try:
@@ -220,10 +222,8 @@ _MODULE_OVERHEAD_BYTES = 1536
 
 def _module_bytes(spec: Any, shape: tuple[int, int]) -> int:
     """About how many bytes one module's artifact takes on disk, from its spec's honest bpw."""
-    from calderalab.plans import estimate_bpw
-
     d_out, d_in = shape
-    return int(estimate_bpw(spec, d_out, d_in) * d_out * d_in / 8) + _MODULE_OVERHEAD_BYTES
+    return int(core.expected_bpw(spec, d_out, d_in) * d_out * d_in / 8) + _MODULE_OVERHEAD_BYTES
 
 
 def _out_of_space(err: StoreFullError, store: Any, todo: dict[int, list[tuple[str, Any]]],

@@ -1,14 +1,15 @@
 """Compression plans: which spec each (layer, module) gets, as data.
 
-Owns layer-set parsing ("70-79", "last:5"), the `Plan` total map, the presets
-(uniform / selective / ultra), plan files (JSON or YAML: a base spec plus rules, first
-match wins), validation against module shapes, hashing for provenance, and the honest
-bits-per-weight of a whole plan. Imports `calderalab.core` (for CompressionSpec and
-MODULE_NAMES) and nothing heavier; never transformers.
+Owns layer-set parsing ("70-79", "last:5"), specs from options (`spec_with`), the `Plan` total
+map, the presets uniform / selective / ultra (budget: `calderalab.budget`), plan files (JSON or
+YAML: a base spec plus rules, first match wins), validation against module shapes, hashing for
+provenance, and a plan's bits per weight (each module counted by `core.expected_bpw`). Imports
+`calderalab.core` and nothing heavier; never transformers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -113,6 +114,20 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> Any:
         return core.CompressionSpec.from_dict(dict(data))
     except (TypeError, ValueError) as err:
         raise PlanError(f"{where}: invalid spec {dict(data)}: {err}") from err
+
+
+def spec_with(base: Any = None, **fields: Any) -> Any:
+    """`base` (None: CompressionSpec's defaults, `bits` required) with every field that is not None
+    replaced. A spec given no method gets it here, and only here: CALDERA (Q + L·R) when its rank is
+    > 0, else LDLQ; a base keeps its method when neither is given. Bad values: ValueError."""
+    given = {k: v for k, v in fields.items() if v is not None}
+    if "method" not in given and ("rank" in given or base is None):
+        given["method"] = "caldera" if given.get("rank", 0) > 0 else "ldlq"
+    if base is None:
+        if "bits" not in given:
+            raise ValueError("a compression spec needs bits: give --bits (and --rank for CALDERA)")
+        return core.CompressionSpec(**given)
+    return dataclasses.replace(base, **given)
 
 
 @dataclass(frozen=True)
@@ -332,8 +347,7 @@ def plan_from_dict(data: Mapping[str, Any], n_layers: int | None = None, where: 
         raise PlanError(f"{where} has no base spec: add `base: {{method: caldera, bits: 3, rank: 64}}`")
     base = spec_from_dict(data["base"], f"{where}, base spec")
     rules = tuple(_rule_from_dict(r, i, n_layers, where) for i, r in enumerate(data.get("rules") or []))
-    plan = _build(n_layers, lambda l, n: resolve_spec(l, n, base, rules, mode), data.get("preset", "custom"))
-    return plan
+    return _build(n_layers, lambda l, n: resolve_spec(l, n, base, rules, mode), data.get("preset", "custom"))
 
 
 def load_plan(path: str | Path, n_layers: int | None = None) -> Plan:
@@ -362,31 +376,6 @@ def load_plan(path: str | Path, n_layers: int | None = None) -> Plan:
 
 # ---------------------------------------------------------------- bits per weight
 
-# Storage counted by the spec-only estimate; must agree with core's honest count (core/bpw.py,
-# checked by a test against Decomposition.bpw): per group of Q an fp16 scale + fp16 offset; per
-# rank component of L and of R the same; an fp32 RMS scale of W; two int64 rotation seeds.
-GRID_BITS = 32
-W_SCALE_BITS = 32
-SEED_BITS = 64
-
-
-def estimate_bpw(spec: Any, d_out: int, d_in: int) -> float:
-    """Honest bits per weight of one module from its spec alone (nothing decomposed).
-
-    bpw = (b_Q·m·n + 32·m·n/g + k·(m + n)·b_LR + 64·k + 32 + 128·[hadamard]) / (m·n),
-    m = d_out, n = d_in, g = group size. core.expected_bpw is the single source of truth
-    and is used when present; the formula here mirrors it for a core without one.
-    """
-    if hasattr(core, "expected_bpw"):
-        return float(core.expected_bpw(spec, d_out, d_in))
-    m, n, k = d_out, d_in, spec.rank
-    g = n if spec.group_size is None else spec.group_size
-    bits = spec.bits * m * n + GRID_BITS * m * -(-n // g) + W_SCALE_BITS + (2 * SEED_BITS if spec.hadamard else 0)
-    if k:
-        bits += k * (m + n) * spec.lr_bits + 2 * GRID_BITS * k
-    return bits / (m * n)
-
-
 @dataclass(frozen=True)
 class PlanBpw:
     """Bits per weight of a whole plan, weighted by parameter count.
@@ -414,7 +403,7 @@ def plan_bpw(plan: Plan, shapes: Mapping[ModuleKey, tuple[int, int]]) -> PlanBpw
             protected += n
         else:
             compressed += n
-            compressed_bits += estimate_bpw(spec, d_out, d_in) * n
+            compressed_bits += core.expected_bpw(spec, d_out, d_in) * n
     total = protected + compressed
     return PlanBpw(
         bpw_fp16=(compressed_bits + 16 * protected) / total,

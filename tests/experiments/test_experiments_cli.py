@@ -34,7 +34,7 @@ def test_report_on_missing_database_is_a_clear_error(tmp_path):
 def test_study_rejects_bad_bits_before_loading_anything(tmp_path):
     res = _run("study", "--bits", "9", "--out", str(tmp_path / "s"))
     assert res.returncode == 2
-    assert "bits must be in 2..8, got 9" in res.stderr and "Traceback" not in res.stderr
+    assert "bits=9 must be an integer in 2..8" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_min_protect_rejects_a_bad_margin_before_loading_anything(tmp_path):

@@ -151,8 +151,10 @@ def test_bad_settings_name_the_value():
     from calderalab.experiments import CompressSettings, SensitivitySettings
     from calderalab.experiments.options import study_config
 
-    with pytest.raises(ValueError, match="bits must be in 2..8, got 9"):
-        CompressSettings(bits=9)
+    with pytest.raises(ValueError, match=r"bits=9 must be an integer in 2..8"):
+        CompressSettings().with_options(bits=9)
+    with pytest.raises(ValueError, match="neither .self. nor an existing file"):
+        CompressSettings().with_options(calib_source="/no/such/file.txt")
     with pytest.raises(ValueError, match="scoring must be"):
         study_config(scoring="vote")
     with pytest.raises(ValueError, match="threshold must be in"):

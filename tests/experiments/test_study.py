@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-
+from pathlib import Path
 
 
 def test_study_end_to_end_writes_report_folder(study_run):
@@ -28,7 +28,7 @@ def test_study_end_to_end_writes_report_folder(study_run):
     assert (out.paths["report"].parent / "ladder_choice_scoring_N_18.png").stat().st_size > 1000
     assert (out.paths["report"].parent / "fidelity.png").stat().st_size > 1000
     manifest = json.loads(out.paths["manifest"].read_text())
-    assert manifest["config"]["compress"]["rank"] == 4 and "torch" in manifest["versions"]
+    assert manifest["config"]["compress"]["base"]["rank"] == 4 and "torch" in manifest["versions"]
     assert out.zone and all(0 <= l < 4 for l in out.zone)
     assert max(out.ultra_ranks.values()) > 4  # the zone layers got more rank than uniform
     with ResultsDB(small_config.run.db_path) as db:
@@ -70,3 +70,77 @@ def test_study_rerun_resumes_without_compressing_or_evaluating(tiny, study_run, 
     assert "sensitivity" not in again.timings  # the saved profile was reused
     with ResultsDB(small_config.run.db_path) as db:
         assert len(db.list_runs("study")) == 12
+
+
+
+def test_sensitivity_command_and_study_stage_give_the_same_profile(tiny, study_run):
+    from calderalab.sensitivity import SensitivityProfile
+    from calderalab.sensitivity.pipeline import CompressOnTheFly, run_sensitivity
+
+    config, result = study_run
+    from_study = SensitivityProfile.load(Path(config.run.out) / "profile.json")
+    model, tokenizer = tiny
+    # what `calderalab sensitivity` runs: each layer compressed here from the original model's Hessians,
+    # where the study swaps in the uniform plan's stored artifacts of the same spec and calibration
+    weights = CompressOnTheFly(config.compress.base, config.compress.calib)
+    command = run_sensitivity(model, tokenizer, config.sensitivity, weights, model_ref=config.run.model)
+    assert command.profile.rows == from_study.rows and command.profile.noise == from_study.noise
+    assert command.zone == result.zone or result.zone_source == "depth fallback"
+    shared = ("model", "n_samples", "threshold", "seed", "batch_size", "noise_batch_size", "max_new_tokens", "spec", "spec_key")
+    assert {k: command.profile.settings[k] for k in shared} == {k: from_study.settings[k] for k in shared}
+    assert from_study.settings["plan_hash"] and "calib" in command.profile.settings
+
+
+def test_study_reuses_its_profile_only_for_the_same_settings(tiny, study_run, monkeypatch):
+    import dataclasses
+
+    import pytest
+
+    from calderalab.experiments.session import Session
+    from calderalab.experiments.study import profile_layers
+    from calderalab.plans import uniform_plan
+    from calderalab.sensitivity import pipeline
+
+    config, _ = study_run
+    session = Session.open(config.run, config.compress, config.eval, "study", model_and_tokenizer=tiny)
+    plan = uniform_plan(session.n_layers, config.compress.spec())
+    calls = []
+
+    def measured_again(model, tokenizer, settings, *args, **kwargs):
+        calls.append(settings)
+        raise RuntimeError("measured again")
+
+    monkeypatch.setattr(pipeline, "run_sensitivity", measured_again)
+    assert len(profile_layers(session, plan, config).rows) == 4  # the saved profile, same settings
+    other = dataclasses.replace(config, sensitivity=dataclasses.replace(config.sensitivity, n_samples=3))
+    with pytest.raises(RuntimeError, match="measured again"):
+        profile_layers(session, plan, other)
+    assert calls == [other.sensitivity]
+
+
+def test_study_budget_option_plans_from_the_profile_through_the_session(tiny, study_run, monkeypatch):
+    import dataclasses
+
+    import pytest
+
+    from calderalab import executors
+    from calderalab.budget import BudgetSettings
+    from calderalab.errors import PlanError
+    from calderalab.experiments import study
+    from calderalab.experiments.session import Session
+    from calderalab.experiments.study import _budget_plan, _budget_section
+    from calderalab.sensitivity import SensitivityProfile
+
+    config, _ = study_run
+    session = Session.open(config.run, config.compress, config.eval, "study", model_and_tokenizer=tiny)
+    profile = SensitivityProfile.load(Path(config.run.out) / "profile.json")
+    settings = BudgetSettings(4.0, bits=(2, 3), ranks=(0, 4))
+    chosen = _budget_plan(session, profile, settings)
+    assert chosen.plan.preset == "budget" and chosen.bpw.bpw_fp16 <= 4.0
+    assert all(session.store.has(l, n, s) for (l, n), s in chosen.plan.compressed())
+    assert any(stage.startswith("compress budget candidate 2b-r0") for stage in session.timings)
+    assert _budget_section(chosen, settings).title == "Budget plan"
+    # an impossible target fails after the model is at hand and before anything is compressed
+    monkeypatch.setattr(executors, "run_job", lambda job: pytest.fail("compressed before checking the budget"))
+    with pytest.raises(PlanError, match="below the cheapest plan"):
+        study(dataclasses.replace(config, budget_bpw=1.0), model_and_tokenizer=tiny)

@@ -1,4 +1,4 @@
-"""End to end on a tiny random model; needs calderalab.models / core / tasks / probes (skips until merged)."""
+"""The one sensitivity pipeline on a tiny random model: providers, outputs, the CLI end to end."""
 
 import subprocess
 import sys
@@ -7,22 +7,85 @@ import pytest
 import torch
 
 
-def test_run_sensitivity_on_tiny_model(tmp_path, make_tiny_llama):
-    from calderalab.sensitivity.pipeline import SensitivityJob, SensitivityConfig, run_sensitivity, write_outputs
+class CopiedWeights:
+    """A provider whose Ŵ is an exact copy of W: every layer keeps all answers, so no critical zone."""
+
+    def __init__(self):
+        self.prepared = None
+
+    def record(self):
+        return {"spec_key": "copy"}
+
+    def prepare(self, model, tokenizer, layers):
+        from calderalab.models import target_linear
+        from calderalab.core import MODULE_NAMES
+
+        self.prepared = list(layers)
+        weights = {l: {(l, n): target_linear(model, l, n).weight.detach().clone() for n in MODULE_NAMES} for l in layers}
+        return weights.__getitem__, {"learned": True}
+
+
+def test_profile_prompts_with_a_planted_provider(tmp_path, make_tiny_llama):
+    from calderalab.report.sensitivity_report import write_outputs
+    from calderalab.sensitivity import SensitivityConfig, SensitivitySettings
+    from calderalab.sensitivity.pipeline import profile_prompts
 
     model = make_tiny_llama(n_layers=4)
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(1, 64, (6,), generator=g).tolist() for _ in range(6)]
-    calib = [torch.randint(1, 64, (2, 16), generator=g)]
-
-    def compress(W, H):  # exact copies: every layer keeps all answers, so no critical zone
-        return W.clone()
-
-    job = SensitivityJob(n_samples=6, threshold=0.99, measure=SensitivityConfig(batch_size=3, max_new_tokens=4))
-    profile, zone = run_sensitivity(model, prompts, calib, compress, job)
-    assert profile.fidelity() == {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0} and zone == ()
-    paths = write_outputs(profile, zone, tmp_path)
+    settings = SensitivitySettings(n_samples=6, threshold=0.99, measure=SensitivityConfig(batch_size=3, max_new_tokens=4))
+    provider = CopiedWeights()
+    run = profile_prompts(model, prompts, settings, provider, layers=[1, 2, 3], record=provider.record())
+    assert provider.prepared == [1, 2, 3]
+    assert run.profile.fidelity() == {1: 1.0, 2: 1.0, 3: 1.0} and run.zone == ()
+    assert run.profile.settings["spec_key"] == "copy" and run.profile.settings["learned"] is True
+    paths = write_outputs(run.profile, run.zone, tmp_path)
     assert paths["plot"].read_bytes().startswith(b"\x89PNG") and "Layer Group" in paths["tables"].read_text()
+
+
+def test_compress_on_the_fly_is_decompose_of_the_original_hessians(make_tiny_llama):
+    from calderalab.calib import collect_hessians
+    from calderalab.core import CompressionSpec, decompose
+    from calderalab.models import target_linear
+    from calderalab.sensitivity.pipeline import CompressOnTheFly
+
+    model = make_tiny_llama(n_layers=4)
+    batches = [torch.randint(1, 64, (2, 16), generator=torch.Generator().manual_seed(1))]
+    spec = CompressionSpec("ldlq", bits=2)
+    weights_of, learned = CompressOnTheFly(spec, batches).prepare(model, None, [2])
+    H = dict(collect_hessians(model, batches, layers=[2]))[2]["down"]
+    want = decompose(target_linear(model, 2, "down").weight.detach().float(), H, spec).reconstruct()
+    assert torch.equal(weights_of(2)[(2, "down")], want) and learned == {}
+    with pytest.raises(KeyError):
+        weights_of(1)  # only the requested layers were compressed
+
+
+def test_sensitivity_refuses_a_shallow_model_before_any_work(make_tiny_llama):
+    from calderalab.sensitivity import SensitivitySettings
+    from calderalab.sensitivity.pipeline import run_sensitivity
+
+    provider = CopiedWeights()
+    with pytest.raises(ValueError, match="at least 4 layers"):
+        run_sensitivity(make_tiny_llama(n_layers=3), None, SensitivitySettings(), provider)
+    assert provider.prepared is None
+
+
+def test_stored_weights_refuses_a_store_of_several_specs(tmp_path):
+    from calderalab.errors import CalderalabError
+    from calderalab.sensitivity.pipeline import StoredWeights
+
+    class TwoSpecs:
+        url = "memory://two"
+
+        def manifest(self):
+            from types import SimpleNamespace
+
+            spec = {"method": "ldlq", "bits": 3}
+            return SimpleNamespace(modules={(0, "q", "a"): SimpleNamespace(spec=spec),
+                                            (0, "k", "b"): SimpleNamespace(spec={**spec, "bits": 4})})
+
+    with pytest.raises(CalderalabError, match="holds 2 compression specs"):
+        StoredWeights(TwoSpecs())
 
 
 # Not slow: the 3.5 min it once took were ~70% self-generated calibration text (16 x 256 sampled
@@ -35,7 +98,7 @@ def test_cli_sensitivity_end_to_end(tmp_path, shared_data):
     tok.save_pretrained(tmp_path / "m")
     out = subprocess.run([sys.executable, "-m", "calderalab", "sensitivity", str(tmp_path / "m"), "--bits", "2", "--rank", "0",
                           "--samples", "4", "--max-new-tokens", "8", "--calib", str(shared_data / "gsm8k" / "train.jsonl"),
-                          "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+                          "--calib-samples", "8", "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "o" / "profile.json").is_file() and (tmp_path / "o" / "fidelity.png").is_file()
     assert "| Layer Group |" in out.stdout and "timings: " in out.stdout
@@ -43,4 +106,5 @@ def test_cli_sensitivity_end_to_end(tmp_path, shared_data):
 
     profile = json.loads((tmp_path / "o" / "profile.json").read_text())
     assert len(profile["rows"]) == 4 and profile["settings"]["fast_path"] and profile["settings"]["max_new_tokens"] == 8
-    assert profile["settings"]["calib_source"].endswith("train.jsonl")
+    assert profile["settings"]["calib_source"].endswith("train.jsonl") and "8 windows" in profile["settings"]["calib"]
+    assert profile["settings"]["spec"]["method"] == "ldlq" and profile["settings"]["n_samples"] == 4

@@ -104,6 +104,7 @@ def study(
     samples: int = typer.Option(None, "--samples", help="sensitivity probe samples N (default 24)"),
     threshold: float = typer.Option(None, "--threshold", help="critical-zone fidelity threshold (default 0.15)"),
     ultra: bool = typer.Option(None, "--ultra/--no-ultra", help="also evaluate the ultra rank plan when a critical zone is measured (default on)"),
+    budget_bpw: float = typer.Option(None, "--budget-bpw", help="also evaluate the budget plan at this bpw (bits and rank per layer from the profile)"),
     *, options: dict[str, Any],
 ) -> None:
     """The main job: sensitivity profile -> critical zone -> uniform / selective / ultra -> Goodhart Gap report."""
@@ -113,7 +114,8 @@ def study(
     from calderalab.experiments import study as run_study
     from calderalab.experiments.options import study_config
 
-    config = study_config(model=model, samples=samples, threshold=threshold, ultra=ultra, **options)
+    config = study_config(model=model, samples=samples, threshold=threshold, ultra=ultra,
+                          budget_bpw=budget_bpw, **options)
     bar, update = stage_progress()
     with bar:
         result = run_study(config, progress=update)

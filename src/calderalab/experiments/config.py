@@ -1,7 +1,10 @@
 """Settings of the experiments and of the study: one frozen dataclass per concern, defaults here only.
 
 The CLI passes None for every option the user did not give and merges with `merged(...)`, so a
-default never has a second copy. No torch here: configs are plain data and go to manifest.json.
+default never has a second copy. Settings that belong to a lower layer are that layer's types,
+composed here: a CompressionSpec (core) and a CalibConfig (calib) in `CompressSettings`, the
+`SensitivitySettings` of calderalab.sensitivity. Importing this module imports no torch (the
+compression defaults are built on first use); configs are plain data and go to manifest.json.
 """
 
 from __future__ import annotations
@@ -9,9 +12,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from calderalab.eval.suite import EvalSettings
+from calderalab.sensitivity.settings import SensitivitySettings
+
+if TYPE_CHECKING:
+    from calderalab.calib import CalibConfig
+    from calderalab.core import CompressionSpec
 
 Device = str  # "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1", ...
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -40,68 +48,46 @@ def resolve_calib_source(source: str) -> str:
 EXPERIMENT_EVAL = EvalSettings(n=1, seeds=(0,), canonical_first=True, ladder_per_step=1)
 
 
+def default_spec() -> Any:
+    """The experiments' base spec, the report's "3-bit uniform": CALDERA, b_Q = 3, rank k = 32
+    (every other field: CompressionSpec's own default)."""
+    from calderalab.plans import spec_with
+
+    return spec_with(None, bits=3, rank=32)
+
+
+def default_calib() -> Any:
+    """CalibConfig's own defaults, from source "auto" (see `resolve_calib_source`): sampling
+    32 x 256 tokens from the model costs more than the rest of calibration on a CPU."""
+    from calderalab.calib import CalibConfig
+
+    return CalibConfig(source=resolve_calib_source("auto"))
+
+
 @dataclass(frozen=True)
 class CompressSettings:
-    """The base compression spec every experiment shares, and its calibration.
+    """The base compression spec every experiment shares, and its calibration: a CompressionSpec
+    and a CalibConfig (their fields and defaults are theirs; only the choice of base spec and of the
+    "auto" calibration source is made here). `calderalab compress`, `sensitivity` and the
+    experiments all build their calibration from `CompressSettings().calib`."""
 
-    bits/rank/lr_bits: b_Q, k and b_L = b_R of the uniform CALDERA spec (the report's "3-bit
-    uniform", rank 32); rank 0 means LDLQ alone. calib_source: "self" (text the model samples),
-    a text file or a GSM8K .jsonl (calderalab.calib); "auto" = the GSM8K training questions of
-    the reference data beside the checkout (../shared/data/gsm8k/train.jsonl) when present, else
-    "self" — sampling 32 x 256 tokens from the model costs more than the rest of calibration on a
-    CPU. outer/inner iterations: core's defaults.
-    """
-
-    bits: int = 3
-    rank: int = 32
-    lr_bits: int = 4
-    calib_source: str = "auto"
-    calib_samples: int = 32
-    calib_seq_len: int = 256
-    seed: int = 0
-    outer_iters: int | None = None  # None: core's CompressionSpec default
-    inner_iters: int | None = None
-
-    def __post_init__(self) -> None:
-        if not 2 <= self.bits <= 8:
-            raise ValueError(f"bits must be in 2..8, got {self.bits}")
-        if self.rank < 0:
-            raise ValueError(f"rank must be >= 0, got {self.rank}")
-        if self.calib_samples < 1 or self.calib_seq_len < 8:
-            raise ValueError(f"calib_samples must be >= 1 and calib_seq_len >= 8, got {self.calib_samples}, {self.calib_seq_len}")
+    base: CompressionSpec = field(default_factory=default_spec)
+    calib: CalibConfig = field(default_factory=default_calib)
 
     def spec(self, bits: int | None = None) -> Any:
-        """The uniform CompressionSpec (optionally at other bits)."""
-        from calderalab.core import CompressionSpec
+        """The base spec (optionally at other bits)."""
+        return self.base if bits is None else dataclasses.replace(self.base, bits=bits)
 
-        method = "caldera" if self.rank > 0 else "ldlq"
-        iters = {k: v for k, v in (("outer_iters", self.outer_iters), ("inner_iters", self.inner_iters)) if v is not None}
-        return CompressionSpec(method=method, bits=self.bits if bits is None else bits, rank=self.rank,
-                               lr_bits=self.lr_bits, seed=self.seed, **iters)
+    def with_options(self, calib_source: str | None = None, calib_samples: int | None = None,
+                     calib_seq_len: int | None = None, seed: int | None = None, **spec_fields: Any) -> "CompressSettings":
+        """These settings with every option that is not None applied (the CLI's default=None merge).
+        spec_fields: CompressionSpec fields (bits, rank, method, ...; see `plans.spec_with`); seed
+        seeds both the rotations and the calibration sampling."""
+        from calderalab.plans import spec_with
 
-    def calib_config(self) -> Any:
-        from calderalab.calib import CalibConfig
-
-        return CalibConfig(source=resolve_calib_source(self.calib_source), n_samples=self.calib_samples, seq_len=self.calib_seq_len, seed=self.seed)
-
-
-@dataclass(frozen=True)
-class SensitivitySettings:
-    """The study's sensitivity profile: N probe samples, the critical-zone fidelity threshold."""
-
-    n_samples: int = 24
-    threshold: float = 0.15
-    max_new_tokens: int = 24
-    batch_size: int = 8
-
-    def __post_init__(self) -> None:
-        if self.n_samples < 1 or self.max_new_tokens < 1 or self.batch_size < 2:
-            raise ValueError(
-                f"n_samples and max_new_tokens must be >= 1 and batch_size >= 2, got "
-                f"{self.n_samples}, {self.max_new_tokens}, {self.batch_size}"
-            )
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        source = None if calib_source is None else resolve_calib_source(calib_source)
+        calib = merged(self.calib, source=source, n_samples=calib_samples, seq_len=calib_seq_len, seed=seed)
+        return CompressSettings(spec_with(self.base, seed=seed, **spec_fields), calib)
 
 
 @dataclass(frozen=True)
@@ -145,6 +131,7 @@ class StudyConfig:
     sensitivity: SensitivitySettings = field(default_factory=SensitivitySettings)
     eval: EvalSettings = EXPERIMENT_EVAL
     ultra: bool = True  # the ultra plan, when the profile measures a critical zone
+    budget_bpw: float | None = None  # also the `budget` plan at this bpw (calderalab.budget; off: ~5 extra compressions)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

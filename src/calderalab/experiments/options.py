@@ -57,7 +57,7 @@ def study_config(model: str | None = None, out: str | None = None, artifacts: st
                  device: str | None = None, bits: int | None = None, rank: int | None = None, calib: str | None = None,
                  scoring: str | None = None, n_per_family: int | None = None, seeds: str | None = None,
                  generate_canonical: bool | None = None, samples: int | None = None, threshold: float | None = None,
-                 ultra: bool | None = None) -> StudyConfig:
+                 ultra: bool | None = None, budget_bpw: float | None = None) -> StudyConfig:
     """The study's (and every experiment's) settings from command-line options; None keeps the default.
 
     Every value is validated here (the settings' own checks), before anything is loaded.
@@ -68,10 +68,11 @@ def study_config(model: str | None = None, out: str | None = None, artifacts: st
     return merged(
         base,
         run=merged(base.run, model=model, out=out, artifacts=artifacts, db=db, device=device),
-        compress=merged(base.compress, bits=bits, rank=rank, calib_source=calib),
+        compress=base.compress.with_options(bits=bits, rank=rank, calib_source=calib),
         sensitivity=merged(base.sensitivity, n_samples=samples, threshold=threshold),
         eval=evals,
         ultra=ultra,
+        budget_bpw=budget_bpw,
     )
 
 

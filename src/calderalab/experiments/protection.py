@@ -264,7 +264,7 @@ def finish(session: Session, result: ExperimentResult, config: dict[str, Any], t
     sections = list(result.sections)
     sections += [Section("Plots", "\n".join(f"![{k}]({p.name})" for k, p in result.plots.items()))] if result.plots else []
     sections.append(Section("Stage times", timings_table(session.timings)))
-    manifest = {"experiment": result.name, "config": {**session.settings_dict(), **config}, "git_sha": detect_git_sha(), "seed": session.compress_settings.seed,
+    manifest = {"experiment": result.name, "config": {**session.settings_dict(), **config}, "git_sha": detect_git_sha(), "seed": session.compress_settings.base.seed,
                 "model": session.run.model, "artifacts": session.store.url, "results_db": session.run.db_path,
                 "timings_s": {k: round(v, 2) for k, v in session.timings.items()}, "data": result.data,
                 "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -144,9 +144,9 @@ class Session:
 
         if self._calib is None:
             if all(self.store.has(layer, name, spec) for (layer, name), spec in plan.compressed()):
-                return self.compress_settings.calib_config()
+                return self.compress_settings.calib
             started = time.perf_counter()
-            self._calib = load_calibration(self.model, self.tokenizer, self.compress_settings.calib_config())
+            self._calib = load_calibration(self.model, self.tokenizer, self.compress_settings.calib)
             self.timed("calibration data", time.perf_counter() - started)
         return self._calib
 

@@ -36,38 +36,27 @@ class StudyResult:
 
 
 def profile_layers(session: Session, plan: Any, config: StudyConfig) -> Any:
-    """The per-layer sensitivity profile of `plan`'s spec, one layer swapped in at a time from the
-    stored artifacts; reuses <out>/profile.json when it was made with the same settings."""
-    from calderalab.artifacts import assemble_weights
-    from calderalab.models import swapped_weights
-    from calderalab.sensitivity.measure import SensitivityConfig, greedy_reference_samples, layer_sensitivity
-    from calderalab.sensitivity.pipeline import probe_prompt_ids
+    """The per-layer sensitivity profile of `plan`'s spec through the one sensitivity pipeline, one
+    layer swapped in at a time from the stored artifacts; reuses <out>/profile.json when it was made
+    with the same settings."""
+    from calderalab.sensitivity.pipeline import StoredWeights, run_sensitivity
     from calderalab.sensitivity.profile import SensitivityProfile
 
-    s = config.sensitivity
-    settings = {"model": config.run.model, "spec": plan.spec(0, "q").to_dict(), "spec_key": plan.spec(0, "q").key(),
-                "threshold": s.threshold, "seed": config.compress.seed, "plan_hash": plan.hash()}
+    weights = StoredWeights(session.store, plan)
+    expected = {"model": config.run.model, **config.sensitivity.record(), **weights.record()}
     path = Path(config.run.out) / "profile.json"
     if path.exists():
         stored = SensitivityProfile.load(path)
-        if all(stored.settings.get(k) == v for k, v in settings.items()) and stored.settings.get("n_samples") == s.n_samples:
+        if all(stored.settings.get(k) == v for k, v in expected.items()):
             log.info("reusing the sensitivity profile in %s", path)
             return stored
     started = time.perf_counter()
-    measure = SensitivityConfig(batch_size=s.batch_size, noise_batch_size=1, max_new_tokens=s.max_new_tokens,
-                                pad_token_id=int(session.tokenizer.pad_token_id or 0))
-    prompts = probe_prompt_ids(session.tokenizer, s.n_samples, config.compress.seed)
-    session._tick("sensitivity: reference answers", 0, 1)
-    samples = greedy_reference_samples(session.model, prompts, measure, getattr(session.tokenizer, "eos_token_id", None))
-    session._tick("sensitivity: reference answers", 1, 1)
-    profile = layer_sensitivity(
-        session.model, samples, lambda l: assemble_weights(session.store, session.model, layers=[l], plan=plan),
-        session.n_layers, None, measure, swap=swapped_weights,
-        progress=lambda done, total: session._tick("sensitivity", done, total), settings=settings,
-    )
+    run = run_sensitivity(session.model, session.tokenizer, config.sensitivity, weights, model_ref=config.run.model,
+                          progress=lambda done, total: session._tick("sensitivity", done, total),
+                          stage=lambda name: session._tick(f"sensitivity: {name}", 1, 1))
     session.timed("sensitivity", time.perf_counter() - started)
-    profile.save(path)
-    return profile
+    run.profile.save(path)
+    return run.profile
 
 
 def choose_zone(profile: Any, threshold: float) -> tuple[tuple[int, ...], str]:
@@ -83,17 +72,21 @@ def choose_zone(profile: Any, threshold: float) -> tuple[tuple[int, ...], str]:
     return tuple(LayerGroups().ranges(profile.n_layers)["critical"]), "depth fallback"
 
 
-def study(config: StudyConfig = StudyConfig(), evaluator: Evaluator = default_evaluator, progress: Progress | None = None,
+def study(config: StudyConfig | None = None, evaluator: Evaluator = default_evaluator, progress: Progress | None = None,
           model_and_tokenizer: tuple[Any, Any] | None = None) -> StudyResult:
-    """Run the whole study and write its report folder (see module docstring)."""
+    """Run the whole study (None: the default StudyConfig) and write its report folder (see module docstring)."""
     from calderalab.allocation import ultra_ranks
-    from calderalab.models import discover_layers
+    from calderalab.models import module_shapes
     from calderalab.plans import selective_plan, ultra_plan, uniform_plan
     from calderalab.run_record import format_layers
 
+    config = config or StudyConfig()  # built on call: its compression defaults import torch
+    budget = None if config.budget_bpw is None else _budget_settings(config)  # a bad target fails before the model loads
     session = Session.open(config.run, config.compress, config.eval, "study", evaluator, progress, model_and_tokenizer)
     n = session.n_layers
     spec = config.compress.spec()
+    if budget is not None:  # an impossible target fails before any compression
+        _check_budget_target(session, spec, budget)
     uniform = uniform_plan(n, spec)
     session.compress(uniform, stage="compress uniform")
     profile = profile_layers(session, uniform, config)
@@ -109,13 +102,18 @@ def study(config: StudyConfig = StudyConfig(), evaluator: Evaluator = default_ev
     # Ultra raises the rank of MEASURED critical layers; on a depth-chosen control set it would be a
     # second control that costs a compression and an evaluation, so it runs only with a measured zone.
     if config.ultra and spec.rank > 0 and zone_source == "profile":
-        max_rank = min(min(m.weight.shape) for t in discover_layers(session.model) for m in t.modules.values())
+        max_rank = min(min(shape) for shape in module_shapes(session.model).values())
         ranks = ultra_ranks(profile, spec.rank, zone, max_rank=max_rank)
         ultra = ultra_plan(n, spec, ranks)
         session.compress(ultra, stage="compress ultra (zone layers)")
         configs.append((f"{spec.bits}-bit ultra", ultra, zone, str(spec.bits)))
+    chosen = None if budget is None else _budget_plan(session, profile, budget)
+    if chosen is not None:
+        configs.append((f"budget {budget.target_bpw:g} bpw", chosen.plan, chosen.plan.protected_layers(), "mixed"))
     runs = evaluate_configs(session, configs)
     sections = _sections(profile, zone, zone_source, spec.rank, ranks, runs, config)
+    if chosen is not None:
+        sections.insert(4, _budget_section(chosen, budget))
     plot = _fidelity_plot(profile, zone if zone_source == "profile" else (), Path(config.run.out))
     result = ExperimentResult("study", runs, sections, {"fidelity (U-shape)": plot},
                               data={"zone": list(zone), "zone_source": zone_source, "ultra_ranks": ranks,
@@ -123,6 +121,37 @@ def study(config: StudyConfig = StudyConfig(), evaluator: Evaluator = default_ev
     summary = study_summary(runs, zone, zone_source, session.timings)
     paths = finish(session, result, config.to_dict(), title=f"Layer sensitivity and Goodhart Gap study: {config.run.model}")
     return StudyResult(result, paths, zone, zone_source, ranks, dict(session.timings), summary)
+
+
+def _budget_settings(config: StudyConfig) -> Any:
+    from calderalab.budget import BudgetSettings
+
+    return BudgetSettings(config.budget_bpw)
+
+
+def _check_budget_target(session: Session, spec: Any, budget: Any) -> None:
+    from calderalab.budget import candidate_specs, check_target
+    from calderalab.models import module_shapes
+
+    check_target(candidate_specs(spec, budget), budget.target_bpw, module_shapes(session.model))
+
+
+def _budget_plan(session: Session, profile: Any, budget: Any) -> Any:
+    """The budget preset from the study's profile; its candidates are compressed through the session."""
+    from calderalab.budget import budget_plan, option_name
+    from calderalab.models import module_shapes
+
+    def compress(plan: Any) -> Any:
+        return session.compress(plan, stage=f"compress budget candidate {option_name(plan.spec(0, 'q'))}")
+
+    return budget_plan(profile, budget, module_shapes(session.model), compress)
+
+
+def _budget_section(chosen: Any, budget: Any) -> Any:
+    from calderalab.budget import map_table, summary_line
+    from calderalab.report.experiment_report import Section
+
+    return Section("Budget plan", summary_line(chosen, budget) + "\n\n" + map_table(chosen) + "\n")
 
 
 def _fidelity_plot(profile: Any, zone: tuple[int, ...], out: Path) -> Path:

@@ -22,6 +22,7 @@ _EXPORTS = {
     "UnsupportedModelError": "layers",
     "discover_layers": "layers",
     "num_layers": "layers",
+    "module_shapes": "layers",
     "target_linear": "layers",
     "swapped_weights": "swap",
     "set_weights": "swap",

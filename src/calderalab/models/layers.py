@@ -167,6 +167,12 @@ def num_layers(model: nn.Module) -> int:
     return len(find_decoder_layers(model)[1])
 
 
+def module_shapes(model: nn.Module) -> dict[tuple[int, str], tuple[int, int]]:
+    """(layer, canonical name) -> weight shape (d_out, d_in) of every target module; a meta-device
+    skeleton (`load_skeleton`) is enough, so plans can be checked before the weights load."""
+    return {(t.index, name): shape for t in discover_layers(model) for name, shape in t.shapes.items()}
+
+
 def check_module_name(name: str) -> str:
     if name not in MODULE_NAMES:
         raise ValueError(f"unknown target module {name!r}: valid names are {', '.join(MODULE_NAMES)}")

@@ -20,6 +20,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from calderalab.sensitivity.profile import LayerRow, RunMetrics, SensitivityProfile
+from calderalab.sensitivity.settings import SensitivityConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,36 +40,6 @@ class ProbeSample:
             raise ValueError(
                 f"a probe sample needs a non-empty prompt and answer (got {len(self.prompt_ids)} prompt "
                 f"and {len(self.answer_ids)} answer tokens)"
-            )
-
-
-@dataclass(frozen=True)
-class SensitivityConfig:
-    """batch_size: teacher-forced batch size. noise_batch_size: the batch size of the noise-floor
-    run (must differ, so that padding layout and matmul shapes differ). max_new_tokens: cap of
-    the reference answers; 48 holds the probes' short final answers (and the start of a worked
-    solution) while keeping every teacher-forced run and the cached log-probs bounded
-    (N x 48 x V floats). generate_batch_size: prompts per batched greedy generation (1 = one
-    prompt at a time, no padding at all). fast_path: run only layers l..L-1 and the head at answer
-    positions on cached uncompressed streams (`fastpath.SuffixRunner`); False = a full forward
-    per layer (the reference path, and the fallback for models the fast path does not know)."""
-
-    batch_size: int = 8
-    noise_batch_size: int = 1
-    max_new_tokens: int = 48
-    pad_token_id: int = 0
-    generate_batch_size: int = 8
-    fast_path: bool = True
-
-    def __post_init__(self) -> None:
-        if min(self.batch_size, self.noise_batch_size, self.max_new_tokens, self.generate_batch_size) < 1:
-            raise ValueError(
-                f"batch_size, noise_batch_size, max_new_tokens and generate_batch_size must be >= 1, got "
-                f"{self.batch_size}, {self.noise_batch_size}, {self.max_new_tokens}, {self.generate_batch_size}"
-            )
-        if self.noise_batch_size == self.batch_size:
-            raise ValueError(
-                f"noise_batch_size must differ from batch_size ({self.batch_size}); the same layout measures no noise"
             )
 
 

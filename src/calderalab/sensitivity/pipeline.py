@@ -1,25 +1,51 @@
-"""The `calderalab sensitivity` job as library code: probe prompts -> reference answers ->
-per-layer compressed weights -> profile -> tables and plot. Imports torch; model access goes
-through `calderalab.models`, compression through `calderalab.core`, calibration through
-`calderalab.calib` (with a hook-based fallback while that package is not available).
+"""The one sensitivity pipeline: probe prompts -> reference answers -> layer l's compressed weights
+(from a provider) swapped in one layer at a time -> profile and critical zone.
+
+`calderalab sensitivity` (weights compressed here, or read from an artifact store) and the study's
+sensitivity stage (the uniform plan's stored weights) both call `run_sensitivity` with a
+`SensitivitySettings`. A provider says where layer l's Ŵ comes from:
+- `CompressOnTheFly(spec, calib)`: decompose(W, H, spec) with H from the ORIGINAL model's
+  activations on the calibration data (calderalab.calib, calderalab.core);
+- `StoredWeights(store, plan)`: the modules of an artifact store (checksummed and
+  fingerprint-checked against this model), so the profile describes the deployed artifacts.
+Imports torch; models through `calderalab.models`. Never imports experiments, report, results or
+cli (writing tables and plots is `calderalab.report.sensitivity_report`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 
-from calderalab.sensitivity.measure import SensitivityConfig, greedy_reference_samples, layer_sensitivity
-from calderalab.sensitivity.profile import LayerGroups, SensitivityProfile, critical_zone
+from calderalab.sensitivity.measure import greedy_reference_samples, layer_sensitivity
+from calderalab.sensitivity.profile import SensitivityProfile, critical_zone
+from calderalab.sensitivity.settings import SensitivitySettings
 
 log = logging.getLogger(__name__)
 
-Compress = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (W (d_out, d_in), H (d_in, d_in)) -> W_hat
+WeightMap = Mapping[tuple[int, str], torch.Tensor]
+WeightsOf = Callable[[int], WeightMap]  # layer l -> {(l, module name): Ŵ (d_out, d_in)}
+
+
+class LayerWeights(Protocol):
+    """Where each layer's compressed weights come from."""
+
+    def record(self) -> dict[str, Any]:
+        """Provenance for the profile's settings, known before any work (JSON values)."""
+
+    def prepare(self, model: torch.nn.Module, tokenizer: Any, layers: Sequence[int]) -> tuple[WeightsOf, dict[str, Any]]:
+        """Check and build what the run needs; returns (weights of layer l, provenance learned meanwhile)."""
+
+
+@dataclass(frozen=True)
+class SensitivityRun:
+    profile: SensitivityProfile
+    zone: tuple[int, ...]  # the critical zone at the settings' threshold (may be empty)
 
 
 def probe_prompt_ids(tokenizer: Any, n_samples: int, seed: int = 0) -> list[list[int]]:
@@ -42,102 +68,128 @@ def probe_prompt_ids(tokenizer: Any, n_samples: int, seed: int = 0) -> list[list
     return out
 
 
-def layer_hessians(model: torch.nn.Module, batches: Sequence[torch.Tensor], layers: Sequence[int]) -> Iterable[tuple[int, dict[str, torch.Tensor]]]:
-    """Stream (layer, {module name: H}) from the ORIGINAL model's activations (calderalab.calib's driver)."""
-    from calderalab.calib import collect_hessians
-
-    return collect_hessians(model, batches, layers=layers)
-
-
-@dataclass(frozen=True)
-class SensitivityJob:
-    """Settings of one sensitivity run (the CLI fills it; defaults live here only)."""
-
-    n_samples: int = 64
-    threshold: float = 0.15
-    calib_samples: int = 16
-    calib_seq_len: int = 256
-    calib_source: str = "self"  # calderalab.calib source: "self" or a text / GSM8K .jsonl path
-    seed: int = 0
-    measure: SensitivityConfig = SensitivityConfig()
-    groups: LayerGroups = LayerGroups()
-
-    def __post_init__(self) -> None:
-        if self.n_samples < 1 or self.calib_samples < 1 or self.calib_seq_len < 2:
-            raise ValueError(
-                f"n_samples, calib_samples must be >= 1 and calib_seq_len >= 2, got {self.n_samples}, "
-                f"{self.calib_samples}, {self.calib_seq_len}"
-            )
-
-
-def compressed_layer_weights(
-    model: torch.nn.Module, batches: Sequence[torch.Tensor], layers: Sequence[int], compress: Compress
-) -> dict[int, dict[tuple[int, str], torch.Tensor]]:
-    """W_hat for every module of every requested layer, each from the original model's Hessians."""
-    from calderalab.models import target_linear
-
-    out: dict[int, dict[tuple[int, str], torch.Tensor]] = {}
-    for layer, hessians in layer_hessians(model, batches, layers):
-        out[layer] = {
-            (layer, name): compress(target_linear(model, layer, name).weight.detach().float(), H.float())
-            for name, H in hessians.items()
-        }
-    return out
-
-
 def run_sensitivity(
     model: torch.nn.Module,
-    prompt_ids: Sequence[Sequence[int]],
-    calib_batches: Sequence[torch.Tensor] | None,
-    compress: Compress | None,
-    job: SensitivityJob = SensitivityJob(),
+    tokenizer: Any,
+    settings: SensitivitySettings,
+    weights: LayerWeights,
     layers: Sequence[int] | None = None,
-    eos_token_id: int | None = None,
-    settings: dict | None = None,
+    model_ref: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     stage: Callable[[str], None] | None = None,
-    layer_weights: Callable[[int], dict[tuple[int, str], torch.Tensor]] | None = None,
-) -> tuple[SensitivityProfile, tuple[int, ...]]:
-    """Profile every (or the given) layer and find the critical zone.
+) -> SensitivityRun:
+    """Profile every (or the given) layer of `model` and find the critical zone.
 
-    Layer l's compressed weights come from `compress(W, H)` on Hessians of `calib_batches`, or,
-    when `layer_weights` is given, from `layer_weights(l)` (e.g. an artifact store's modules; then
-    calib_batches and compress are unused and may be None).
-    stage(name) is called as each stage ends (reference answers, Hessians + decompositions,
-    layer runs), so callers can time them."""
+    stage(name) is called as each stage ends ("layer weights", "reference answers", "layer runs"),
+    so callers can time them; progress(done, total) after each layer run."""
+    from calderalab.models import num_layers
+
+    n_layers = num_layers(model)
+    settings.groups.ranges(n_layers)  # a model too shallow for the layer groups fails now, before any work
+    chosen = list(range(n_layers)) if layers is None else sorted(set(layers))
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is not None:
+        settings = dataclasses.replace(settings, measure=dataclasses.replace(settings.measure, pad_token_id=int(pad)))
+    record = {**({"model": model_ref} if model_ref else {}), **settings.record(), **weights.record()}
+    return profile_prompts(model, probe_prompt_ids(tokenizer, settings.n_samples, settings.seed), settings, weights,
+                           tokenizer, chosen, getattr(tokenizer, "eos_token_id", None), record, progress, stage)
+
+
+def profile_prompts(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[Sequence[int]],
+    settings: SensitivitySettings,
+    weights: LayerWeights,
+    tokenizer: Any = None,
+    layers: Sequence[int] | None = None,
+    eos_token_id: int | None = None,
+    record: Mapping[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    stage: Callable[[str], None] | None = None,
+) -> SensitivityRun:
+    """`run_sensitivity` on given prompt token ids (the tokenizer is only passed to the provider)."""
     from calderalab.models import num_layers, swapped_weights
 
     n_layers = num_layers(model)
     layers = list(range(n_layers)) if layers is None else list(layers)
     stage = stage or (lambda _name: None)
-    samples = greedy_reference_samples(model, prompt_ids, job.measure, eos_token_id)
+    weights_of, learned = weights.prepare(model, tokenizer, layers)
+    stage("layer weights")
+    samples = greedy_reference_samples(model, prompt_ids, settings.measure, eos_token_id)
     stage("reference answers")
-    if layer_weights is None:
-        if calib_batches is None or compress is None:
-            raise ValueError("run_sensitivity needs calib_batches and compress, or layer_weights")
-        layer_weights = compressed_layer_weights(model, calib_batches, layers, compress).__getitem__
-        stage("hessians + decompositions")
-    profile = layer_sensitivity(
-        model, samples, layer_weights, n_layers, layers, job.measure, swap=swapped_weights,
-        progress=progress, settings={"threshold": job.threshold, "seed": job.seed, **(settings or {})},
-    )
+    profile = layer_sensitivity(model, samples, weights_of, n_layers, layers, settings.measure, swap=swapped_weights,
+                                progress=progress, settings={**dict(record or {}), **learned})
     stage("layer runs")
-    return profile, critical_zone(profile, job.threshold, job.groups)
+    return SensitivityRun(profile, critical_zone(profile, settings.threshold, settings.groups))
 
 
-def write_outputs(profile: SensitivityProfile, zone: Sequence[int], out_dir: Path, groups: LayerGroups = LayerGroups(),
-                  ultra: dict[int, int] | None = None, base_rank: int | None = None) -> dict[str, Path]:
-    """profile.json, sensitivity.md (group table, critical table, ultra ranks) and fidelity.png."""
-    from calderalab.report.plots import fidelity_plot
-    from calderalab.report.sensitivity_tables import critical_table, group_table, noise_line, ultra_table
+# ------------------------------------------------------------------ providers
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"profile": profile.save(out_dir / "profile.json")}
-    parts = ["# Layer sensitivity\n", noise_line(profile), "\n## Layer groups\n\n", group_table(profile, groups),
-             "\n## Critical layers\n\n", critical_table(profile, zone)]
-    if ultra and base_rank:
-        parts += ["\n## Ultra ranks\n\n", ultra_table(base_rank, ultra)]
-    paths["tables"] = out_dir / "sensitivity.md"
-    paths["tables"].write_text("".join(parts))
-    paths["plot"] = fidelity_plot(profile, out_dir / "fidelity.png", zone, groups)
-    return paths
+
+@dataclass(frozen=True)
+class CompressOnTheFly:
+    """Layer l's Ŵ = decompose(W, H, spec).reconstruct(), every H from the ORIGINAL model's
+    activations on `calib` (a CalibConfig, or ready token batches (batch, seq_len))."""
+
+    spec: Any  # core.CompressionSpec
+    calib: Any  # calib.CalibConfig | Sequence[torch.Tensor]
+
+    def record(self) -> dict[str, Any]:
+        source = getattr(self.calib, "source", "batches")
+        return {"spec": self.spec.to_dict(), "spec_key": self.spec.key(), "calib_source": source}
+
+    def prepare(self, model: torch.nn.Module, tokenizer: Any, layers: Sequence[int]) -> tuple[WeightsOf, dict[str, Any]]:
+        from calderalab.calib import collect_hessians, load_calibration
+        from calderalab.core import decompose
+        from calderalab.models import target_linear
+
+        if isinstance(self.calib, Sequence):
+            batches, learned = list(self.calib), {}
+        else:
+            data = load_calibration(model, tokenizer, self.calib)
+            batches, learned = list(data.batches), {"calib": data.description}
+        out: dict[int, dict[tuple[int, str], torch.Tensor]] = {}
+        for layer, hessians in collect_hessians(model, batches, layers=layers):
+            W = {name: target_linear(model, layer, name).weight.detach().float() for name in hessians}
+            out[layer] = {(layer, name): decompose(W[name], H.float(), self.spec).reconstruct() for name, H in hessians.items()}
+        return out.__getitem__, learned
+
+
+class StoredWeights:
+    """Layer l's Ŵ from an artifact store. The store's manifest is read when this is made (a bad URL
+    or a store of several specs fails before the model loads); every profiled layer's coverage
+    and fingerprints are checked in `prepare`, before any run."""
+
+    def __init__(self, store: Any, plan: Any = None) -> None:
+        self.store, self.plan = store, plan
+        self.spec = _one_spec(store, plan)
+
+    def record(self) -> dict[str, Any]:
+        out = {"spec": self.spec.to_dict(), "spec_key": self.spec.key(), "artifacts": self.store.url}
+        return out | ({"plan_hash": self.plan.hash()} if self.plan is not None else {})
+
+    def prepare(self, model: torch.nn.Module, tokenizer: Any, layers: Sequence[int]) -> tuple[WeightsOf, dict[str, Any]]:
+        from calderalab.artifacts import assemble_weights, check_fingerprints, select_entries
+        from calderalab.models import num_layers
+
+        entries = select_entries(self.store.manifest(), num_layers(model), layers=layers, plan=self.plan)
+        check_fingerprints(model, entries, self.store.url)
+        return (lambda layer: assemble_weights(self.store, model, layers=[layer], plan=self.plan)), {}
+
+
+def _one_spec(store: Any, plan: Any) -> Any:
+    """The one CompressionSpec of the plan's compressed modules, or of the store's modules."""
+    from calderalab.core import CompressionSpec
+    from calderalab.errors import CalderalabError
+
+    if plan is not None:
+        specs = {s.key(): s for _, s in plan.compressed()}
+    else:
+        specs = {key: CompressionSpec.from_dict(e.spec) for (_, _, key), e in store.manifest().modules.items()}
+    if len(specs) != 1:
+        raise CalderalabError(
+            f"artifact store {store.url} holds {len(specs)} compression specs for this profile "
+            f"({', '.join(sorted(specs)) or 'none'}); a sensitivity profile measures one spec: compress with one spec "
+            "(e.g. `calderalab compress --bits B --rank K`) or pass the plan that picks it"
+        )
+    return next(iter(specs.values()))
