@@ -118,10 +118,19 @@ def test_seed_table_mean_std_over_seeds():
     # seed 0: 2/4 executed, 4/4 understood (2 gaps); seed 1: 3/4 executed, 2/4 understood (0 gaps)
     for seed, ex, un in [(0, [1, 1, 0, 0], [1, 1, 1, 1]), (1, [1, 1, 1, 0], [1, 1, 0, 0])]:
         for i in range(4):
-            outs.append(InstanceOutcome(f"f/{seed}/{i}", "f", "1", bool(un[i]), bool(ex[i]), seed=seed))
+            # Four equal-length options, the right one at i: both probes are above chance (6/8 and 5/8
+            # against 1/4, p = 0.004 and 0.027) and above every surface rule (25%), so gaps are measurable.
+            und = ChoiceDetail("letters", 4, i, i if un[i] else (i + 1) % 4, i, (10, 10, 10, 10))
+            exe = ChoiceDetail("answers", 4, i, i if ex[i] else (i + 1) % 4, i, (2, 2, 2, 2))
+            outs.append(InstanceOutcome(f"f/{seed}/{i}", "f", "1", bool(un[i]), bool(ex[i]), seed=seed,
+                                        understanding_detail=und, execution_detail=exe))
     text = tables.seed_table([RunOutcomes("A", "All", tuple(outs))])
     # execution 50 and 75 -> 62.5 ± 17.7 (ddof=1); understanding 100, 50 -> 75.0 ± 35.4; gap rate 50, 0
     assert text.splitlines()[2] == "| A | 0,1 | 75.0 ± 35.4 (n=2) | 62.5 ± 17.7 (n=2) | 25.0 ± 35.4 (n=2) |"
+    # Without option details nothing says the probes beat chance: the gap rate is no finding.
+    bare = RunOutcomes("A", "All", tuple(InstanceOutcome(o.uid, o.family, o.expected, o.understood, o.executed,
+                                                         seed=o.seed) for o in outs))
+    assert tables.seed_table([bare]).splitlines()[2].endswith("| not measurable |")
     with pytest.raises(ValueError, match="no instance seeds"):
         tables.seed_table([BASE])
 

@@ -111,16 +111,19 @@ def seed_table(rows: Sequence[RunOutcomes]) -> str:
     """
     if not rows:
         raise ValueError("seed_table needs at least one run")
+    measurable = gap_measurable(*_validity(rows[0]))  # the same rule as goodhart_table's gap rate
     body = []
     for r in rows:
         per_seed = [r.for_seed(s) for s in r.seeds()]
         if not per_seed:
             raise ValueError(f"run {r.label!r} has no instance seeds recorded")
+        gap = (_seed_mean(per_seed, lambda x: x.n_gaps / x.n_understood if x.n_understood else None)
+               if measurable else "not measurable")
         body.append([
             r.label, ",".join(str(s) for s in r.seeds()),
             _seed_mean(per_seed, lambda x: x.n_understood / x.n),
             _seed_mean(per_seed, lambda x: x.n_executed / x.n),
-            _seed_mean(per_seed, lambda x: x.n_gaps / x.n_understood if x.n_understood else None),
+            gap,
         ])
     header = ["Config", "Seeds", "Understanding % (mean ± std)", "Execution % (mean ± std)", "Gap rate % (mean ± std)"]
     return markdown_table(header, body)
