@@ -26,3 +26,15 @@ def test_execution_plots_write_png(tmp_path):
         execution_vs_protected_plot([], tmp_path / "x.png")
     with pytest.raises(ValueError, match="no runs"):
         execution_vs_bits_plot({"a": {3.0: []}}, tmp_path / "y.png")
+
+
+def test_ladder_plot_accepts_rates_at_the_interval_ends(tmp_path):
+    from calderalab.eval.stats import wilson_interval
+    from calderalab.report.plots import LadderSeries, ladder_plot
+
+    def point(k, n):
+        iv = wilson_interval(k, n)
+        return iv.estimate, iv.low, iv.high, 0.25
+
+    series = LadderSeries("Baseline", {1: point(0, 3), 2: point(3, 3)}, {1: point(0, 9), 2: point(9, 9)})
+    assert ladder_plot([series], tmp_path / "ladder.png").stat().st_size > 1000

@@ -153,7 +153,9 @@ def ladder_plot(series: Sequence[LadderSeries], path: str | Path, title: str = "
                 continue
             offset = (i - (len(series) - 1) / 2) * 0.06  # keep overlapping error bars apart
             rates = [100 * points[k][0] for k in ks]
-            err = [[100 * (points[k][0] - points[k][1]) for k in ks], [100 * (points[k][2] - points[k][0]) for k in ks]]
+            # max(0, ·): at 0/n or n/n the Wilson bound equals the rate up to float round-off
+            err = [[max(0.0, 100 * (points[k][0] - points[k][1])) for k in ks],
+                   [max(0.0, 100 * (points[k][2] - points[k][0])) for k in ks]]
             ax.errorbar([k + offset for k in ks], rates, yerr=err, fmt="o-", capsize=3, ms=4, label=s.label)
             chance.update({k: 100 * points[k][3] for k in ks})
         if chance:
