@@ -10,6 +10,7 @@ import pytest
 from calderalab.errors import TaskFamilyError
 from calderalab.eval.tasks import ladder_instances, load_ladder_file, load_ladders
 from calderalab.eval.tasks.generate import build_instance, format_answer, render_plan, run_plan
+from calderalab.eval.tasks.loader import builtin_family_paths
 from calderalab.eval.tasks.values import ClockTime, format_number, parse_clock
 
 BUILTIN = ("currency_hops", "day_trip", "storeroom")
@@ -295,8 +296,20 @@ def test_duplicate_and_missing_directories(tmp_path):
     write(tmp_path, GOOD, "b.yaml")
     with pytest.raises(TaskFamilyError, match="duplicate ladder id 'piggy_bank'"):
         load_ladders(extra_dirs=[tmp_path])
-    with pytest.raises(TaskFamilyError, match="ladders directory not found"):
+    with pytest.raises(TaskFamilyError, match="tasks directory not found"):
         load_ladders(extra_dirs=[tmp_path / "nope"])
+
+
+def test_one_tasks_dir_may_hold_families_and_ladders(tmp_path):
+    """--tasks-dir is handed to both loaders: each takes its own kind of file and leaves the other."""
+    from calderalab.eval.tasks import load_families
+
+    write(tmp_path, GOOD, "ladder.yaml")
+    family = next(p for p in builtin_family_paths() if p.stem == "discount_coupon").read_text()
+    (tmp_path / "family.yaml").write_text(family.replace("id: discount_coupon", "id: my_coupon"))
+    assert [lad.id for lad in load_ladders(extra_dirs=[tmp_path])].count("piggy_bank") == 1
+    ids = [f.id for f in load_families(extra_dirs=[tmp_path])]
+    assert "my_coupon" in ids and "piggy_bank" not in ids and len(ids) == len(load_families()) + 1
 
 
 @pytest.mark.parametrize(

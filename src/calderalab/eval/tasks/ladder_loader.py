@@ -28,7 +28,8 @@ from calderalab.eval.tasks.ladder import (
     Rung,
     WrongVariant,
 )
-from calderalab.eval.tasks.loader import _ID_CHARS, _answer, _canonical_value, _Ctx, _identifier, _variable, read_yaml
+from calderalab.eval.tasks.loader import (_ID_CHARS, _answer, _canonical_value, _Ctx, _identifier, _variable,
+                                          extra_task_files, load_unique, read_yaml)
 from calderalab.eval.tasks.schema import MUTATION_KINDS, Template, VariableSpec
 
 log = logging.getLogger(__name__)
@@ -200,21 +201,5 @@ def builtin_ladder_paths() -> list[Path]:
 
 
 def load_ladders(extra_dirs: Iterable[str | Path] = ()) -> list[Ladder]:
-    """The built-in ladders plus every *.yaml/*.yml in `extra_dirs`, sorted by id; ids must be unique."""
-    paths = builtin_ladder_paths()
-    for directory in extra_dirs:
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise TaskFamilyError(f"{directory}: ladders directory not found (pass a folder of ladder YAML files)")
-        paths += sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
-    ladders: dict[str, Ladder] = {}
-    for path in paths:
-        ladder = load_ladder_file(path)
-        if ladder.id in ladders:
-            raise TaskFamilyError(
-                f"{path}: field 'id': duplicate ladder id {ladder.id!r} (already defined in {ladders[ladder.id].source}); "
-                "rename one of them"
-            )
-        ladders[ladder.id] = ladder
-    log.debug("loaded %d ladders", len(ladders))
-    return [ladders[k] for k in sorted(ladders)]
+    """The built-in ladders plus every ladder file in `extra_dirs`, sorted by id; ids must be unique."""
+    return load_unique(builtin_ladder_paths() + extra_task_files(extra_dirs, ladders=True), load_ladder_file, "ladder")

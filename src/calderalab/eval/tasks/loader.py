@@ -12,7 +12,7 @@ import logging
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 
@@ -302,22 +302,39 @@ def builtin_family_paths() -> list[Path]:
     return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith((".yaml", ".yml")))
 
 
-def load_families(extra_dirs: Iterable[str | Path] = ()) -> list["Family"]:
-    """The built-in families plus every *.yaml/*.yml in `extra_dirs`, sorted by id; ids must be unique."""
-    paths = builtin_family_paths()
+def is_ladder_data(data: Any) -> bool:
+    """A ladder file (eval/tasks/ladders/) has a top-level 'start' (the running value); a family has none."""
+    return isinstance(data, dict) and "start" in data
+
+
+def extra_task_files(extra_dirs: Iterable[str | Path], ladders: bool) -> list[Path]:
+    """The *.yaml/*.yml files of `extra_dirs` that hold ladders (ladders=True) or ordinary families:
+    one --tasks-dir may hold both kinds, and each loader takes its own."""
+    paths: list[Path] = []
     for directory in extra_dirs:
         directory = Path(directory)
         if not directory.is_dir():
-            raise TaskFamilyError(f"{directory}: tasks directory not found (pass a folder of family YAML files)")
-        paths += sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
-    families: dict[str, Family] = {}
+            raise TaskFamilyError(f"{directory}: tasks directory not found (pass a folder of family or ladder YAML files)")
+        files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+        paths += [p for p in files if is_ladder_data(read_yaml(p)) == ladders]
+    return paths
+
+
+def load_unique(paths: Iterable[Path], load: Callable[[Path], Any], noun: str) -> list[Any]:
+    """Load every file with `load`; ids must be unique (TaskFamilyError naming both files); sorted by id."""
+    loaded: dict[str, Any] = {}
     for path in paths:
-        family = load_family_file(path)
-        if family.id in families:
+        item = load(path)
+        if item.id in loaded:
             raise TaskFamilyError(
-                f"{path}: field 'id': duplicate family id {family.id!r} (already defined in {families[family.id].source}); "
+                f"{path}: field 'id': duplicate {noun} id {item.id!r} (already defined in {loaded[item.id].source}); "
                 "rename one of them"
             )
-        families[family.id] = family
-    log.debug("loaded %d task families", len(families))
-    return [families[k] for k in sorted(families)]
+        loaded[item.id] = item
+    log.debug("loaded %d %ss", len(loaded), noun)
+    return [loaded[k] for k in sorted(loaded)]
+
+
+def load_families(extra_dirs: Iterable[str | Path] = ()) -> list["Family"]:
+    """The built-in families plus every family file in `extra_dirs`, sorted by id; ids must be unique."""
+    return load_unique(builtin_family_paths() + extra_task_files(extra_dirs, ladders=False), load_family_file, "family")
