@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from calderalab.eval.backends import Generation, HFBackend, OptionScores, ScoringBackend
 from calderalab.eval.goodhart import GoodhartSummary, summarize
