@@ -15,3 +15,19 @@ def tok():
 def random_lm(tok):
     return tiny_llama(len(tok), seed=0)
 
+
+
+@pytest.fixture(scope="session")
+def families():
+    """The built-in task families."""
+    from calderalab.eval.tasks import load_families
+
+    return load_families()
+
+
+@pytest.fixture(scope="session")
+def ordinary(families):
+    """20 per family at seeds 0 and 1: 920 instances from 23 families (the option-cue tests share them)."""
+    from calderalab.eval.tasks import generate_instances
+
+    return generate_instances(families, 20, seed=0) + generate_instances(families, 20, seed=1)

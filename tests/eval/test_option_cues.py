@@ -12,7 +12,7 @@ from fractions import Fraction
 import pytest
 from scipy.stats import binomtest
 
-from calderalab.eval.tasks import generate_instances, load_families, load_family_file
+from calderalab.eval.tasks import generate_instances, load_family_file
 from calderalab.eval.tasks.options import balanced_subset, expected_rank_distance, unbiased_size
 
 MAX_GAP = 0.06  # |rate - chance| allowed on top of the binomial test
@@ -20,14 +20,9 @@ MIN_P = 0.01
 
 
 @pytest.fixture(scope="module")
-def families():
-    return load_families()
-
-
-@pytest.fixture(scope="module")
-def instances(families):
-    """20 per family at seeds 0 and 1: 920 instances from 23 families."""
-    return generate_instances(families, 20, seed=0) + generate_instances(families, 20, seed=1)
+def instances(ordinary):
+    """The shared 920 instances (conftest: 20 per family at seeds 0 and 1)."""
+    return ordinary
 
 
 def pick_by_length(options, longest: bool, rng: random.Random) -> int:

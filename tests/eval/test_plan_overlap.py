@@ -21,7 +21,7 @@ from scipy.stats import binomtest
 from calderalab.eval import planted
 from calderalab.eval.runner import EvalConfig, evaluate_with
 from calderalab.eval.scoring import plan_steps, step_overlap
-from calderalab.eval.tasks import generate_instances, ladder_instances, load_families, load_family_file, load_ladders
+from calderalab.eval.tasks import generate_instances, ladder_instances, load_family_file, load_ladders
 from calderalab.eval.tasks.factorial import combined, least_central_subsets, touched_steps
 from calderalab.eval.tasks.generate import _sample, _solve, build_instance, corner_sets, derive_rng
 from calderalab.eval.tasks.options import blocked_rank, nearest_rank_choice
@@ -29,17 +29,6 @@ from calderalab.eval.validity import SHARED_STEPS_RULE, probe_validity, surface_
 
 MAX_GAP = 0.06
 MIN_P = 0.01
-
-
-@pytest.fixture(scope="module")
-def families():
-    return load_families()
-
-
-@pytest.fixture(scope="module")
-def ordinary(families):
-    """20 per family at seeds 0 and 1: 920 instances from 23 families."""
-    return generate_instances(families, 20, seed=0) + generate_instances(families, 20, seed=1)
 
 
 @pytest.fixture(scope="module")
