@@ -13,7 +13,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-
 from calderalab.errors import TaskFamilyError
 from calderalab.eval.tasks.generate import check_family
 from calderalab.eval.tasks.interpreter import Expression, compile_expression
@@ -28,7 +27,7 @@ from calderalab.eval.tasks.ladder import (
     Rung,
     WrongVariant,
 )
-from calderalab.eval.tasks.loader import (_ID_CHARS, _answer, _canonical_value, _Ctx, _identifier, _variable,
+from calderalab.eval.tasks.loader import (_ID_CHARS, _answer, _Ctx, _identifier, _variable, canonical_values,
                                           extra_task_files, load_unique, read_yaml)
 from calderalab.eval.tasks.schema import MUTATION_KINDS, Template, VariableSpec
 
@@ -122,16 +121,10 @@ def _rung(ctx: _Ctx, i: int, raw: Any, taken: set[str], rung_names: set[str]) ->
 
 
 def _canonical(ctx: _Ctx, raw: Any, variables: list[VariableSpec], n_rungs: int) -> tuple[dict, tuple[str, ...]]:
-    if not isinstance(raw, dict) or not isinstance(raw.get("variables"), dict):
-        raise ctx.error("canonical", "a mapping {variables: {...}, answers: [one per step count]}", raw)
-    names = {v.name for v in variables}
-    missing, extra = sorted(names - set(raw["variables"])), sorted(set(raw["variables"]) - names)
-    if missing or extra:
-        raise ctx.error("canonical.variables", f"exactly the variables {sorted(names)}", f"missing {missing}, unknown {extra}")
+    values = canonical_values(ctx, raw, variables, "answers: [one per step count]")
     answers = raw.get("answers")
     if not isinstance(answers, list) or len(answers) != n_rungs:
         raise ctx.error("canonical.answers", f"a list of {n_rungs} answers, the k-step answer for k = 1 … {n_rungs}", answers)
-    values = {v.name: _canonical_value(ctx, v, raw["variables"][v.name]) for v in variables}
     return values, tuple(str(a) for a in answers)
 
 

@@ -217,6 +217,19 @@ def _canonical_value(ctx: _Ctx, var: VariableSpec, value: Any) -> Any:
     return parsed
 
 
+def canonical_values(ctx: _Ctx, raw: Any, variables: Iterable[VariableSpec], rest: str) -> dict[str, Any]:
+    """The parsed `canonical.variables` of a family or ladder: exactly `variables`, each in its
+    domain. `rest` names the other canonical field(s) in the error message."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("variables"), dict):
+        raise ctx.error("canonical", f"a mapping {{variables: {{...}}, {rest}}}", raw)
+    variables = list(variables)
+    names = {v.name for v in variables}
+    missing, extra = sorted(names - set(raw["variables"])), sorted(set(raw["variables"]) - names)
+    if missing or extra:
+        raise ctx.error("canonical.variables", f"exactly the variables {sorted(names)}", f"missing {missing}, unknown {extra}")
+    return {v.name: _canonical_value(ctx, v, raw["variables"][v.name]) for v in variables}
+
+
 def parse_family(data: Any, path: str) -> Family:
     """Validate one family's parsed YAML (a dict) and build the Family. Raises TaskFamilyError."""
     ctx = _Ctx(path)
@@ -253,15 +266,9 @@ def parse_family(data: Any, path: str) -> Family:
         raise ctx.error("mutations", "unique mutation ids", [m.id for m in mutations])
     canonical_vars, canonical_answer = None, None
     if "canonical" in data:
-        canonical = data["canonical"]
-        if not isinstance(canonical, dict) or not isinstance(canonical.get("variables"), dict):
-            raise ctx.error("canonical", "a mapping {variables: {...}, answer: '...'}", canonical)
-        missing = sorted(var_names - set(canonical["variables"]))
-        extra = sorted(set(canonical["variables"]) - var_names)
-        if missing or extra:
-            raise ctx.error("canonical.variables", f"exactly the variables {sorted(var_names)}", f"missing {missing}, unknown {extra}")
-        canonical_vars = {v.name: _canonical_value(ctx, v, canonical["variables"][v.name]) for v in variables}
-        canonical_answer = None if canonical.get("answer") is None else str(canonical["answer"])
+        canonical_vars = canonical_values(ctx, data["canonical"], variables, "answer: '...'")
+        answer_raw = data["canonical"].get("answer")
+        canonical_answer = None if answer_raw is None else str(answer_raw)
     return Family(
         id=fam_id,
         description=str(data.get("description", "")).strip(),
