@@ -62,6 +62,7 @@ class Session:
     timings: dict[str, float] = field(default_factory=dict)
     _calib: Any = None
     _fingerprint: str | None = None
+    identity: str = ""  # the store header's model ref: models.model_identity of what was loaded
 
     # ---------------------------------------------------------------- construction
     @staticmethod
@@ -72,15 +73,18 @@ class Session:
         from calderalab.artifacts import ArtifactStore
 
         started = time.perf_counter()
+        identity = run.model  # a model handed in (tests) is named by the caller's reference
         if model_and_tokenizer is None:
-            from calderalab.models import load_model
+            from calderalab.models import load_model, model_identity
 
             device = resolve_device(run.device)
             model_and_tokenizer = load_model(run.model, dtype=resolve_dtype(run.dtype, device), device=device)
+            # The same header `calderalab compress` writes, so its stores and the study's are interchangeable.
+            identity = model_identity(run.model)
         Path(run.out).mkdir(parents=True, exist_ok=True)
         model, tokenizer = model_and_tokenizer
         session = Session(run, compress, evals, model, tokenizer, ArtifactStore(run.artifacts_url), experiment,
-                          evaluator, progress)
+                          evaluator, progress, identity=identity)
         session.timings["load model"] = time.perf_counter() - started
         return session
 
@@ -131,7 +135,7 @@ class Session:
                 self._tick(stage, state["done"], state["total"])
 
         report = compress_model(self.model, plan, self.store, calib, progress=on_event,
-                                tokenizer=self.tokenizer, model_ref=self.run.model)
+                                tokenizer=self.tokenizer, model_ref=self.identity or self.run.model)
         reused = report.modules and report.n_resumed == len(report.modules)
         self.timed(stage + (" (all stored: reused)" if reused else ""), time.perf_counter() - started)
         log.info("%s: %d modules (%d already stored) in %.1fs", stage, len(report.modules), report.n_resumed, report.seconds)
