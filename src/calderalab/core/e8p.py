@@ -51,10 +51,13 @@ _NORM12_HALVES = (
 
 @lru_cache(maxsize=1)
 def abs_patterns() -> Tensor:
-    """A: (256, 8) float32, every entry a positive half-integer; rows 0..226 sorted, then the norm-12 rows."""
-    halves = torch.cartesian_prod(*[torch.arange(-7, 8, 2)] * DIM)  # (8^8, 8): 2x, x ∈ {−7/2, …, 7/2}^8
-    in_d8hat = (halves.sum(dim=1) % 4 == 0) & (halves.pow(2).sum(dim=1) <= 40)  # Σx even, ‖x‖² ≤ 10
-    small = torch.unique(halves[in_d8hat].abs(), dim=0)  # (227, 8), lexicographically sorted
+    """A: (256, 8) float32, every entry a positive half-integer; rows 0..226 sorted, then the norm-12 rows.
+
+    |x| of x ∈ D8^ with ‖x‖² ≤ 10 has entries in {½, 3/2, 5/2} (7/2 alone exceeds 10), and every
+    such vector is one (a sign flip fixes the parity of Σ), so the 227 are enumerated over 3^8.
+    """
+    halves = torch.cartesian_prod(*[torch.tensor([1, 3, 5])] * DIM)  # (3^8, 8): 2|x|, lexicographic
+    small = halves[halves.pow(2).sum(dim=1) <= 40]  # (227, 8): ‖x‖² ≤ 10
     large = torch.tensor(_NORM12_HALVES)  # (29, 8)
     return (torch.cat([small, large]).float() / 2).contiguous()
 
