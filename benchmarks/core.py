@@ -1,6 +1,6 @@
 """Benchmark of calderalab.core on one real SmolLM2 layer and on Gaussian i.i.d. matrices.
 
-    PYTHONPATH=src python benchmarks/core.py [--layer 10] [--tokens 512] [--quick]
+    PYTHONPATH=src python benchmarks/core.py [--layer 10] [--tokens 512] [--quick] [--bits 2 --methods ldlq]
 
 First prints the codebook table: the distortion of the backbone quantisers alone on i.i.d. N(0, 1)
 rows (576×1536, one scale per row) — the scalar 2-bit grid (MSE-clipped, as LDLQ uses it) and the
@@ -79,8 +79,9 @@ def layer_weights_and_hessians(layer_idx: int, n_tokens: int) -> dict[str, tuple
     }
 
 
-def configs(quick: bool) -> list[CompressionSpec]:
-    bits_list = (2, 3) if quick else (2, 3, 4)
+def configs(quick: bool, bits: tuple[int, ...] | None = None, methods: tuple[str, ...] | None = None) -> list[CompressionSpec]:
+    """The sweep: every method at every bit width (E8P rows at 2 bits), narrowed by `bits` / `methods`."""
+    bits_list = bits or ((2, 3) if quick else (2, 3, 4))
     ranks = (64,) if quick else (32, 64, 128)
     out = []
     for b in bits_list:
@@ -89,7 +90,7 @@ def configs(quick: bool) -> list[CompressionSpec]:
         if b == 2:  # the E8P lattice backbone exists at 2 bits only
             out += [CompressionSpec("rtn", 2, codebook="e8p"), CompressionSpec("ldlq", 2, codebook="e8p")]
             out += [CompressionSpec("caldera", 2, rank=k, codebook="e8p") for k in ranks]
-    return out
+    return [spec for spec in out if methods is None or spec.method in methods]
 
 
 def codebook_rows(X: torch.Tensor) -> list[tuple[str, float, float]]:
@@ -137,6 +138,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="bits 2,3 and rank 64 only")
     parser.add_argument("--skip-model", action="store_true", help="Gaussian matrices only")
     parser.add_argument("--codebooks-only", action="store_true", help="print the codebook table and stop")
+    parser.add_argument("--bits", default=None, help="comma-separated bit widths (default: 2,3,4; --quick 2,3)")
+    parser.add_argument("--methods", default=None, help="comma-separated methods (default: rtn,ldlq,caldera)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: OpenMP threads on an oversubscribed machine cost up to 10x)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -151,7 +154,9 @@ def main() -> None:
     print("| source | spec | rel. error | SQNR dB | bpw | R-D bound dB | gap dB | corr | s/module | CPU s/module | s/layer |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for source, mats in sources.items():
-        for spec in configs(args.quick):
+        bits = None if args.bits is None else tuple(int(b) for b in args.bits.split(","))
+        methods = None if args.methods is None else tuple(args.methods.split(","))
+        for spec in configs(args.quick, bits, methods):
             r = evaluate(spec, mats)
             print(f"| {source} | {spec.key()} | {r['err']:.4f} | {r['sqnr']:.2f} | {r['bpw']:.3f} | {r['bound']:.2f} "
                   f"| {r['gap']:.2f} | {r['corr']:.4f} | {r['sec']:.3f} | {r['cpu']:.3f} | {r['total']:.2f} |", flush=True)
