@@ -1,8 +1,12 @@
 """Benchmark of calderalab.core on one real SmolLM2 layer and on Gaussian i.i.d. matrices.
 
-    PYTHONPATH=src python benchmarks/core.py [--layer 10] [--tokens 512] [--quick]
+    PYTHONPATH=src python benchmarks/core.py [--layer 10] [--tokens 512] [--quick] [--bits 2 --methods ldlq]
 
-Prints a Markdown table: method × bits × rank → relative H-weighted error, SQNR (dB), honest bpw,
+First prints the codebook table: the distortion of the backbone quantisers alone on i.i.d. N(0, 1)
+rows (576×1536, one scale per row) — the scalar 2-bit grid (MSE-clipped, as LDLQ uses it) and the
+E8P lattice codebook — as MSE and as the distance in dB to the Gaussian rate–distortion bound
+D(R) = σ²·2^(−2R) at R = 2 bits (code bits only) and at the honest bpw (scales included).
+Then a Markdown table: method × bits × rank → relative H-weighted error, SQNR (dB), honest bpw,
 the Gaussian rate–distortion bound at that bpw (D(R) = σ²·2^(−2R), i.e. SQNR ≤ 6.02·bpw dB) and the
 distance to it, weight correlation, and seconds per module (wall and CPU: on a shared machine CPU seconds are the steadier number).
 For SmolLM2 the numbers are means over
@@ -22,6 +26,9 @@ from pathlib import Path
 import torch
 
 from calderalab.core import MODULE_NAMES, CompressionSpec, decompose, sqnr_db, weight_correlation
+from calderalab.core.bpw import quantized_matrix_bits
+from calderalab.core.e8p_matrix import quantize_e8p
+from calderalab.core.quantize import quantize_rtn
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "wikitext-2" / "valid.txt"
@@ -72,14 +79,36 @@ def layer_weights_and_hessians(layer_idx: int, n_tokens: int) -> dict[str, tuple
     }
 
 
-def configs(quick: bool) -> list[CompressionSpec]:
-    bits_list = (2, 3) if quick else (2, 3, 4)
+def configs(quick: bool, bits: tuple[int, ...] | None = None, methods: tuple[str, ...] | None = None) -> list[CompressionSpec]:
+    """The sweep: every method at every bit width (E8P rows at 2 bits), narrowed by `bits` / `methods`."""
+    bits_list = bits or ((2, 3) if quick else (2, 3, 4))
     ranks = (64,) if quick else (32, 64, 128)
     out = []
     for b in bits_list:
         out += [CompressionSpec("rtn", b), CompressionSpec("ldlq", b)]
         out += [CompressionSpec("caldera", b, rank=k) for k in ranks]
-    return out
+        if b == 2:  # the E8P lattice backbone exists at 2 bits only
+            out += [CompressionSpec("rtn", 2, codebook="e8p"), CompressionSpec("ldlq", 2, codebook="e8p")]
+            out += [CompressionSpec("caldera", 2, rank=k, codebook="e8p") for k in ranks]
+    return [spec for spec in out if methods is None or spec.method in methods]
+
+
+def codebook_rows(X: torch.Tensor) -> list[tuple[str, float, float]]:
+    """(quantiser, MSE, honest bpw) of the 2-bit backbone quantisers on X (rows, cols), one scale per row."""
+    scalar = quantize_rtn(X, 2, None, clip_search=True)
+    lattice = quantize_e8p(X, None)
+    return [(name, float((q.dequantize() - X).pow(2).mean()), quantized_matrix_bits(q) / X.numel())
+            for name, q in (("scalar grid, 2-bit, clipped", scalar), ("E8P lattice (QuIP#)", lattice))]
+
+
+def print_codebook_table(seed: int = 0) -> None:
+    X = torch.randn(576, 1536, generator=torch.Generator().manual_seed(seed))  # σ² = 1
+    print("| quantiser (i.i.d. N(0,1), 576x1536) | MSE | gap to D(2) dB | bpw | gap to D(bpw) dB |")
+    print("|---|---|---|---|---|")
+    for name, mse, bpw in codebook_rows(X):
+        gap2, gap_bpw = 10 * math.log10(mse / 2.0**-4), 10 * math.log10(mse / 2.0 ** (-2 * bpw))
+        print(f"| {name} | {mse:.4f} | {gap2:.2f} | {bpw:.3f} | {gap_bpw:.2f} |", flush=True)
+    print()
 
 
 def evaluate(spec: CompressionSpec, mats: dict[str, tuple[torch.Tensor, torch.Tensor | None]]) -> dict[str, float]:
@@ -108,9 +137,15 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--quick", action="store_true", help="bits 2,3 and rank 64 only")
     parser.add_argument("--skip-model", action="store_true", help="Gaussian matrices only")
+    parser.add_argument("--codebooks-only", action="store_true", help="print the codebook table and stop")
+    parser.add_argument("--bits", default=None, help="comma-separated bit widths (default: 2,3,4; --quick 2,3)")
+    parser.add_argument("--methods", default=None, help="comma-separated methods (default: rtn,ldlq,caldera)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: OpenMP threads on an oversubscribed machine cost up to 10x)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print_codebook_table()
+    if args.codebooks_only:
+        return
     sources: dict[str, dict] = {}
     gen = torch.Generator().manual_seed(0)
     sources["gaussian 576x1536, H=I"] = {"g": (torch.randn(576, 1536, generator=gen), torch.eye(1536))}
@@ -119,7 +154,9 @@ def main() -> None:
     print("| source | spec | rel. error | SQNR dB | bpw | R-D bound dB | gap dB | corr | s/module | CPU s/module | s/layer |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for source, mats in sources.items():
-        for spec in configs(args.quick):
+        bits = None if args.bits is None else tuple(int(b) for b in args.bits.split(","))
+        methods = None if args.methods is None else tuple(args.methods.split(","))
+        for spec in configs(args.quick, bits, methods):
             r = evaluate(spec, mats)
             print(f"| {source} | {spec.key()} | {r['err']:.4f} | {r['sqnr']:.2f} | {r['bpw']:.3f} | {r['bound']:.2f} "
                   f"| {r['gap']:.2f} | {r['corr']:.4f} | {r['sec']:.3f} | {r['cpu']:.3f} | {r['total']:.2f} |", flush=True)

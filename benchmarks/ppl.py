@@ -33,9 +33,15 @@ from calderalab.eval.perplexity import token_ids
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
 
 
-def configs(bits_list: list[int], ranks: list[int], lr_bits: int = 4) -> list[core.CompressionSpec]:
+def configs(bits_list: list[int], ranks: list[int], lr_bits: int = 4,
+            codebooks: tuple[str, ...] = ("scalar",)) -> list[core.CompressionSpec]:
     out = []
     for bits in bits_list:
+        if bits == 2 and "e8p" in codebooks:  # the E8P lattice backbone exists at 2 bits only
+            out.append(core.CompressionSpec("ldlq", 2, codebook="e8p"))
+            out += [core.CompressionSpec("caldera", 2, rank=k, lr_bits=lr_bits, codebook="e8p") for k in ranks]
+        if "scalar" not in codebooks:
+            continue
         out.append(core.CompressionSpec("rtn", bits))
         # Whole-row grids make RTN a harsh floor (576 and 1536 do not divide by 128); the
         # usual group-64 RTN (+0.5 bpw of fp16 scale/offset) is the floor other tools report.
@@ -78,6 +84,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ranks", default="32,64")
     parser.add_argument("--methods", default="rtn,ldlq,caldera")
     parser.add_argument("--lr-bits", type=int, default=4, help="bits of the CALDERA factors L and R")
+    parser.add_argument("--codebooks", default="scalar",
+                        help="backbone quantisers, comma-separated: scalar (group grid), e8p (E8 lattice, 2-bit rows only)")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "calderalab" / "bench-ppl"))
     return parser.parse_args()
 
@@ -85,6 +93,7 @@ def parse_args() -> argparse.Namespace:
 def row_label(spec: core.CompressionSpec) -> tuple[str, str, str]:
     """(method, bits, rank) columns of a spec's row."""
     method = spec.method if spec.group_size is None else f"{spec.method} g{spec.group_size}"
+    method += "" if spec.codebook == "scalar" else f" {spec.codebook}"
     rank = f"{spec.rank}" + (f" (L,R {spec.lr_bits}-bit)" if spec.lr_bits != 4 else "") if spec.rank else "-"
     return method, str(spec.bits), rank
 
@@ -127,7 +136,8 @@ def main() -> None:
     print(f"baseline ppl {base.perplexity:.3f} ({time.perf_counter() - t0:.0f}s)")
     rows = [("baseline (fp32)", "-", "-", 32.0, None)]
     methods = set(args.methods.split(","))
-    specs = [s for s in configs([int(b) for b in args.bits.split(",")], [int(k) for k in args.ranks.split(",")], args.lr_bits) if s.method in methods]
+    specs = [s for s in configs([int(b) for b in args.bits.split(",")], [int(k) for k in args.ranks.split(",")],
+                                args.lr_bits, tuple(args.codebooks.split(","))) if s.method in methods]
     for spec in specs:
         t0 = time.perf_counter()
         store = ArtifactStore(str(cache / f"{n_layers}L-{spec.key()}"))

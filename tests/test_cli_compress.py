@@ -142,3 +142,21 @@ def test_sensitivity_refuses_a_model_too_shallow_before_any_work(local_model, st
     res = CliRunner().invoke(app, ["sensitivity", local_model, "--artifacts", str(store), "--samples", "2"])
     assert isinstance(res.exception, ValueError) and "at least 4 layers" in str(res.exception)
     assert "[reference answers" not in res.output  # refused before the reference answers were generated
+
+
+def test_compress_with_the_e8p_codebook(local_model, shared_data, tmp_path):
+    """--codebook e8p reaches the spec: the store's modules are 2-bit E8P with honest bpw 2 + 16/d_in + ..."""
+    from calderalab.artifacts import ArtifactStore
+
+    out = tmp_path / "e8p"
+    result = CliRunner().invoke(app, ["compress", local_model, "--bits", "2", "--method", "ldlq", "--codebook", "e8p",
+                                      "--calib", str(shared_data / "wikitext-2" / "valid.txt"),
+                                      "--calib-samples", "4", "--seq-len", "32", "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    modules = ArtifactStore(str(out)).manifest().modules
+    assert modules and all(key.endswith("-e8p") for (_, _, key) in modules)
+    for (_, _, key), entry in modules.items():
+        d_out, d_in = entry.shape
+        assert entry.metrics["bpw"] == pytest.approx(2 + 16 / d_in + (32 + 128) / (d_out * d_in))
+    bad = CliRunner().invoke(app, ["compress", local_model, "--bits", "3", "--codebook", "e8p", "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "set bits=2" in str(bad.exception)

@@ -71,6 +71,23 @@ def test_file_holds_exactly_the_decomposition_tensors(tmp_path, model):
     assert all(t.dtype != torch.int64 for t in got.values())
 
 
+def test_e8p_store_round_trip(tmp_path, model):
+    """An E8P backbone (16-bit codes, scales, no offsets) is stored and loaded back bit for bit."""
+    from calderalab import models
+
+    store = ArtifactStore(str(tmp_path))
+    s = spec(method="ldlq", bits=2, hadamard=True, codebook="e8p")
+    compress_into(store, model, s, layers=[1])
+    for name in core.MODULE_NAMES:
+        W = models.target_linear(model, 1, name).weight.detach().float()
+        ref = core.decompose(W, torch.eye(W.shape[1]), s)
+        dec = store.load(1, name, s)
+        assert dec.spec == s and torch.equal(dec.reconstruct(), ref.reconstruct())
+        assert store.entry(1, name, s).metrics["bpw"] == pytest.approx(core.expected_bpw(s, *W.shape))
+    got = st_load((tmp_path / store.entry(1, "up", s).file).read_bytes())
+    assert "Q.offset" not in got and got["Q.codes"].dtype == torch.uint8
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_corrupted_file_detected(damage, tmp_path, model):
     store = ArtifactStore(str(tmp_path))

@@ -20,7 +20,9 @@ def problem():
 def results(problem):
     W, H = problem
     specs = {"rtn": CompressionSpec("rtn", 2), "ldlq": CompressionSpec("ldlq", 2),
-             "caldera": CompressionSpec("caldera", 2, rank=32)}
+             "caldera": CompressionSpec("caldera", 2, rank=32),
+             "ldlq-e8p": CompressionSpec("ldlq", 2, codebook="e8p"),
+             "caldera-e8p": CompressionSpec("caldera", 2, rank=32, codebook="e8p")}
     return {name: decompose(W, H, spec) for name, spec in specs.items()}
 
 
@@ -28,11 +30,13 @@ def test_acceptance_ordering(problem, results):
     W, H = problem
     err = {name: d.relative_error(W, H) for name, d in results.items()}
     assert err["caldera"] < err["ldlq"] < err["rtn"], err
+    assert err["ldlq-e8p"] < err["ldlq"] and err["caldera-e8p"] < err["caldera"], err
 
 
-def test_kept_iterate_is_the_best_and_matches_reconstruction(problem, results):
+@pytest.mark.parametrize("name", ["caldera", "caldera-e8p"])
+def test_kept_iterate_is_the_best_and_matches_reconstruction(problem, results, name):
     W, H = problem
-    d = results["caldera"]
+    d = results[name]
     assert len(d.errors) == d.spec.outer_iters
     assert d.errors[d.best_iter] == min(d.errors)
     best_so_far = [min(d.errors[: t + 1]) for t in range(len(d.errors))]
@@ -66,6 +70,16 @@ def test_packed_size_matches_bit_count(results):
     code_bits = sum(8 * t[k].numel() for k in ("Q.codes", "L.codes", "R.codes"))
     exact = 2 * 256 * 512 + 4 * 32 * (256 + 512)
     assert exact <= code_bits < exact + 3 * 8  # at most one padded byte per matrix
+
+
+def test_e8p_bpw_is_16_bits_per_8_weights_plus_a_scale_per_row(results):
+    for name in ("ldlq-e8p", "caldera-e8p"):
+        d = results[name]
+        t = d.to_tensors()
+        assert "Q.offset" not in t and 8 * t["Q.codes"].numel() == 2 * 256 * 512
+        rank_bits = 0 if d.factors is None else 4 * 32 * (256 + 512) + 2 * 32 * 32
+        exact = 2 * 256 * 512 + 16 * 256 + rank_bits + 32 + 2 * 64
+        assert d.bpw == exact / (256 * 512) == expected_bpw(d.spec, 256, 512)
 
 
 def test_deterministic(problem):
@@ -117,6 +131,7 @@ def test_low_precision_inputs_accepted(problem):
         ((8, 16), (16, 16), CompressionSpec("ldlq", 3, group_size=5), "group_size=5 does not divide d_in=16"),
         ((8, 16), None, CompressionSpec("ldlq", 3), "needs a Hessian"),
         ((16,), None, CompressionSpec("rtn", 3), "2-D"),
+        ((8, 12), (12, 12), CompressionSpec("ldlq", 2, codebook="e8p"), "d_in=12 / group_size=None must be a multiple of 8"),
     ],
 )
 def test_bad_inputs_named(W_shape, H_shape, spec, fragment):

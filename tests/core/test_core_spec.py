@@ -25,7 +25,8 @@ def test_dict_round_trip_and_key_stable():
 def test_keys_differ_when_results_differ():
     specs = [CompressionSpec("caldera", 3, rank=64), CompressionSpec("caldera", 3, rank=32),
              CompressionSpec("caldera", 2, rank=64), CompressionSpec("caldera", 3, rank=64, seed=1),
-             CompressionSpec("ldlq", 3), CompressionSpec("ldlq", 3, hadamard=False), CompressionSpec("rtn", 3)]
+             CompressionSpec("ldlq", 3), CompressionSpec("ldlq", 3, hadamard=False), CompressionSpec("rtn", 3),
+             CompressionSpec("ldlq", 2), CompressionSpec("ldlq", 2, codebook="e8p")]
     assert len({s.key() for s in specs}) == len(specs)
 
 
@@ -43,6 +44,9 @@ def test_keys_differ_when_results_differ():
         (dict(method="caldera", bits=3, rank=4, outer_iters=0), "outer_iters=0"),
         (dict(method="ldlq", bits=3, damp=-1.0), "damp=-1.0"),
         (dict(method="ldlq", bits=3, seed=-2), "seed=-2"),
+        (dict(method="ldlq", bits=2, codebook="e8"), "codebook='e8'"),
+        (dict(method="ldlq", bits=3, codebook="e8p"), "set bits=2"),
+        (dict(method="ldlq", bits=2, codebook="e8p", group_size=12), "group_size=12 must be a multiple of 8"),
     ],
 )
 def test_bad_values_are_named(kwargs, fragment):
@@ -55,3 +59,11 @@ def test_from_dict_rejects_unknown_and_missing():
         CompressionSpec.from_dict({"method": "rtn", "bits": 3, "rnak": 1})
     with pytest.raises(ValueError, match="bits"):
         CompressionSpec.from_dict({"method": "rtn"})
+
+
+def test_codebook_key_and_dict():
+    """Scalar specs keep their keys and dicts from before the option; e8p is named in both and round-trips."""
+    scalar, e8 = CompressionSpec("ldlq", 2), CompressionSpec("ldlq", 2, codebook="e8p")
+    assert scalar.key() == "ldlq-b2-grow-h1-d0.01-s0" and "codebook" not in scalar.to_dict()
+    assert e8.key() == scalar.key() + "-e8p" and e8.to_dict()["codebook"] == "e8p"
+    assert CompressionSpec.from_dict(e8.to_dict()) == e8 and CompressionSpec.from_dict(scalar.to_dict()) == scalar

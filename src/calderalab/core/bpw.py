@@ -1,8 +1,9 @@
 """Bits per weight, counted honestly and by the paper's convention. Imports torch only.
 
 Honest count (what `to_tensors` stores, bit for bit, apart from byte padding):
-  bpw = ( b_Q·m·n                         codes of Q
-        + 32·m·n/g                        fp16 scale + fp16 offset per group of Q (g = group size)
+  bpw = ( b_Q·m·n                         codes of Q (E8P: 16 bits per 8 weights, b_Q = 2)
+        + 32·m·n/g                        fp16 scale + fp16 offset per group of Q (g = group size;
+                                          E8P: 16·m·n/g, a scale and no offset)
         + k·(m·b_L + n·b_R)               codes of L (m, k) and R (k, n)
         + 2·32·k                          fp16 scale + offset per rank component of L and of R
         + 32                              the float32 RMS scale of W
@@ -13,6 +14,7 @@ Paper convention (CALDERA eq. for the bit budget): B_Q + B_LR·k(m+n)/(mn), scal
 
 from __future__ import annotations
 
+from calderalab.core.e8p_matrix import E8PMatrix
 from calderalab.core.quantize import OFFSET_BITS, SCALE_BITS, QuantizedMatrix
 from calderalab.core.spec import CompressionSpec
 
@@ -21,13 +23,15 @@ W_SCALE_BITS = 32
 SEED_BITS = 64
 
 
-def quantized_matrix_bits(qm: QuantizedMatrix) -> int:
-    """Bits of the codes plus the per-group grid of one quantised matrix."""
+def quantized_matrix_bits(qm: QuantizedMatrix | E8PMatrix) -> int:
+    """Bits of the codes plus the per-group grid (or scales) of one quantised matrix."""
+    if isinstance(qm, E8PMatrix):
+        return qm.storage_bits()
     rows, cols = qm.shape
     return qm.bits * rows * cols + GRID_BITS * rows * (cols // qm.group_size)
 
 
-def storage_bits(Q: QuantizedMatrix, factors: tuple[QuantizedMatrix, QuantizedMatrix] | None, rotated: bool) -> int:
+def storage_bits(Q: QuantizedMatrix | E8PMatrix, factors: tuple[QuantizedMatrix, QuantizedMatrix] | None, rotated: bool) -> int:
     """Every stored bit of a decomposition: Q, the factors (Lᵀ, R), the W scale, the rotation seeds."""
     total = quantized_matrix_bits(Q) + W_SCALE_BITS + (2 * SEED_BITS if rotated else 0)
     if factors is not None:
@@ -41,7 +45,8 @@ def expected_bpw(spec: CompressionSpec, d_out: int, d_in: int) -> float:
     g = n if spec.group_size is None else spec.group_size
     if n % g:
         raise ValueError(f"group_size={g} does not divide d_in={n}")
-    bits = spec.bits * m * n + GRID_BITS * m * (n // g) + W_SCALE_BITS + (2 * SEED_BITS if spec.hadamard else 0)
+    q_grid_bits = SCALE_BITS if spec.codebook == "e8p" else GRID_BITS
+    bits = spec.bits * m * n + q_grid_bits * m * (n // g) + W_SCALE_BITS + (2 * SEED_BITS if spec.hadamard else 0)
     if k:
         bits += k * (m * spec.lr_bits + n * spec.lr_bits) + 2 * GRID_BITS * k
     return bits / (m * n)

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from calderalab.core.hessian import factor_hessian
-from calderalab.core.ldlq import ldlq_quantize
+from calderalab.core.e8p_matrix import E8PMatrix
+from calderalab.core.ldlq import ldlq_quantize, ldlq_quantize_e8p
 from calderalab.core.lowrank import LowRankFactors, lplr, weighted_loss
 from calderalab.core.metrics import relative_error
 from calderalab.core.quantize import QuantizedMatrix
@@ -33,15 +34,22 @@ class SolveResult:
     """The kept iterate. Q: codes (d_out, d_in); factors: Lᵀ (k, d_out), R (k, d_in) or None (rank 0);
     errors: e_t for every outer iteration; best_iter: index of the kept one."""
 
-    Q: QuantizedMatrix
+    Q: QuantizedMatrix | E8PMatrix
     factors: LowRankFactors | None
     errors: tuple[float, ...]
     best_iter: int
 
 
-def ldlq_solve(W: Tensor, H: Tensor, bits: int, group_size: int | None, damp: float) -> SolveResult:
+def _ldlq_backbone(W: Tensor, U: Tensor, bits: int, group_size: int | None, codebook: str) -> QuantizedMatrix | E8PMatrix:
+    """LDLQ of W (d_out, d_in) onto the scalar grid or, for codebook "e8p", the E8P codebook (2 bits)."""
+    if codebook == "e8p":
+        return ldlq_quantize_e8p(W, U, group_size)
+    return ldlq_quantize(W, U, bits, group_size)
+
+
+def ldlq_solve(W: Tensor, H: Tensor, bits: int, group_size: int | None, damp: float, codebook: str = "scalar") -> SolveResult:
     """Rank-0 solve: Q = LDLQ(W). W: (d_out, d_in) float32, H: (d_in, d_in)."""
-    Q = ldlq_quantize(W, factor_hessian(H, damp).inv_chol_upper, bits, group_size)
+    Q = _ldlq_backbone(W, factor_hessian(H, damp).inv_chol_upper, bits, group_size, codebook)
     return SolveResult(Q, None, (relative_error(W, Q.dequantize(), H),), 0)
 
 
@@ -56,6 +64,7 @@ def caldera_solve(
     outer_iters: int,
     inner_iters: int,
     damp: float,
+    codebook: str = "scalar",
 ) -> SolveResult:
     """Alternate LPLR and LDLQ for `outer_iters` rounds and keep the best iterate.
 
@@ -70,7 +79,7 @@ def caldera_solve(
     for t in range(outer_iters):
         factors = lplr(W - Q_hat, hd, rank, lr_bits, inner_iters)
         LR = factors.product()  # (d_out, d_in)
-        Q = ldlq_quantize(W - LR, hd.inv_chol_upper, bits, group_size)
+        Q = _ldlq_backbone(W - LR, hd.inv_chol_upper, bits, group_size, codebook)
         Q_hat = Q.dequantize()
         errors.append((max(weighted_loss(W, Q_hat + LR, H32), 0.0) / energy) ** 0.5)
         if best is None or errors[-1] < best.errors[best.best_iter]:

@@ -6,7 +6,8 @@ Pipeline for every method:
      errors are comparable across modules;
   3. if spec.hadamard: W ← U·W·Vᵀ and H ← V·H·Vᵀ with U, V random-sign Hadamard transforms
      (seeds 2·seed and 2·seed+1); relative errors are invariant under this change of basis;
-  4. rtn: round to nearest; ldlq: LDLQ; caldera: the alternating solver (core.caldera).
+  4. rtn: round to nearest; ldlq: LDLQ; caldera: the alternating solver (core.caldera); with
+     spec.codebook == "e8p" every rounding of Q is onto the E8P lattice codebook instead of the grid.
 Math runs in float32, Hessian factorisations in float64; W and H are never mutated.
 """
 
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from calderalab.core.caldera import SolveResult, caldera_solve, ldlq_solve
 from calderalab.core.decomposition import Decomposition
+from calderalab.core.e8p_matrix import e8p_group_size, quantize_e8p
 from calderalab.core.hadamard import rht
 from calderalab.core.metrics import relative_error
 from calderalab.core.quantize import effective_group_size, quantize_rtn
@@ -41,6 +43,8 @@ def _validate(W: Tensor, H: Tensor | None, spec: CompressionSpec) -> None:
     if spec.rank > min(d_out, d_in):
         raise ValueError(f"rank={spec.rank} exceeds min(d_out, d_in) = {min(d_out, d_in)} for W {tuple(W.shape)}")
     effective_group_size(d_in, spec.group_size)
+    if spec.codebook == "e8p":
+        e8p_group_size(d_in, spec.group_size)
     if H is None:
         if spec.method != "rtn":
             raise ValueError(f"method={spec.method!r} needs a Hessian H (d_in, d_in) = ({d_in}, {d_in}); only rtn takes None")
@@ -82,14 +86,14 @@ def decompose(W: Tensor, H: Tensor | None, spec: CompressionSpec) -> Decompositi
     seeds = rotation_seeds(spec)
     Wr, Hr = _rotate(W32 / w_scale, None if H is None else H.detach(), seeds)
     if spec.method == "rtn":
-        Q = quantize_rtn(Wr, spec.bits, spec.group_size)
+        Q = quantize_e8p(Wr, spec.group_size) if spec.codebook == "e8p" else quantize_rtn(Wr, spec.bits, spec.group_size)
         result = SolveResult(Q, None, (relative_error(Wr, Q.dequantize(), Hr),), 0)
     elif spec.method == "ldlq":
-        result = ldlq_solve(Wr, Hr, spec.bits, spec.group_size, spec.damp)
+        result = ldlq_solve(Wr, Hr, spec.bits, spec.group_size, spec.damp, spec.codebook)
     else:
         result = caldera_solve(
             Wr, Hr, bits=spec.bits, rank=spec.rank, lr_bits=spec.lr_bits, group_size=spec.group_size,
-            outer_iters=spec.outer_iters, inner_iters=spec.inner_iters, damp=spec.damp,
+            outer_iters=spec.outer_iters, inner_iters=spec.inner_iters, damp=spec.damp, codebook=spec.codebook,
         )
     return Decomposition(
         spec=spec, shape=(W.shape[0], W.shape[1]), w_scale=w_scale, rotation_seeds=seeds,

@@ -6,6 +6,8 @@
 Serialised form (`to_tensors` + `metadata`, safetensors-ready: contiguous tensors, str → str):
   Q.codes / L.codes / R.codes  uint8, bit-packed codes (core.pack) of Q (d_out, d_in), Lᵀ (k, d_out), R (k, d_in)
   Q.scale, Q.offset            float16 (d_out, n_groups);  L.* (k, 1), R.* (k, 1) likewise
+                               (codebook "e8p": Q.codes holds 16-bit codes of 8-vectors, core.pack.pack_codes16,
+                               and Q.offset is absent)
   w_scale                      float32 (1,)
   rotation_seeds               int64 (2,): seeds of the d_out and d_in sides (only when rotated)
   metadata: format, spec (JSON), shape, errors (JSON), best_iter, q_group_size
@@ -24,7 +26,8 @@ from calderalab.core.bpw import paper_bpw, storage_bits
 from calderalab.core.hadamard import inverse_rht
 from calderalab.core.lowrank import LowRankFactors
 from calderalab.core.metrics import relative_error
-from calderalab.core.pack import pack_codes, unpack_codes
+from calderalab.core.e8p_matrix import E8PMatrix
+from calderalab.core.pack import pack_codes, pack_codes16, unpack_codes, unpack_codes16
 from calderalab.core.quantize import QuantizedMatrix
 from calderalab.core.spec import CompressionSpec
 
@@ -44,7 +47,7 @@ class Decomposition:
     shape: tuple[int, int]
     w_scale: float
     rotation_seeds: tuple[int, int] | None
-    Q: QuantizedMatrix
+    Q: QuantizedMatrix | E8PMatrix
     factors: LowRankFactors | None
     errors: tuple[float, ...]
     best_iter: int
@@ -88,8 +91,11 @@ class Decomposition:
             parts.update(L=self.factors.Lt, R=self.factors.R)
         out: dict[str, Tensor] = {}
         for name, qm in parts.items():
-            out[f"{name}.codes"] = pack_codes(qm.codes, qm.bits).contiguous()
             out[f"{name}.scale"] = qm.scale.contiguous()
+            if isinstance(qm, E8PMatrix):
+                out[f"{name}.codes"] = pack_codes16(qm.codes).contiguous()
+                continue
+            out[f"{name}.codes"] = pack_codes(qm.codes, qm.bits).contiguous()
             out[f"{name}.offset"] = qm.offset.contiguous()
         out["w_scale"] = torch.tensor([self.w_scale], dtype=torch.float32)
         if self.rotation_seeds is not None:
@@ -117,7 +123,11 @@ class Decomposition:
             raise ValueError(f"decomposition metadata lacks {missing}")
         spec = CompressionSpec.from_dict(json.loads(metadata["spec"]))
         d_out, d_in = (int(x) for x in json.loads(metadata["shape"]))
-        Q = _read_quantized(tensors, "Q", spec.bits, (d_out, d_in), int(metadata["q_group_size"]))
+        q_group = int(metadata["q_group_size"])
+        if spec.codebook == "e8p":
+            Q = _read_e8p(tensors, "Q", (d_out, d_in), q_group)
+        else:
+            Q = _read_quantized(tensors, "Q", spec.bits, (d_out, d_in), q_group)
         factors = None
         if spec.rank:
             Lt = _read_quantized(tensors, "L", spec.lr_bits, (spec.rank, d_out), d_out)
@@ -150,3 +160,16 @@ def _read_quantized(tensors: dict[str, Tensor], name: str, bits: int, shape: tup
             f"{name}: scale {tuple(scale.shape)} / offset {tuple(offset.shape)} do not fit codes {shape} with group {group}"
         )
     return QuantizedMatrix(codes, scale.to(torch.float16), offset.to(torch.float16), bits, group)
+
+
+def _read_e8p(tensors: dict[str, Tensor], name: str, shape: tuple[int, int], group: int) -> E8PMatrix:
+    keys = [f"{name}.codes", f"{name}.scale"]
+    missing = [k for k in keys if k not in tensors]
+    if missing:
+        raise ValueError(f"decomposition tensors lack {missing}")
+    rows, cols = shape
+    scale = tensors[keys[1]]
+    if cols % 8 or cols % group or group % 8 or scale.shape != (rows, cols // group):
+        raise ValueError(f"{name}: E8P scale {tuple(scale.shape)} does not fit codes {shape} with group {group}")
+    codes = unpack_codes16(tensors[keys[0]], rows * cols // 8).reshape(rows, cols // 8)  # (rows, cols // 8)
+    return E8PMatrix(codes, scale.to(torch.float16), group)

@@ -16,6 +16,12 @@ min–max: inside CALDERA the target W − L·R is "previous Q plus noise", whos
 min–max range a little more every outer iteration (measured: the error then *rises* with every
 iteration), while the clipped grid stays put; it also cuts LDLQ's own 2-bit error by about a third
 on rotated Gaussian-like rows.
+
+With the E8P codebook (`ldlq_quantize_e8p`, QuIP#'s BlockLDLQ) the unit of rounding is a block B of
+8 columns, rounded jointly to the nearest codeword; its feedback is the block form of the same update,
+    E_B = (W_B − Q_B)·U_BB⁻¹,    W_{>B} ← W_{>B} − E_B · U_{B,>B},
+which is the OBS compensation for fixing B: with H_T⁻¹ = U_TᵀU_T on the trailing set T,
+(H_T⁻¹)_BB⁻¹ (H_T⁻¹)_{B,>B} = U_BB⁻¹ U_{B,>B}. For |B| = 1 it is the scalar update above.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from calderalab.core import e8p
+from calderalab.core.e8p_matrix import E8PMatrix, e8p_group_size, encode_vectors, fit_scale
 from calderalab.core.quantize import QuantizedMatrix, effective_group_size, fit_grid
 
 
@@ -68,3 +76,41 @@ def ldlq_quantize(
             E1[:, j] = err
         Wk[:, i2:] -= E1 @ U[i1:i2, i2:]  # (d_out, d_in − i2): the lazy block update
     return QuantizedMatrix(codes, scale.to(torch.float16), offset.to(torch.float16), bits, g)
+
+
+def ldlq_quantize_e8p(W: Tensor, U: Tensor, group_size: int | None, block_size: int = 64) -> E8PMatrix:
+    """BlockLDLQ codes of W on the E8P codebook (2 bpw), 8 columns at a time.
+
+    Args:
+      W: (d_out, d_in) float32 target, d_in a multiple of 8.
+      U: (d_in, d_in) upper triangular, UᵀU = H_damped⁻¹ (`core.hessian.factor_hessian`).
+      group_size: columns per fp16 scale (None: one per row); scales are fitted once on W (static).
+      block_size: columns per lazy update, a multiple of 8.
+    Returns:
+      E8PMatrix with codes (d_out, d_in // 8) and its scales.
+    """
+    d_out, d_in = W.shape
+    if block_size % e8p.DIM:
+        raise ValueError(f"block_size={block_size} must be a multiple of {e8p.DIM} for the E8P codebook")
+    g = e8p_group_size(d_in, group_size)
+    scale = fit_scale(W, g)  # (d_out, n_groups)
+    col_scale = scale.repeat_interleave(g, dim=1)  # (d_out, d_in)
+    U = U.to(torch.float32)
+    Wk = W.float().clone()  # working copy receiving the error feedback
+    codes = torch.empty(d_out, d_in // e8p.DIM, dtype=torch.int64, device=W.device)
+    for i1 in range(0, d_in, block_size):
+        i2 = min(i1 + block_size, d_in)
+        W1 = Wk[:, i1:i2].clone()  # (d_out, B)
+        U1 = U[i1:i2, i1:i2]  # (B, B)
+        E1 = torch.empty_like(W1)  # (d_out, B) scaled errors
+        for j in range(0, i2 - i1, e8p.DIM):
+            b = slice(j, j + e8p.DIM)
+            s = col_scale[:, i1 + j : i1 + j + e8p.DIM]  # (d_out, 8)
+            c = encode_vectors(W1[:, b], s)  # (d_out, 1)
+            codes[:, (i1 + j) // e8p.DIM] = c[:, 0]
+            delta = W1[:, b] - e8p.decode(c[:, 0]) * s  # (d_out, 8)
+            err = torch.linalg.solve_triangular(U1[b, b], delta, upper=True, left=False)  # Δ·U_BB⁻¹
+            W1[:, j + e8p.DIM :] -= err @ U1[b, j + e8p.DIM :]  # (d_out, B − j − 8)
+            E1[:, b] = err
+        Wk[:, i2:] -= E1 @ U[i1:i2, i2:]  # (d_out, d_in − i2): the lazy block update
+    return E8PMatrix(codes, scale.to(torch.float16), g)

@@ -68,3 +68,29 @@ def unpack_codes(packed: Tensor, bits: int, numel: int) -> Tensor:
     per_code = stream[: numel * bits].reshape(numel, bits)  # (numel, bits)
     weights = 1 << torch.arange(bits, device=raw.device)  # (bits,)
     return (per_code * weights).sum(dim=1).to(torch.uint8)
+
+
+def pack_codes16(codes: Tensor) -> Tensor:
+    """16-bit codes (any shape, values in [0, 2^16)) as a uint8 stream, low byte first.
+
+    Args:
+      codes: (...) integer tensor.
+    Returns:
+      (2·numel,) uint8: exactly 16 bits per code (an E8P codeword of 8 weights).
+    """
+    if codes.dtype.is_floating_point or codes.dtype == torch.bool:
+        raise ValueError(f"codes must be an integer tensor, got {codes.dtype}")
+    flat = codes.reshape(-1).to(torch.int64)  # (numel,)
+    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= 2**16):
+        raise ValueError(f"codes span [{int(flat.min())}, {int(flat.max())}], outside [0, 65535] for 16-bit codes")
+    return torch.stack([flat & 255, flat >> 8], dim=1).reshape(-1).to(torch.uint8)  # (numel·2,)
+
+
+def unpack_codes16(packed: Tensor, numel: int) -> Tensor:
+    """Inverse of `pack_codes16`: (2·numel,) uint8 → (numel,) int64."""
+    if packed.dtype != torch.uint8 or packed.dim() != 1:
+        raise ValueError(f"packed must be a 1-D uint8 tensor, got {packed.dtype} of shape {tuple(packed.shape)}")
+    if packed.numel() != 2 * numel:
+        raise ValueError(f"packed has {packed.numel()} bytes but {numel} 16-bit codes need {2 * numel}")
+    pairs = packed.to(torch.int64).reshape(numel, 2)  # (numel, 2)
+    return pairs[:, 0] | (pairs[:, 1] << 8)

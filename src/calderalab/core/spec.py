@@ -12,6 +12,8 @@ MODULE_NAMES: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
 
 Method = Literal["rtn", "ldlq", "caldera"]
 METHODS: tuple[str, ...] = get_args(Method)
+Codebook = Literal["scalar", "e8p"]
+CODEBOOKS: tuple[str, ...] = get_args(Codebook)
 
 
 def _is_int(value: Any) -> bool:
@@ -43,6 +45,10 @@ class CompressionSpec:
       hadamard: random-sign Hadamard rotation of W and H on both sides (incoherence). None resolves
         to the method's default: True for ldlq and caldera, False for rtn (the uncalibrated floor).
       seed: seeds the random signs of the rotation; same seed, same result bit for bit.
+      codebook: the quantiser of Q. "scalar": the uniform group grid (fp16 scale + offset per
+        group). "e8p": the QuIP# E8P lattice codebook (core.e8p), 8 weights per 16-bit code, one
+        fp16 scale per group; bits must be 2, and group_size (and d_in) a multiple of 8. Its honest
+        bpw is 2 + 16/group_size (+ the W scale and seeds), vs 2 + 32/group_size for the scalar grid.
     """
 
     method: Method
@@ -55,6 +61,7 @@ class CompressionSpec:
     damp: float = 0.01
     hadamard: bool | None = None
     seed: int = 0
+    codebook: Codebook = "scalar"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -79,6 +86,12 @@ class CompressionSpec:
             raise ValueError(f"damp={self.damp!r} must be a positive finite number")
         if not _is_int(self.seed) or not 0 <= self.seed < 2**62:
             raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**62)")
+        if self.codebook not in CODEBOOKS:
+            raise ValueError(f"codebook={self.codebook!r} is not one of {CODEBOOKS}")
+        if self.codebook == "e8p" and self.bits != 2:
+            raise ValueError(f"codebook='e8p' is a 2-bit codebook: set bits=2 (got bits={self.bits}), or codebook='scalar'")
+        if self.codebook == "e8p" and self.group_size is not None and self.group_size % 8:
+            raise ValueError(f"codebook='e8p' codes 8 columns at a time: group_size={self.group_size} must be a multiple of 8")
         if self.hadamard is None:
             object.__setattr__(self, "hadamard", self.method != "rtn")
         elif not isinstance(self.hadamard, bool):
@@ -99,11 +112,19 @@ class CompressionSpec:
             parts += [f"r{self.rank}", f"lr{self.lr_bits}", f"o{self.outer_iters}", f"i{self.inner_iters}"]
         if self.hadamard:
             parts.append(f"s{self.seed}")
+        if self.codebook != "scalar":  # scalar keys stay as they were before the option existed
+            parts.append(self.codebook)
         return "-".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields, JSON-ready (hadamard resolved to a bool)."""
-        return asdict(self)
+        """All fields, JSON-ready (hadamard resolved to a bool).
+
+        `codebook` is left out while it is "scalar", so plans, manifests and their hashes written
+        before the option existed stay the same (from_dict restores the default)."""
+        data = asdict(self)
+        if data["codebook"] == "scalar":
+            del data["codebook"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CompressionSpec":
