@@ -105,3 +105,41 @@ def test_a_broken_compression_is_flagged_and_a_small_error_is_not(tiny):
     assert not check_coherence(model, tokenizer, slightly_off, CoherenceConfig(n_new_tokens=16)).flagged
     # the check leaves the model with its original weights
     assert all(torch.equal(models.target_linear(model, *k).weight, W) for k, W in originals.items())
+
+
+def _store(model, path, permute_rows: bool):
+    """A store of every module as RTN 8-bit of W, or of W with its rows shuffled (a mis-ordered load)."""
+    from helpers_artifacts import CALIB, MODEL, spec
+
+    from calderalab import core
+    from calderalab.artifacts import ArtifactStore
+
+    store, spec_, g = ArtifactStore(str(path)), spec(bits=8), torch.Generator().manual_seed(0)
+    store.init(MODEL, CALIB)
+    for layer in range(models.num_layers(model)):
+        for name in core.MODULE_NAMES:
+            W = models.target_linear(model, layer, name).weight.detach().to(torch.float32)
+            W_stored = W[torch.randperm(W.shape[0], generator=g)] if permute_rows else W
+            H = torch.eye(W.shape[1])
+            store.put(layer, name, spec_, core.decompose(W_stored, H, spec_), W, H)
+    return store
+
+
+def test_validate_exits_1_when_the_compressed_model_writes_gibberish(tmp_path):
+    from typer.testing import CliRunner
+
+    from calderalab.cli import app
+
+    model, tokenizer = models.tiny_model("llama", n_layers=3, seed=0)
+    models.export_checkpoint(model, tokenizer, tmp_path / "model")
+    _store(model, tmp_path / "shuffled", permute_rows=True)
+    _store(model, tmp_path / "good", permute_rows=False)
+    # the correlation threshold is switched off (--min-corr -1) so that only the coherence check can fail
+    args = ["validate", str(tmp_path / "model"), "--no-replacement", "--min-corr", "-1"]
+    bad = CliRunner().invoke(app, [*args, str(tmp_path / "shuffled")])
+    assert bad.exit_code == 1, bad.output
+    assert "INCOHERENT" in bad.output and "FAIL coherence: incoherent text" in bad.output and "FAIL module" not in bad.output
+    skipped = CliRunner().invoke(app, [*args, str(tmp_path / "shuffled"), "--no-coherence"])
+    assert skipped.exit_code == 0, skipped.output
+    good = CliRunner().invoke(app, [*args, str(tmp_path / "good")])
+    assert good.exit_code == 0 and "coherence check: coherent" in good.output, good.output

@@ -30,10 +30,9 @@ WeightMap = Mapping[tuple[int, str], torch.Tensor]
 @dataclass(frozen=True)
 class ActivationSettings:
     """N probe samples (drawn evenly over the task families with `seed`, as the sensitivity run
-    draws them) and the cap of the original's reference answers. N = 8 keeps a SmolLM2 run to
-    a few minutes on 2 CPU cores: every sample costs one original and one compressed forward
-    per profile; the drift of a layer is a mean over hundreds of tokens, so it is far less noisy
-    than a per-sample rate at the same N."""
+    draws them) and the cap of the original's reference answers. Every sample costs one original and one
+    compressed forward per profile, so N is small by default (8); a layer's drift is a mean over
+    every token of every sample (hundreds), far less noisy than a per-sample rate at the same N."""
 
     n_samples: int = 8
     seed: int = 0
