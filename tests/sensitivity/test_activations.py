@@ -120,3 +120,20 @@ def test_drift_table_rows():
 
     p = DriftProfile("uniform", (), 1, (LayerDrift(0, 0.99, 0.125, 0.98, 0.25),))
     assert drift_table([p]).splitlines()[2] == "| 0 | 0.1250 | 0.2500 | 0.9900 | 0.9800 |"
+
+
+def test_activations_command_refuses_bad_options_before_the_weights_load(tiny_compressed, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from calderalab.cli import app
+
+    def load_model(*args, **kwargs):
+        raise AssertionError("weights were loaded before the bad option was refused")
+
+    monkeypatch.setattr(models, "load_model", load_model)
+    model_dir, _, store = tiny_compressed
+    args = ["activations", str(model_dir), "--artifacts", str(store), "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(app, [*args, "--protect", "7"])
+    assert res.exit_code != 0 and "layer 7 out of range" in str(res.exception)
+    res = CliRunner().invoke(app, [*args, "--samples", "0"])
+    assert res.exit_code != 0 and "n_samples >= 1" in str(res.exception)

@@ -28,11 +28,11 @@ def activations(
     given = {k: v for k, v in {"n_samples": samples, "seed": seed}.items() if v is not None}
     settings = ActivationSettings(**given)
     store = ArtifactStore(artifacts)
-    store.header()  # a missing store fails before the model load
-    model_obj, tokenizer = models.load_model(model)
-    n_layers = models.num_layers(model_obj)
+    store.header()  # a missing store, a bad protection set or plan fail before the weights load
+    n_layers = models.num_layers(models.load_skeleton(models.resolve_model_ref(model)))
     protected = plans.parse_layer_set(protect, n_layers) if protect else ()
     the_plan = plans.load_plan(plan, n_layers) if plan else None
+    model_obj, tokenizer = models.load_model(model)
     profiles = activation_drift(model_obj, tokenizer, store, protected, settings, the_plan)
     typer.echo(drift_table(profiles))
     provenance = {"model": models.model_identity(model), "artifacts": artifacts, "protected": list(protected),
