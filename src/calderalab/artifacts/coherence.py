@@ -47,8 +47,9 @@ class CoherenceConfig:
     max_ppl_ratio: flag when the original model finds the compressed text this many times
     more perplexing than its own greedy text. The original's own greedy text is the easiest
     text there is for it (every token its top-1), so any other fluent wording already costs a
-    factor of a few; 20 (= +3 nats per token) is far above that and far below what an
-    incoherent text costs (hundreds to thousands). SmolLM2 figures: README, "Coherence check".
+    factor of a few; 20 (= +3 nats per token) is far above that and below what incoherent text
+    cost on SmolLM2 (1.9 for a healthy 3-bit store; 41 and 97 for two planted breakages:
+    README, "Coherence check"; benchmarks/coherence.py).
     """
 
     prompts: tuple[str, ...] = NEUTRAL_PROMPTS
