@@ -12,6 +12,9 @@ Two checks (DESIGN.md §1 Validation):
   token as its top-1 at ≥ `min_agreement` of the positions. The leading run of identical tokens
   is reported but does not decide: "The answer is 4." for "The answer to this classic math
   problem is 4." is the same answer in other words (seen on SmolLM2 layer 6 at 3-bit).
+- coherence (artifacts.coherence): with ALL checked modules swapped in, the model still writes
+  text as coherent as the original's on a few neutral prompts (no script switch, no loop, no
+  perplexity blow-up under the original); run only when every module check passed.
 Never imports transformers; the model is driven through calderalab.models.
 """
 
@@ -27,6 +30,7 @@ import torch
 from calderalab import core, models
 from calderalab.artifacts.fingerprint import weight_fingerprint
 from calderalab.artifacts.apply import select_entries
+from calderalab.artifacts.coherence import CoherenceConfig, CoherenceReport, check_coherence
 from calderalab.artifacts.store import ArtifactStore, decomposition_from_bytes
 from calderalab.errors import ArtifactError
 
@@ -42,6 +46,8 @@ class ValidationConfig:
     n_tokens: int = 16
     min_agreement: float = 0.75
     replacement_check: bool = True
+    coherence_check: bool = True
+    coherence: CoherenceConfig = CoherenceConfig()
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.min_correlation <= 1.0:
@@ -83,10 +89,12 @@ class ValidationReport:
     modules: tuple[ModuleCheck, ...]
     layers: tuple[LayerCheck, ...]
     reference_text: str
+    coherence: CoherenceReport | None = None  # None: not run (switched off, or a module check failed)
 
     @property
     def passed(self) -> bool:
-        return bool(self.modules) and all(m.ok for m in self.modules) and all(l.ok for l in self.layers)
+        coherent = self.coherence is None or not self.coherence.flagged
+        return bool(self.modules) and all(m.ok for m in self.modules) and all(l.ok for l in self.layers) and coherent
 
     @property
     def mean_weight_correlation(self) -> float:
@@ -97,6 +105,8 @@ class ValidationReport:
         out = [f"module {m.layer}.{m.module}: {m.problem}" for m in self.modules if not m.ok]
         out += [f"layer {l.layer}: single-layer replacement changes the answer (agreement {l.agreement:.2f}, "
                 f"first {l.exact_prefix} tokens identical, final answer {l.answer!r})" for l in self.layers if not l.ok]
+        if self.coherence is not None:
+            out += [f"coherence: {line}" for line in self.coherence.problems()]
         if not self.modules:
             out.append("the store holds no modules for this model")
         return out
@@ -177,7 +187,8 @@ def validate_store(
     layers: Iterable[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ValidationReport:
-    """Check every stored module of `model` and (optionally) each layer's single-layer replacement."""
+    """Check every stored module of `model`, (optionally) each layer's single-layer replacement and
+    (optionally) the coherence of the fully compressed model's free text."""
     entries = select_entries(store.manifest(), models.num_layers(model), layers=layers, plan=plan)
     checks, W_hats = [], {}
     for entry in entries:
@@ -199,4 +210,8 @@ def validate_store(
             layer_checks.append(layer_check(layer, matches, answer, reference_answer, config))
             if progress is not None:
                 progress(i + 1, len(W_hats))
-    return ValidationReport(store.url, config, tuple(checks), tuple(layer_checks), reference_text)
+    coherence = None
+    if config.coherence_check and W_hats and all(c.ok for c in checks):
+        all_weights = {key: W for weights in W_hats.values() for key, W in weights.items()}
+        coherence = check_coherence(model, tokenizer, all_weights, config.coherence)
+    return ValidationReport(store.url, config, tuple(checks), tuple(layer_checks), reference_text, coherence)

@@ -44,9 +44,11 @@ def validate(
     store: str = typer.Argument(..., help="artifact store directory or URL"),
     min_corr: float = typer.Option(None, "--min-corr", help="fail modules whose weight correlation is below this"),
     no_replacement: bool = typer.Option(False, "--no-replacement", help="skip the single-layer replacement check"),
+    no_coherence: bool = typer.Option(False, "--no-coherence", help="skip the coherence check (free text from neutral prompts)"),
     plan: str = typer.Option(None, "--plan", help="plan file choosing among several stored specs"),
 ) -> None:
-    """Check artifacts against MODEL: checksums, fingerprints, weight correlation, single-layer replacement. Exit 1 on failure."""
+    """Check artifacts against MODEL: checksums, fingerprints, weight correlation, single-layer replacement,
+    coherence of the compressed model's free text. Exit 1 on failure."""
     from rich.console import Console
     from rich.table import Table
 
@@ -55,7 +57,8 @@ def validate(
     from calderalab.artifacts.validate import ValidationConfig, validate_store
 
     console = Console()
-    given = {"min_correlation": min_corr, "replacement_check": (False if no_replacement else None)}
+    given = {"min_correlation": min_corr, "replacement_check": (False if no_replacement else None),
+             "coherence_check": (False if no_coherence else None)}
     config = ValidationConfig(**{k: v for k, v in given.items() if v is not None})
     the_store = ArtifactStore(store)
     the_store.header()  # a missing store or one of a newer format fails before the model load
@@ -80,6 +83,11 @@ def validate(
                       "[green]ok[/green]" if ok else "[red]FAIL[/red]")
     console.print(table)
     console.print(f"mean weight correlation {report.mean_weight_correlation:.4f} (threshold {config.min_correlation})")
+    if report.coherence is not None:
+        verdict = "[red]INCOHERENT[/red]" if report.coherence.flagged else "[green]coherent[/green]"
+        console.print(f"coherence check: {verdict}")
+        for line in report.coherence.summary_lines():
+            console.print(line, markup=False, highlight=False)
     if not report.passed:
         for line in report.failures():
             console.print(f"[red]FAIL[/red] {line}")

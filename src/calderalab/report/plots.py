@@ -3,14 +3,15 @@
 - fidelity across layers (the U-shape) with group shading, critical zone and a margin panel;
 - execution vs number of protected layers with Wilson error bars;
 - execution vs bits per weight with mean ± std over seeds;
-- the difficulty ladder: understanding and execution against the number of steps k.
+- the difficulty ladder: understanding and execution against the number of steps k;
+- hidden-state drift against depth, uniform against selective (activations).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -167,4 +168,31 @@ def ladder_plot(series: Sequence[LadderSeries], path: str | Path, title: str = "
     axes[0].set_ylabel("Rate (%, Wilson 95% CI)")
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def drift_plot(profiles: Sequence[Any], path: str | Path, title: str = "Hidden-state drift against depth") -> Path:
+    """Relative norm ‖h_c − h_o‖/‖h_o‖ (top) and cosine similarity (bottom) of each decoder layer's
+    output, one colour per profile (sensitivity.activations.DriftProfile: uniform, selective);
+    solid at answer-predicting tokens, dashed over all tokens; protected layers shaded."""
+    if not profiles:
+        raise ValueError("no drift profiles to plot")
+    fig = Figure(figsize=(9, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for i, profile in enumerate(profiles):
+        colour = f"C{i}"
+        layers = [row.layer for row in profile.layers]
+        for ax, answer, every in ((top, "rel_answer", "rel_all"), (bottom, "cos_answer", "cos_all")):
+            ax.plot(layers, [getattr(r, answer) for r in profile.layers], "o-", ms=3, color=colour,
+                    label=f"{profile.label}, answer tokens")
+            ax.plot(layers, [getattr(r, every) for r in profile.layers], "--", color=colour, alpha=0.7,
+                    label=f"{profile.label}, all tokens")
+        for layer in profile.protected:
+            for ax in (top, bottom):
+                ax.axvspan(layer - 0.5, layer + 0.5, color=GROUP_COLOURS["critical"], zorder=0)
+    top.set_ylabel("‖h_c − h_o‖ / ‖h_o‖")
+    bottom.set_ylabel("cosine(h_o, h_c)")
+    bottom.set_xlabel("Decoder layer (output of)")
+    top.legend(fontsize=8)
+    top.set_title(f"{title} (N = {profiles[0].n_samples}; shaded: protected in the selective model)")
     return _save(fig, path)
