@@ -2,8 +2,8 @@
 comes as close to a non-integer target as the module sizes allow, without exceeding it.
 
 Owns parsing a grid's bit widths (the one place: `parse_bit_widths`), the mixed plan, and the two
-orders that decide which modules get the extra bit. Imports core, plans, allocation and budget;
-never torch or transformers.
+orders that decide which modules get the extra bit. Imports core, plans, allocation and budget (the
+last two on use); never transformers.
 
 A bit width b in 2..8: an integer is the uniform spec at b bits, as before. A fractional b mixes
 lo = the spec at floor(b) bits and hi = the spec at ceil(b) bits (every other field equal), module
@@ -14,7 +14,7 @@ so the plan never exceeds b, and falls short of it by less than the extra bits o
 left at lo: within one module's step.
 
 The target is the honest bpw, so b itself pays for scales and factors: with rank-32 CALDERA, 2-bit
-uniform already stores about 2.3 bpw on SmolLM2, so a 2.5 target raises fewer modules than on a
+uniform already stores about 2.42 bpw on SmolLM2 (rank 0: 2.05), so a 2.5 target raises fewer modules than on a
 rank-0 grid. A target below lo's own honest bpw is refused, naming that bpw.
 
 Which modules first:
