@@ -45,14 +45,22 @@ def _config(out, shared_data, rank=0):
     return dataclasses.replace(cfg, compress=cfg.compress.with_options(rank=rank))
 
 
-def test_grid_with_fractional_bits_reports_honest_bpw_per_row(wide_tiny, tmp_path, shared_data):
-    from calderalab.experiments import Session, grid
+@pytest.fixture(scope="module")
+def grid_session(wide_tiny, tmp_path_factory, shared_data):
+    """A rank-0 (LDLQ) session whose store the grid fills; the profile test then reuses it."""
+    from calderalab.experiments import Session
+
+    cfg = _config(tmp_path_factory.mktemp("grid"), shared_data)
+    return Session.open(cfg.run, cfg.compress, cfg.eval, "grid", last_layer_evaluator(wide_tiny[0]),
+                        model_and_tokenizer=wide_tiny)
+
+
+def test_grid_with_fractional_bits_reports_honest_bpw_per_row(grid_session):
+    from calderalab.experiments import grid
     from calderalab.fractional import parse_bit_widths
     from calderalab.models import module_shapes
 
-    cfg = _config(tmp_path, shared_data)
-    session = Session.open(cfg.run, cfg.compress, cfg.eval, "grid", last_layer_evaluator(wide_tiny[0]),
-                           model_and_tokenizer=wide_tiny)
+    session = grid_session
     result = grid(session, bits=parse_bit_widths("2,2.5,3"), protect="3")
     (note, runs), = result.runs.items()
     assert [r.label for r in runs] == ["Baseline", "2-bit uniform", "2-bit selective (3)", "2.5-bit mixed",
@@ -79,6 +87,26 @@ def _plan(session, label, shapes):
     from calderalab.experiments.protection import grid_plan
 
     return grid_plan(session, Fraction(label.split("-bit")[0]), shapes)
+
+
+def test_grid_with_a_profile_raises_the_layer_it_measured_as_sensitive(grid_session):
+    """The planted profile says layer 1 matters (the rule would favour layers 2 and 3 and v/down first):
+    the budget allocator raises all of layer 1, from errors of artifacts the grid already stored."""
+    from fractions import Fraction
+
+    from calderalab.experiments.protection import grid_plan
+    from calderalab.models import module_shapes
+    from calderalab.sensitivity.profile import LayerRow, RunMetrics, SensitivityProfile
+
+    session = grid_session
+    noise = RunMetrics(1.0, 0.0, 0.0, 1.0, 8, 40)
+    kl = [0.001, 0.5, 0.001, 0.001]
+    rows = tuple(LayerRow.against_noise(l, RunMetrics(1.0 - k, -k, k, 1.0 - k, 8, 40), noise) for l, k in enumerate(kl))
+    profile = SensitivityProfile(4, rows, noise, {"spec": session.compress_settings.spec(2).to_dict()})
+    shapes = module_shapes(session.model)
+    plan = grid_plan(session, Fraction(5, 2), shapes, profile)
+    assert [plan.spec(1, n).bits for n in ("q", "k", "v", "o", "gate", "up", "down")] == [3] * 7
+    assert plan.hash() != grid_plan(session, Fraction(5, 2), shapes).hash()
 
 
 def test_two_bit_study_protects_a_depth_control_not_every_layer(wide_tiny, tmp_path, shared_data):
