@@ -12,7 +12,11 @@ from calderalab.eval.suite import EvalSettings
 BAD = [
     (["ablate", "--protect-layers", "last:2", "--bits", "9"], "error: bits=9 must be an integer in 2..8"),
     (["sweep", "--seeds", "0,x"], "error: --seeds must be comma-separated integers like 0,1,2, got '0,x'"),
-    (["grid", "--bits", "2,9"], "error: bits=9 must be an integer in 2..8"),
+    (["grid", "--bits", "2,9"], "error: --bits: 9 is outside 2..8 (b_Q is 2 to 8 bits; a fractional value mixes the "
+                                "two whole bit widths around it)"),
+    (["grid", "--bits", "1.2,2.5"], "error: --bits: 1.2 is outside 2..8 (b_Q is 2 to 8 bits; a fractional value mixes "
+                                    "the two whole bit widths around it)"),
+    (["grid", "--bits", "2,2.5x"], "error: --bits: '2.5x' is not a number; give bit widths like 2,2.5,3"),
     (["grid", "--plans", "uniform,mixed"], "error: grid plans must be among uniform, selective; got ['uniform', 'mixed']"),
     (["study", "--scoring", "vote"], "error: scoring must be one of choice, cloze, generate, got 'vote'"),
     (["min-protect", "--n-per-family", "0"], "error: n must be > 0 (--n, --n-per-family), got 0"),
@@ -45,6 +49,18 @@ def test_protection_set_outside_the_model_fails_on_its_skeleton(tmp_path, capsys
     model = tiny_checkpoint(tmp_path)  # 3 layers
     code, _, stderr = run_main(["ablate", str(model), "--protect-layers", "7", "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and error_lines(stderr) == ["error: layer 7 out of range in '7': model has 3 layers (0-2)"]
+
+
+def test_fractional_bits_below_their_floor_fail_on_the_skeleton(tmp_path, capsys, no_weights):
+    model = tiny_checkpoint(tmp_path)  # hidden 32: a row's fp16 scale + offset alone cost about 1 bpw
+    base = ["grid", str(model), "--rank", "0", "--out", str(tmp_path / "out")]
+    code, _, stderr = run_main([*base, "--bits", "2.25"], capsys)
+    assert code == 2 and len(error_lines(stderr)) == 1
+    assert error_lines(stderr)[0].startswith("error: --bits 2.25 is below 2-bit uniform's own honest bpw, ")
+    assert error_lines(stderr)[0].endswith("(scales and seeds counted): raise it, or use 2")
+    code, _, stderr = run_main([*base, "--bits", "3", "--profile", str(tmp_path / "none.json")], capsys)
+    assert code == 2 and "profile file" in stderr and "not found" in stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_eval_and_the_study_decode_with_the_same_defaults():

@@ -95,6 +95,14 @@ def layer_bits(spec: Any, shapes: ModuleShapes, layer: int) -> float:
 def check_budget(profile: SensitivityProfile, settings: BudgetSettings, shapes: ModuleShapes) -> dict[str, Any]:
     """The candidate specs, after checking (no weights needed) that the profile covers this model and
     the cheapest choice fits the target; every refusal names the fix."""
+    check_profile(profile, shapes)
+    specs = candidate_specs(profiled_spec(profile), settings)
+    check_target(specs, settings.target_bpw, shapes)
+    return specs
+
+
+def check_profile(profile: SensitivityProfile, shapes: ModuleShapes) -> None:
+    """Refuse a profile that does not cover every layer of this model with a measured KL."""
     n_layers = 1 + max(l for l, _ in shapes)
     if profile.n_layers != n_layers or profile.layers != tuple(range(n_layers)):
         raise PlanError(f"the profile covers layers {list(profile.layers)} of {profile.n_layers}, the model has "
@@ -102,9 +110,6 @@ def check_budget(profile: SensitivityProfile, settings: BudgetSettings, shapes: 
     if any(r.kl_excess is None for r in profile.rows):
         raise PlanError("the profile has no KL per layer (made from published values?): measure one with "
                         "`calderalab sensitivity`")
-    specs = candidate_specs(profiled_spec(profile), settings)
-    check_target(specs, settings.target_bpw, shapes)
-    return specs
 
 
 def check_target(specs: Mapping[str, Any], target_bpw: float, shapes: ModuleShapes) -> None:

@@ -48,7 +48,13 @@ def test_late_dip_headline_names_the_measured_zone():
     assert "Protected by depth (control)" not in body and "control" not in body["Ultra config"]
 
 
-def test_every_layer_below_threshold_is_said_to_be_the_threshold():
+def test_every_layer_below_threshold_protects_a_depth_control_not_the_whole_model():
+    # at 2 bits every layer alone loses its answers: a zone of every layer made "selective" the baseline
     zone, source, body, _ = _report(measured_profile([3] * 28))
-    assert source == "profile" and len(zone) == 28
-    assert body["Critical zone"].startswith("**Every measured layer fell below fidelity 15%**: the threshold is too high")
+    assert source == "saturated" and zone == (23, 24, 25, 26, 27)
+    assert body["Critical zone"] == (
+        "**Every measured layer fell below fidelity 15%**: at this spec fidelity cannot single out a zone (the "
+        "threshold is too high for it), and protecting every layer would only repeat the baseline. The selective and "
+        "ultra configurations protect layers 23, 24, 25, 26, 27 **by depth, not by measurement**: a control, not a "
+        "finding of the profile.")
+    assert "Protected by depth (control)" in body and "Critical layer details" not in body

@@ -83,19 +83,27 @@ def min_protect(
 @experiment_command(exclude=("bits",))
 def grid(
     model: str = MODEL_ARG,
-    bits: str = typer.Option(None, "--bits", help="bit widths b_Q, comma-separated (default 2,3,4)"),
+    bits: str = typer.Option(None, "--bits", help="bit widths b_Q, comma-separated, 2..8 (default 2,3,4); a "
+                             "fractional one such as 2.5 mixes its two neighbours up to that honest bpw"),
     plans: str = typer.Option(None, "--plans", help="uniform and/or selective (default both)"),
     protect: str = typer.Option(None, "--protect", help="selective's protected layers (default: the critical group by depth)"),
+    profile: str = typer.Option(None, "--profile", help="a sensitivity profile.json: fractional widths raise the layers "
+                                "the budget allocator picks from it (default: the v/down, first/last-layers rule)"),
     *, options: dict[str, Any],
 ) -> None:
-    """Bits x plans against the baseline: bitwidth tables (mean ± std over seeds) and execution vs bpw."""
+    """Bits x plans against the baseline: bitwidth tables with honest bpw (mean ± std over seeds) and execution vs bpw."""
     from calderalab import experiments
-    from calderalab.experiments.options import check_layer_sets, grid_options, study_config
+    from calderalab.experiments.options import check_grid_model, check_layer_sets, grid_options, study_config
+    from calderalab.fractional import bits_label
 
     config = study_config(model=model, **options)
     given = grid_options(config, bits, plans)
     check_layer_sets(model, [protect] if protect else [])
-    _run(config, "grid", lambda s: experiments.grid(s, protect=protect, **given), {**given, "protect": protect})
+    loaded = check_grid_model(model, config, given.get("bits", ()), profile)
+    extra = {**given, "protect": protect, "profile": profile}
+    if "bits" in given:  # exact fractions, written as typed
+        extra["bits"] = [bits_label(b) for b in given["bits"]]
+    _run(config, "grid", lambda s: experiments.grid(s, protect=protect, profile=loaded, **given), extra)
 
 
 @experiment_command()

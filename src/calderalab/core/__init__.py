@@ -4,7 +4,7 @@ Imports torch only (and calderalab.errors). Every function is pure: no printing,
 device, no input mutation; randomness comes from explicit seeds.
 """
 
-from calderalab.core.bpw import expected_bpw, paper_bpw
+from calderalab.core.bpw import expected_bpw, module_bits, paper_bpw
 from calderalab.core.decompose import decompose
 from calderalab.core.decomposition import Decomposition
 from calderalab.core.hadamard import inverse_rht, kron_factors, rht
@@ -21,6 +21,7 @@ __all__ = [
     "expected_bpw",
     "inverse_rht",
     "kron_factors",
+    "module_bits",
     "paper_bpw",
     "quantize_rtn",
     "relative_error",

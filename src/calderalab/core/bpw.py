@@ -39,8 +39,9 @@ def storage_bits(Q: QuantizedMatrix | E8PMatrix, factors: tuple[QuantizedMatrix,
     return total
 
 
-def expected_bpw(spec: CompressionSpec, d_out: int, d_in: int) -> float:
-    """The honest bpw a decomposition of a (d_out, d_in) matrix under `spec` will have (no tensors needed)."""
+def module_bits(spec: CompressionSpec, d_out: int, d_in: int) -> int:
+    """Every stored bit of a (d_out, d_in) matrix compressed under `spec`, as an exact integer (no tensors
+    needed): plans add these up and compare against a budget without rounding."""
     m, n, k = d_out, d_in, spec.rank
     g = n if spec.group_size is None else spec.group_size
     if n % g:
@@ -49,7 +50,12 @@ def expected_bpw(spec: CompressionSpec, d_out: int, d_in: int) -> float:
     bits = spec.bits * m * n + q_grid_bits * m * (n // g) + W_SCALE_BITS + (2 * SEED_BITS if spec.hadamard else 0)
     if k:
         bits += k * (m * spec.lr_bits + n * spec.lr_bits) + 2 * GRID_BITS * k
-    return bits / (m * n)
+    return bits
+
+
+def expected_bpw(spec: CompressionSpec, d_out: int, d_in: int) -> float:
+    """The honest bpw a decomposition of a (d_out, d_in) matrix under `spec` will have (no tensors needed)."""
+    return module_bits(spec, d_out, d_in) / (d_out * d_in)
 
 
 def paper_bpw(bits: int, lr_bits: int, k: int, d_out: int, d_in: int) -> float:

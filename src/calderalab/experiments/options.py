@@ -77,18 +77,42 @@ def study_config(model: str | None = None, out: str | None = None, artifacts: st
 
 
 def grid_options(config: StudyConfig, bits: str | None, plans: str | None) -> dict[str, Any]:
-    """`grid`'s --bits and --plans as keyword arguments of experiments.grid (absent: its defaults), each
-    bit width checked as the spec the grid will compress with."""
+    """`grid`'s --bits and --plans as keyword arguments of experiments.grid (absent: its defaults). Bit
+    widths are parsed once (`fractional.parse_bit_widths`: 2..8, fractional allowed) and each whole
+    width a plan will use is checked as the spec the grid will compress with."""
     from calderalab.experiments.protection import check_grid_plans
+    from calderalab.fractional import neighbours, parse_bit_widths
 
     given: dict[str, Any] = {}
     if bits is not None:
-        given["bits"] = parse_ints(bits, "--bits")
+        given["bits"] = parse_bit_widths(bits, "--bits")
         for b in given["bits"]:
-            config.compress.spec(b)
+            for whole in sorted(set(neighbours(b))):
+                config.compress.spec(whole)
     if plans is not None:
         given["plans"] = check_grid_plans([p.strip() for p in plans.split(",") if p.strip()])
     return given
+
+
+def check_grid_model(model: str, config: StudyConfig, bits: Sequence[Any], profile: str | None) -> Any:
+    """On the model's structure (meta device, no weights read): refuse a fractional bit width below the
+    honest bpw of its lower neighbour, and a profile that does not cover this model. Returns the loaded
+    profile (None without one)."""
+    from calderalab.budget import check_profile, load_profile
+    from calderalab.fractional import check_floor, is_fractional, neighbours
+    from calderalab.models import load_skeleton, module_shapes
+
+    fractional = [b for b in bits if is_fractional(b)]
+    if not fractional and profile is None:
+        return None
+    shapes = module_shapes(load_skeleton(model))
+    for b in fractional:
+        check_floor(config.compress.spec(neighbours(b)[0]), b, shapes)
+    if profile is None:
+        return None
+    loaded = load_profile(profile)
+    check_profile(loaded, shapes)
+    return loaded
 
 
 def eval_job(model: str, suite: str | None = None, canonical: bool = False, ladder: bool = False, n: int | None = None,

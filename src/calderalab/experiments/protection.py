@@ -203,12 +203,39 @@ def check_grid_plans(plans: Sequence[str]) -> list[str]:
     return list(plans)
 
 
-def grid(session: Session, bits: Sequence[int] = (2, 3, 4), plans: Sequence[str] = ("uniform", "selective"),
-         protect: str | None = None) -> ExperimentResult:
-    """Bits × plans (uniform, selective) against the baseline: bitwidth comparison tables (mean ±
-    std over instance seeds when there are several) and execution vs bpw with error bars."""
-    from calderalab.models import discover_layers
-    from calderalab.plans import plan_bpw, selective_plan, uniform_plan
+def grid_plan(session: Session, b: Any, shapes: Any, profile: Any = None) -> Any:
+    """The compressed plan of bit width b, stored: the uniform spec at an integer b; at a fractional b
+    the mix of its two neighbours (`calderalab.fractional`), ordered by `profile` when one is given
+    (the budget allocator), else by the documented rule."""
+    from calderalab import fractional
+    from calderalab.plans import uniform_plan
+
+    n = session.n_layers
+    if not fractional.is_fractional(b):
+        plan = uniform_plan(n, session.compress_settings.spec(int(b)))
+    else:
+        lo, hi = (session.compress_settings.spec(x) for x in fractional.neighbours(b))
+        if profile is None:
+            order = fractional.rule_order(n)
+        else:
+            order = fractional.profile_order(profile, lo, hi, b, shapes, lambda p: session.compress(
+                p, stage=f"compress {p.spec(0, 'q').bits}-bit (errors for the {fractional.bits_label(b)}-bit mix)"))
+        plan = fractional.mixed_plan(lo, hi, b, shapes, order)
+    session.compress(plan, stage=f"compress {fractional.bits_label(b)}-bit")
+    return plan
+
+
+def grid(session: Session, bits: Sequence[Any] = (2, 3, 4), plans: Sequence[str] = ("uniform", "selective"),
+         protect: str | None = None, profile: Any = None) -> ExperimentResult:
+    """Bits × plans (uniform, selective) against the baseline: bitwidth comparison tables with each
+    plan's honest bpw (mean ± std over instance seeds when there are several) and execution vs bpw.
+    A fractional bit width is a mixed plan (`grid_plan`); its "uniform" row is that mix, labelled
+    "mixed", and its selective row the same mix with the protected layers kept original."""
+    from fractions import Fraction
+
+    from calderalab.fractional import bits_label, is_fractional, with_protected
+    from calderalab.models import module_shapes
+    from calderalab.plans import plan_bpw
     from calderalab.report import tables
     from calderalab.report.experiment_report import Section
     from calderalab.report.plots import execution_vs_bits_plot
@@ -218,32 +245,34 @@ def grid(session: Session, bits: Sequence[int] = (2, 3, 4), plans: Sequence[str]
     check_grid_plans(plans)
     n = session.n_layers
     layers = _layers(protect, n) if protect else tuple(LayerGroups().ranges(n)["critical"])
-    shapes = {(t.index, name): tuple(m.weight.shape) for t in discover_layers(session.model) for name, m in t.modules.items()}
+    shapes = module_shapes(session.model)
     configs: list[tuple[str, Any, tuple[int, ...], str]] = [("Baseline", None, (), "-")]
     bpw: dict[str, float] = {}
-    for b in bits:
-        spec = session.compress_settings.spec(b)
-        session.compress(uniform_plan(n, spec), stage=f"compress {b}-bit")
+    kinds: dict[str, str] = {}
+    for b in map(Fraction, bits):
+        plan = grid_plan(session, b, shapes, profile)
+        name = "mixed" if is_fractional(b) else "uniform"
         for kind in plans:
-            plan = uniform_plan(n, spec) if kind == "uniform" else selective_plan(n, spec, layers)
-            label = f"{b}-bit {kind}" + (f" ({format_layers(layers)})" if kind == "selective" else "")
-            configs.append((label, plan, () if kind == "uniform" else layers, str(b)))
-            bpw[label] = plan_bpw(plan, shapes).bpw_fp16
+            label = f"{bits_label(b)}-bit {name}" if kind == "uniform" else \
+                f"{bits_label(b)}-bit {'mixed ' if is_fractional(b) else ''}selective ({format_layers(layers)})"
+            chosen = plan if kind == "uniform" else with_protected(plan, layers)
+            configs.append((label, chosen, () if kind == "uniform" else layers, bits_label(b)))
+            bpw[label] = plan_bpw(chosen, shapes).bpw_fp16
+            kinds[label] = kind
     runs = evaluate_configs(session, configs)
     sections = []
     plots = {}
     for note, rs in runs.items():
-        sections.append(Section(f"Bitwidth comparison ({note})", tables.bitwidth_table(rs) + "\n\nbpw (fp16 for protected): "
-                                + ", ".join(f"{k} {v:.2f}" for k, v in bpw.items())))
+        sections.append(Section(f"Bitwidth comparison ({note})", tables.bitwidth_table(rs, bpw=bpw)))
         series: dict[str, dict[float, list[float]]] = {}
         for run in rs[1:]:
-            kind = "uniform" if "uniform" in run.label else "selective"
             per_seed = [run.for_seed(s) for s in run.seeds()] or [run]
-            series.setdefault(kind, {})[bpw[run.label]] = [r.n_executed / r.n for r in per_seed if r.n]
+            series.setdefault(kinds[run.label], {})[bpw[run.label]] = [r.n_executed / r.n for r in per_seed if r.n]
         slug = note.split(",")[0].replace(" ", "_")
         plots[note] = execution_vs_bits_plot(series, Path(session.run.out) / f"execution_vs_bits_{slug}.png",
                                              title=f"Execution vs bits per weight ({note})")
-    return ExperimentResult("grid", runs, sections + _goodhart(runs, session.run.out), plots, data={"bpw": bpw, "protect": list(layers)})
+    return ExperimentResult("grid", runs, sections + _goodhart(runs, session.run.out), plots,
+                            data={"bpw": bpw, "protect": list(layers), "bits": [bits_label(b) for b in map(Fraction, bits)]})
 
 
 def run_experiment(config: Any, name: str, job: Callable[[Session], ExperimentResult], extra: dict[str, Any],

@@ -60,16 +60,18 @@ def profile_layers(session: Session, plan: Any, config: StudyConfig) -> Any:
 
 
 def choose_zone(profile: Any, threshold: float) -> tuple[tuple[int, ...], str]:
-    """The critical zone from the profile (source "profile"), or — when no late run falls below the
-    threshold — the critical group by depth (LayerGroups, source "depth fallback"). The fallback
+    """The critical zone from the profile (source "profile"), or the critical group by depth
+    (LayerGroups) when the profile cannot name one: no late run falls below the threshold (source
+    "depth fallback"), or every measured layer does (source "saturated": at 2 bits every layer alone
+    can lose every answer, and protecting them all would only re-run the baseline). The fallback
     is a control so that selective/ultra still have layers to protect, not a finding: the report
     says so in its headline and never labels those layers as critical."""
     from calderalab.sensitivity.profile import LayerGroups, critical_zone
 
     zone = critical_zone(profile, threshold)
-    if zone:
+    if zone and len(zone) < len(profile.layers):
         return zone, "profile"
-    return tuple(LayerGroups().ranges(profile.n_layers)["critical"]), "depth fallback"
+    return tuple(LayerGroups().ranges(profile.n_layers)["critical"]), "saturated" if zone else "depth fallback"
 
 
 def study(config: StudyConfig | None = None, evaluator: Evaluator = default_evaluator, progress: Progress | None = None,
@@ -166,7 +168,7 @@ def _sections(profile: Any, zone: tuple[int, ...], zone_source: str, base_rank: 
     from calderalab.report.sensitivity_tables import critical_table, group_table, noise_line, ultra_table, zone_contrast
 
     measured = zone_source == "profile"
-    out = [Section("Critical zone", zone_headline(profile, zone, measured, config.sensitivity.threshold)),
+    out = [Section("Critical zone", zone_headline(profile, zone, zone_source, config.sensitivity.threshold)),
            Section("Layer fidelity profile", noise_line(profile) + "\n" + group_table(profile)),
            Section("Fidelity per layer", "![fidelity per layer](fidelity.png)")]
     if measured:
@@ -186,20 +188,20 @@ def _sections(profile: Any, zone: tuple[int, ...], zone_source: str, base_rank: 
     return out
 
 
-def zone_headline(profile: Any, zone: tuple[int, ...], measured: bool, threshold: float) -> str:
+def zone_headline(profile: Any, zone: tuple[int, ...], zone_source: str, threshold: float) -> str:
     """The report's first lines: the measured zone and how it stands against the rest, or plainly
-    that there is none and the protected set is a control."""
+    that there is none (or that every layer fell below the threshold) and the protected set is a control."""
     from calderalab.report.sensitivity_tables import zone_contrast
 
     layers = ", ".join(map(str, zone))
-    if not measured:
-        return (f"**No critical zone was found**: no late run of layers fell below fidelity {threshold:.0%}. The "
-                f"selective and ultra configurations protect layers {layers} **by depth, not by measurement**: a "
-                "control, not a finding of the profile.")
-    if len(zone) == len(profile.layers):
-        return (f"**Every measured layer fell below fidelity {threshold:.0%}**: the threshold is too high for this "
-                "spec (or the model is fragile everywhere), so no zone stands out and selective protects the whole "
-                "model, which equals the baseline.")
+    control = (f"The selective and ultra configurations protect layers {layers} **by depth, not by measurement**: a "
+               "control, not a finding of the profile.")
+    if zone_source == "saturated":
+        return (f"**Every measured layer fell below fidelity {threshold:.0%}**: at this spec fidelity cannot single out "
+                "a zone (the threshold is too high for it), and protecting every layer would only repeat the "
+                f"baseline. {control}")
+    if zone_source != "profile":
+        return f"**No critical zone was found**: no late run of layers fell below fidelity {threshold:.0%}. {control}"
     return (f"**Critical zone (measured): layers {layers}**, each below fidelity {threshold:.0%}; "
             f"{zone_contrast(profile, zone)}.")
 

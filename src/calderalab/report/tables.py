@@ -14,7 +14,7 @@ plain-language note when N is too small for its claims (`eval.stats.adequacy`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from calderalab.eval import stats
 from calderalab.eval.outcomes import InstanceOutcome, RunOutcomes, align
@@ -185,19 +185,26 @@ def _vs_baseline(base: RunOutcomes, run: RunOutcomes) -> str:
     return f"exec {d_exec:+.0f} pts (McNemar p={format_p(ex.p_value)}), gaps {d_gaps:+d}"
 
 
-def bitwidth_table(rows: Sequence[RunOutcomes], *, baseline: int = 0, note: bool = True) -> str:
-    """Bitwidth | Config | Understanding | Execution | Gaps | vs Baseline (paired on common instances)."""
+def bitwidth_table(rows: Sequence[RunOutcomes], *, baseline: int = 0, note: bool = True,
+                   bpw: Mapping[str, float] | None = None) -> str:
+    """Bitwidth | Config | Understanding | Execution | Gaps | vs Baseline (paired on common instances).
+
+    With `bpw` (config label -> honest bits per weight of its plan, e.g. `PlanBpw.bpw_fp16`) a
+    "bpw (honest)" column follows the nominal bit width; configs without one (the baseline) show "-".
+    """
     if not rows:
         raise ValueError("bitwidth_table needs at least one run")
     if not 0 <= baseline < len(rows):
         raise ValueError(f"baseline index {baseline} out of range for {len(rows)} rows")
     base = rows[baseline]
+    honest = (lambda r: [f"{bpw[r.label]:.3f}" if r.label in bpw else "-"]) if bpw is not None else (lambda r: [])
     body = [
-        [r.bits, r.label, _understanding_cell(r), rate_cell(r.n_executed, r.n), _gaps_cell(r),
+        [r.bits, *honest(r), r.label, _understanding_cell(r), rate_cell(r.n_executed, r.n), _gaps_cell(r),
          "-" if i == baseline else _vs_baseline(base, r)]
         for i, r in enumerate(rows)
     ]
-    header = ["Bitwidth", "Config", "Understanding", "Execution", "Gaps", "vs Baseline"]
+    header = ["Bitwidth", *(["bpw (honest)"] if bpw is not None else []), "Config", "Understanding", "Execution", "Gaps",
+              "vs Baseline"]
     return markdown_table(header, body) + (_note(min(r.n for r in rows)) if note else "")
 
 
