@@ -115,7 +115,11 @@ def local_s3(root: Path) -> Iterator[LocalS3]:
         yield LocalS3(endpoint, admin, reader, *_write_aws_files(root, endpoint, admin, reader))
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def s3_client(server: LocalS3):

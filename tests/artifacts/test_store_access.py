@@ -60,7 +60,7 @@ def test_a_read_only_user_cannot_write(stored, aws_env, monkeypatch):
 def test_unknown_keys_are_refused_on_read_and_write(stored, aws_env, monkeypatch):
     _keys_only(monkeypatch, aws_env, ("AKIAUNKNOWN0000000", "not-the-secret"), "AWS_ENDPOINT_URL")
     for act in (lambda s: s.header(), lambda s: s.check_writable()):
-        with pytest.raises(ArtifactError, match=r"access denied \((403|InvalidAccessKeyId)\); check the credentials"):
+        with pytest.raises(ArtifactError, match=r"the credentials were refused \((403|InvalidAccessKeyId)\); set AWS_ACCESS_KEY_ID"):
             act(ArtifactStore(stored))
 
 

@@ -67,13 +67,11 @@ def storage_error(err: BaseException, url: str, fs: Any, doing: str) -> Artifact
     name = type(err).__name__
     if code == "NoSuchBucket":
         return ArtifactError(missing_bucket_message(url, fs, doing))
-    if isinstance(err, PermissionError) or code in _REFUSED_CODES or code == "AccessDenied":
-        if code in _REFUSED_CODES:
-            fix = f"check the credentials ({CREDENTIALS_HINT})"
-        elif doing == "write":
-            fix = "use credentials allowed to write there (AWS_PROFILE / AWS_ACCESS_KEY_ID) or another --out URL"
-        else:
-            fix = "use credentials allowed to read it (AWS_PROFILE / AWS_ACCESS_KEY_ID)"
+    if code in _REFUSED_CODES:  # "403" alone: a HEAD request, whose refusal has no body to say more
+        return ArtifactError(f"cannot {doing} {where}: the credentials were refused ({code}); {CREDENTIALS_HINT}")
+    if isinstance(err, PermissionError) or code == "AccessDenied":
+        fix = ("use credentials allowed to write there (AWS_PROFILE / AWS_ACCESS_KEY_ID) or another --out URL"
+               if doing == "write" else "use credentials allowed to read it (AWS_PROFILE / AWS_ACCESS_KEY_ID)")
         return ArtifactError(f"cannot {doing} {where}: access denied ({code or err}); {fix}")
     if name == "NoCredentialsError" or name == "PartialCredentialsError":
         return ArtifactError(f"cannot {doing} {url}: no credentials found; {CREDENTIALS_HINT}")
