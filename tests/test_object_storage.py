@@ -46,7 +46,7 @@ def stores(tmp_path_factory, local_s3):
     assert done.exit_code == 0, done.output + repr(done.exception)
     url = f"s3://{BUCKET}/e2e-{uuid.uuid4().hex[:8]}/store"
     proc = _start_killed(compress_args(model, calib, url), FAULT, extra_env=local_s3.process_env())
-    _, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=900)
     assert proc.returncode == -signal.SIGKILL, f"not killed: rc {proc.returncode}\n{err[-2000:]}"
     killed = _objects(s3_client(local_s3), url[5:])
     assert (sum(k.startswith("entries/") for k in killed), sum(k.startswith("modules/") for k in killed)) == (10, 11)
@@ -139,7 +139,7 @@ def test_a_denied_write_is_one_line_before_the_model_loads(stores, local_s3):
     url = f"s3://{BUCKET}/denied-{uuid.uuid4().hex[:8]}"
     env = local_s3.process_env(AWS_PROFILE="reader", PYTHONPATH=SRC)
     done = subprocess.run([sys.executable, "-m", "calderalab", *compress_args(model, calib, url)], env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"error: cannot write {url} (endpoint {local_s3.endpoint}): access denied (AccessDenied); use credentials "
