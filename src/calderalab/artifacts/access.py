@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 CREDENTIALS_HINT = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE naming a profile "
                     "in ~/.aws/credentials")
-_REFUSED_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "403"}
+_REFUSED_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 
 
 def is_object_store(fs: Any) -> bool:
@@ -67,8 +67,11 @@ def storage_error(err: BaseException, url: str, fs: Any, doing: str) -> Artifact
     name = type(err).__name__
     if code == "NoSuchBucket":
         return ArtifactError(missing_bucket_message(url, fs, doing))
-    if code in _REFUSED_CODES:  # "403" alone: a HEAD request, whose refusal has no body to say more
+    if code in _REFUSED_CODES:
         return ArtifactError(f"cannot {doing} {where}: the credentials were refused ({code}); {CREDENTIALS_HINT}")
+    if code == "403":  # a refused HEAD request has no body to say whether the keys or the policy refused it
+        return ArtifactError(f"cannot {doing} {where}: access refused (403: wrong credentials, or no permission); "
+                             f"check the credentials ({CREDENTIALS_HINT}) and the bucket's policy")
     if isinstance(err, PermissionError) or code == "AccessDenied":
         fix = ("use credentials allowed to write there (AWS_PROFILE / AWS_ACCESS_KEY_ID) or another --out URL"
                if doing == "write" else "use credentials allowed to read it (AWS_PROFILE / AWS_ACCESS_KEY_ID)")
