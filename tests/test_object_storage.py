@@ -81,7 +81,7 @@ def test_validate_reads_the_bucket(stores, aws_env, capsys):
 
 
 def test_eval_applies_the_modules_from_the_bucket(stores, aws_env, tmp_path, capsys):
-    """The run records the bucket's URL and the content hash of exactly the modules of the local reference."""
+    """The run records the bucket's URL and its manifest's content hash, whose entries are the local reference's."""
     from calderalab.artifacts import ArtifactStore
     from calderalab.results import ResultsDB
 
@@ -92,7 +92,9 @@ def test_eval_applies_the_modules_from_the_bucket(stores, aws_env, tmp_path, cap
     with ResultsDB(db_path) as db:
         (run,) = db.list_runs()
     assert run.record.config["artifacts"] == url and run.record.config["n_modules_compressed"] == 28
-    assert run.record.artifacts_manifest_hash == ArtifactStore(str(reference)).manifest().content_hash()
+    stored = ArtifactStore(url).manifest()
+    assert run.record.artifacts_manifest_hash == stored.content_hash()
+    assert stored.modules == ArtifactStore(str(reference)).manifest().modules  # the reference's entries
 
 
 def test_sensitivity_profiles_the_modules_in_the_bucket(stores, aws_env, tmp_path, capsys):
