@@ -47,3 +47,29 @@ def tiny_compressed(tmp_path_factory):
     result = CliRunner().invoke(app, compress_args(model, calib, store))
     assert result.exit_code == 0, result.output + repr(result.exception)
     return model, calib, store
+
+
+@pytest.fixture(scope="session")
+def local_s3(tmp_path_factory):
+    """A real local S3 server with authentication on (moto in its own process), an admin and a
+    read-only user, and AWS config/credentials files for them (tests/helpers_s3.py)."""
+    from helpers_s3 import local_s3
+
+    with local_s3(tmp_path_factory.mktemp("aws")) as server:
+        yield server
+
+
+@pytest.fixture
+def aws_env(local_s3, monkeypatch):
+    """This process's environment as a user's shell pointed at `local_s3` by the AWS files alone
+    (no AWS_* keys, no endpoint variable); s3fs's instance cache cleared so clients see it."""
+    import s3fs
+    from helpers_s3 import AWS_VARIABLES
+
+    for name in AWS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in local_s3.env().items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield local_s3
+    s3fs.S3FileSystem.clear_instance_cache()

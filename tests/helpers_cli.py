@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
 
 import pytest
 
+import calderalab
 from calderalab.artifacts import ArtifactStore
 
+SRC = str(Path(calderalab.__file__).resolve().parents[1])  # put first on a subprocess's PYTHONPATH
 N_LAYERS = 3
 N_MODULES = N_LAYERS * 7
 
@@ -39,6 +43,17 @@ def compress_args(model: Path, calib: Path, out: Path | str) -> list[str]:
     """`calderalab compress` at 4-bit LDLQ on 4 calibration windows: a second or two of work."""
     return ["compress", str(model), "--bits", "4", "--calib", str(calib), "--calib-samples", "4", "--seq-len", "32",
             "--out", str(out)]
+
+
+def start_killed(argv: list[str], fault: str, extra_env: dict[str, str] | None = None,
+                 base_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m calderalab ARGV` in a subprocess that SIGKILLs itself at `fault` (calderalab.faults);
+    its environment is `base_env` (default: this process's) updated with `extra_env`."""
+    base = dict(os.environ) if base_env is None else base_env
+    env = {**base, **(extra_env or {}), "CALDERALAB_FAULT": fault, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-m", "calderalab", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:

@@ -5,6 +5,9 @@ cannot drift apart. Each command runs through `cli.main` in this process, as a u
 (its error handling included), on tiny models and files made here; it must exit non-zero, end in
 no traceback, and print exactly the row's `error:` line. One row also runs as a real
 `python -m calderalab` subprocess, to pin that the in-process run is what a user sees.
+Rows on `s3://` URLs run against a real local S3 server that checks credentials (the `aws_env`
+fixture: endpoint and keys in the AWS config files only); a command may start with shell-style
+`VAR=value` assignments, set in the environment for that row.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import calderalab
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## Bad input and the error you get"
+ENV_ASSIGNMENT = re.compile(r"[A-Z][A-Z0-9_]*=\S*")
 WILDCARDS = {"<sha256>": r"[0-9a-f]{64}", "<hex12>": r"[0-9a-f]{12}", "<int>": r"\d+", "<spec_key>": r"[\w.-]+"}
 PLACEHOLDER = re.compile(r"<[a-z0-9_]+>")
 
@@ -62,7 +66,9 @@ def files(tmp_path_factory, tiny_compressed) -> dict[str, str]:
     root = tmp_path_factory.mktemp("bad")
     model, calib, store = tiny_compressed
     other = tiny_checkpoint(root, seed=1)
-    made = {"<model>": model, "<other>": other, "<calib>": calib, "<store>": store, "<hf_cache>": root / "hf"}
+    small = tiny_checkpoint(root, seed=0, n_layers=2)
+    made = {"<model>": model, "<other>": other, "<small>": small, "<calib>": calib, "<store>": store,
+            "<hf_cache>": root / "hf"}
     (root / "hf").mkdir()
     for name in ("truncated", "flipped", "newer"):
         shutil.copytree(store, root / name)
@@ -123,28 +129,44 @@ def _expected(template: str, values: dict[str, str]) -> re.Pattern:
     return re.compile("".join(parts) + re.escape(template[at:]))
 
 
-def _substitute(command: str, values: dict[str, str]) -> list[str]:
+def _substitute(command: str, values: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """(environment assignments, argv after `calderalab`) of a row's command."""
     for token in set(PLACEHOLDER.findall(command)):
         if token not in values:
             pytest.fail(f"README bad-input table uses unknown placeholder {token} in {command!r}")
     for token, value in values.items():
         command = command.replace(token, value)
     argv = shlex.split(command)
+    env = {}
+    while argv and ENV_ASSIGNMENT.fullmatch(argv[0]):
+        name, value = argv.pop(0).split("=", 1)
+        env[name] = value
     assert argv[0] == "calderalab", command
-    return argv[1:]
+    return env, argv[1:]
+
+
+def _object_store_values(request: pytest.FixtureRequest, command: str) -> dict[str, str]:
+    """For a row on an s3:// URL: start pointing this process at the local S3 server; its placeholders."""
+    if "s3://" not in command:
+        return {}
+    from helpers_s3 import BUCKET
+
+    server = request.getfixturevalue("aws_env")
+    return {"<bucket>": BUCKET, "<endpoint>": server.endpoint}
 
 
 def test_table_covers_the_inputs_users_meet():
     kinds = " ".join(what for what, _, _ in ROWS)
     assert NEEDS_WEIGHTS <= {what for what, _, _ in ROWS}
     for kind in ("layer index", "bits out of range", "rank", "model path", "plan file", "task file", "another model",
-                 "truncated", "bit-flipped", "newer format", "not SQLite"):
+                 "truncated", "bit-flipped", "newer format", "not SQLite", "bucket that does not exist", "write denied",
+                 "credentials"):
         assert kind in kinds, f"the README's bad-input table has no row for: {kind}"
 
 
 @pytest.mark.parametrize("what, command, error", ROWS, ids=[re.sub(r"\W+", "-", r[0]) for r in ROWS])
-def test_bad_input_gives_its_one_line_error(what, command, error, files, tmp_path, monkeypatch, capsys):
-    values = {**files, "<tmp>": str(tmp_path)}
+def test_bad_input_gives_its_one_line_error(what, command, error, files, tmp_path, monkeypatch, capsys, request):
+    values = {**files, "<tmp>": str(tmp_path), **_object_store_values(request, command)}
     monkeypatch.setenv("HF_HUB_CACHE", files["<hf_cache>"])
     monkeypatch.chdir(tmp_path)
     if what not in NEEDS_WEIGHTS:
@@ -154,7 +176,14 @@ def test_bad_input_gives_its_one_line_error(what, command, error, files, tmp_pat
             raise AssertionError(f"{what}: weights were loaded before the bad input was refused")
 
         monkeypatch.setattr(models, "load_model", load_model)
-    code, stdout, stderr = run_main(_substitute(command, values), capsys)
+    env, argv = _substitute(command, values)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if env:
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()  # a client is cached per storage options, not per environment
+    code, stdout, stderr = run_main(argv, capsys)
     assert code != 0, f"{what}: exit code 0\n{stdout}"
     assert "Traceback" not in stdout + stderr
     lines = error_lines(stderr)
@@ -166,7 +195,7 @@ def test_a_subprocess_prints_the_same_line(files, tmp_path):
     """The in-process runs above stand for the real command: one row as a real subprocess."""
     (what, command, error) = next(r for r in ROWS if r[0] == "results file that is not SQLite")
     env = {**os.environ, "PYTHONPATH": str(Path(calderalab.__file__).parents[1])}
-    argv = [sys.executable, "-m", "calderalab", *_substitute(command, {**files, "<tmp>": str(tmp_path)})]
+    argv = [sys.executable, "-m", "calderalab", *_substitute(command, {**files, "<tmp>": str(tmp_path)})[1]]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [error.replace("<notes>", files["<notes>"])]

@@ -16,20 +16,13 @@ LDLQ at 4 bits on a 32-wide model: the interpreter start-up is most of each run'
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from helpers_cli import N_MODULES, assert_same_artifacts, compress_args, readable_modules, temp_files
+from helpers_cli import N_MODULES, assert_same_artifacts, compress_args, readable_modules, start_killed, temp_files
 from typer.testing import CliRunner
 
-import calderalab
 from calderalab.cli import app
-
-SRC = str(Path(calderalab.__file__).resolve().parents[1])
 
 # (fault, modules whole after the kill, the half-written temp file's folder or None)
 CASES = [
@@ -42,13 +35,6 @@ CASES = [
 
 
 S3_FAULT = "module_write:10"  # on an object store: just before the 10th module's PUT
-
-
-def _start_killed(argv: list[str], fault: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    env = {**os.environ, **(extra_env or {}), "CALDERALAB_FAULT": fault, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen([sys.executable, "-m", "calderalab", *argv], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +67,9 @@ def crashed(tmp_path_factory, s3, tiny_compressed):
     model, calib, reference = tiny_compressed
     args = lambda out: compress_args(model, calib, out)  # noqa: E731
     stores = {fault: root / f"store-{i}" for i, (fault, _, _) in enumerate(CASES)}
-    procs = {fault: _start_killed(args(out), fault) for fault, out in stores.items()}
+    procs = {fault: start_killed(args(out), fault) for fault, out in stores.items()}
     stores["s3"] = f"s3://{s3[2]}/store"
-    procs["s3"] = _start_killed(args(stores["s3"]), S3_FAULT, extra_env=s3[0])
+    procs["s3"] = start_killed(args(stores["s3"]), S3_FAULT, extra_env=s3[0])
     for fault, proc in procs.items():
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == -signal.SIGKILL, f"not killed at {fault}: rc {proc.returncode}\n{err[-2000:]}"

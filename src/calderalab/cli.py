@@ -136,7 +136,7 @@ def compress(
 
     from calderalab import compress as compress_lib
     from calderalab import models
-    from calderalab.artifacts import ArtifactStore
+    from calderalab.artifacts.preflight import open_for_writing
     from calderalab.experiments.config import CompressSettings
     from calderalab.plans import spec_with
 
@@ -153,9 +153,7 @@ def compress(
         raise ValueError("--bpw, --profile, --budget-bits and --budget-ranks belong to --plan budget")
     else:
         the_plan = _checked_plan(model, spec_with(None, **fields) if bits is not None else None, plan, protect, ranks)
-    the_store = ArtifactStore(out)
-    if the_store.exists():
-        the_store.header()  # a store of a newer format fails now, not after the model load
+    the_store = open_for_writing(out, model)  # missing bucket, denied write, newer format: fail before the load
     t0 = time.perf_counter()
     model_obj, tokenizer = models.load_model(model)
     console.print(f"loaded {model} in {time.perf_counter() - t0:.1f}s")
@@ -235,10 +233,10 @@ def sensitivity_cmd(
 
     settings = merged(SensitivitySettings(), n_samples=samples, threshold=threshold)
     settings = merged(settings, measure=merged(settings.measure, max_new_tokens=max_new_tokens))
-    if artifacts is not None:  # the store's manifest is read now, so a bad URL fails before the model loads
-        from calderalab.artifacts import ArtifactStore
+    if artifacts is not None:  # the store is opened and checked now, so a bad store fails before the model loads
+        from calderalab.artifacts.preflight import open_for_model
 
-        weights = StoredWeights(ArtifactStore(artifacts))
+        weights = StoredWeights(open_for_model(artifacts, model))
     else:
         chosen_compress = CompressSettings().with_options(bits=bits, rank=rank, calib_source=calib, calib_samples=calib_samples)
         weights = CompressOnTheFly(chosen_compress.base, chosen_compress.calib)

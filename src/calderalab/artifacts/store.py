@@ -16,7 +16,7 @@ import fsspec
 import torch
 from fsspec.implementations.local import LocalFileSystem
 from calderalab import __version__, core, faults
-from calderalab.artifacts import atomic, codec
+from calderalab.artifacts import access, atomic, codec
 from calderalab.artifacts.fingerprint import bytes_sha256, weight_fingerprint
 from calderalab.artifacts.manifest import Manifest, ManifestHeader, ModuleEntry, module_stem
 from calderalab.artifacts.provenance import core_code_hash, stale_reason
@@ -35,7 +35,10 @@ class ArtifactStore:
 
     def __init__(self, url: str, **storage_options: Any) -> None:
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
+        except ImportError as err:  # fsspec names the package: "Install s3fs to access S3"
+            raise ArtifactError(f"cannot open {url}: {err} (for s3:// run `pip install 'calderalab[s3]'`)") from None
         self.root = self.root.rstrip("/")
 
     def __repr__(self) -> str:
@@ -57,7 +60,8 @@ class ArtifactStore:
         crash_point = "module_write" if rel.startswith("modules/") else "manifest_write"
         if not isinstance(self.fs, LocalFileSystem):
             faults.point(crash_point)
-            self.fs.pipe_file(path, data)
+            with access.translated(self.url, self.fs, "write"):
+                self.fs.pipe_file(path, data)
             return
         try:
             atomic.write_local(self.fs, path, data, crash_point)
@@ -88,7 +92,8 @@ class ArtifactStore:
 
     def _read(self, rel: str) -> bytes:
         try:
-            return self.fs.cat_file(self._path(rel))
+            with access.translated(self.url, self.fs, "read"):
+                return self.fs.cat_file(self._path(rel))
         except FileNotFoundError as err:
             raise ArtifactError(f"artifact file {self.url}/{rel} is missing") from err
 
@@ -116,12 +121,22 @@ class ArtifactStore:
 
     def exists(self) -> bool:
         """True when the store has a header (manifest.json)."""
-        return self.fs.exists(self._path("manifest.json"))
+        with access.translated(self.url, self.fs, "read"):
+            return self.fs.exists(self._path("manifest.json"))
 
     def header(self) -> ManifestHeader:
-        if not self.fs.exists(self._path("manifest.json")):
-            raise ArtifactError(f"no artifact store at {self.url}: manifest.json is missing (compress first)")
-        return ManifestHeader.from_dict(json.loads(self._read("manifest.json")), f"{self.url}/manifest.json")
+        """The store's header; a missing store, a missing bucket or refused credentials fail here in one line."""
+        try:
+            with access.translated(self.url, self.fs, "read"):  # one GET: a missing bucket says so itself
+                data = self.fs.cat_file(self._path("manifest.json"))
+        except FileNotFoundError:
+            raise ArtifactError(f"no artifact store at {self.url}: manifest.json is missing (compress first)") from None
+        return ManifestHeader.from_dict(json.loads(data), f"{self.url}/manifest.json")
+
+    def check_writable(self) -> None:
+        """Fail now, in one line, when this store cannot be written (missing bucket, read-only policy,
+        wrong credentials, read-only directory): a probe object is written and deleted."""
+        access.check_writable(self.fs, self.root, self.url)
 
     # ------------------------------------------------------------ entries
 
@@ -139,11 +154,13 @@ class ArtifactStore:
         """Header merged with every entry sidecar (or, if there are none, manifest.json's snapshot)."""
         header = self.header()
         entries_dir = self._path("entries")
-        found = self.fs.find(entries_dir) if self.fs.exists(entries_dir) else []
+        with access.translated(self.url, self.fs, "read"):
+            found = self.fs.find(entries_dir) if self.fs.exists(entries_dir) else []
         # A crashed writer's half-written temp file is never read.
         paths = [p for p in found if p.endswith(".json") and not atomic.is_temp(p)]
         if paths:
-            blobs = self.fs.cat(paths)  # one batched (concurrent on object stores) read
+            with access.translated(self.url, self.fs, "read"):
+                blobs = self.fs.cat(paths)  # one batched (concurrent on object stores) read
             rows = [(p, json.loads(blobs[p])) for p in sorted(blobs)]
         else:
             rows = [("manifest.json", r) for r in json.loads(self._read("manifest.json")).get("modules", [])]

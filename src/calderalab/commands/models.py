@@ -53,15 +53,14 @@ def validate(
     from rich.table import Table
 
     from calderalab import models, plans
-    from calderalab.artifacts import ArtifactStore
+    from calderalab.artifacts.preflight import open_for_model
     from calderalab.artifacts.validate import ValidationConfig, validate_store
 
     console = Console()
     given = {"min_correlation": min_corr, "replacement_check": (False if no_replacement else None),
              "coherence_check": (False if no_coherence else None)}
     config = ValidationConfig(**{k: v for k, v in given.items() if v is not None})
-    the_store = ArtifactStore(store)
-    the_store.header()  # a missing store or one of a newer format fails before the model load
+    the_store = open_for_model(store, model)  # a missing, unreadable or mismatched store fails before the model load
     model_obj, tokenizer = models.load_model(model)
     the_plan = plans.load_plan(plan, models.num_layers(model_obj)) if plan else None
     with console.status("validating"):
@@ -107,13 +106,14 @@ def export(
     import json
 
     from calderalab import models, plans
-    from calderalab.artifacts import ArtifactStore, apply_artifacts
+    from calderalab.artifacts import apply_artifacts
+    from calderalab.artifacts.preflight import open_for_model
 
-    model_obj, tokenizer = models.load_model(model)
-    n_layers = models.num_layers(model_obj)
+    the_store = open_for_model(store, model)  # a missing, unreadable or mismatched store fails before the model load
+    n_layers = models.num_layers(models.load_skeleton(model))
     protected = plans.parse_layer_set(protect, n_layers) if protect else ()
     the_plan = plans.load_plan(plan, n_layers) if plan else None
-    the_store = ArtifactStore(store)
+    model_obj, tokenizer = models.load_model(model)
     apply_artifacts(model_obj, the_store, protect=protected, plan=the_plan)
     provenance = {"source_model": models.model_identity(model), "artifacts": store, "protected_layers": list(protected),
                   "artifact_header": the_store.header().to_dict()}
@@ -144,8 +144,13 @@ def ppl(
 
     if protect and not artifacts:
         raise ValueError("--protect only makes sense with --artifacts")
+    text = Path(data).read_text(encoding="utf-8")
+    if artifacts:
+        from calderalab.artifacts.preflight import open_for_model
+
+        open_for_model(artifacts, model)  # a missing, unreadable or mismatched store fails before the model load
     model_obj, tokenizer = models.load_model(model)
-    ids = token_ids(tokenizer, Path(data).read_text(encoding="utf-8"), max_tokens)
+    ids = token_ids(tokenizer, text, max_tokens)
     given = {k: v for k, v in {"context_len": context, "stride": stride, "batch_size": batch_size}.items() if v is not None}
     for line in perplexity_lines(model_obj, ids, artifacts, protect, reference_cache, **given):
         typer.echo(line)

@@ -102,16 +102,17 @@ class EvalJob:
         return f"compressed (protect {self.protect})" if self.protect else "compressed"
 
 
-def check_outputs_early(db_path: str | Path, artifacts: str | None) -> None:
-    """Open the results database and the artifact store's header before any expensive work, so that a
-    file that is not a results database, or a missing or newer-format store, fails in a second, not
-    after the model load and the whole evaluation."""
-    from calderalab.artifacts import ArtifactStore
+def check_outputs_early(db_path: str | Path, artifacts: str | None, model_ref: str) -> None:
+    """Open the results database and the artifact store before any expensive work, so that a file that
+    is not a results database, or a missing, unreadable, newer-format or mismatched store (checked
+    against the model's structure, artifacts.preflight), fails in a second, not after the model load
+    and the whole evaluation."""
+    from calderalab.artifacts.preflight import open_for_model
 
     with ResultsDB(db_path):
         pass
     if artifacts is not None:
-        ArtifactStore(artifacts).header()
+        open_for_model(artifacts, model_ref)
 
 
 def run_eval_job(job: EvalJob, db_path: str | Path = DEFAULT_DB, loaded: tuple[Any, Any] | None = None,
@@ -125,7 +126,7 @@ def run_eval_job(job: EvalJob, db_path: str | Path = DEFAULT_DB, loaded: tuple[A
     from calderalab.models import load_model
 
     instances = build_instances(job.settings)
-    check_outputs_early(db_path, job.artifacts)
+    check_outputs_early(db_path, job.artifacts, job.model_ref)
     log.info("evaluating %s on %d instances (%s, %s scoring)", job.model_ref, len(instances), job.settings.suite,
              job.settings.scoring)
     model, tokenizer = loaded if loaded is not None else load_model(job.model_ref)
