@@ -1,0 +1,1 @@
+"""Tuning tests: this folder is on sys.path (pytest's rootdir conftest rule), so planted_tune imports."""
