@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import torch
@@ -10,15 +11,16 @@ from calderalab import models
 from calderalab.artifacts import assemble_weights
 from calderalab.tune import export_peft
 from calderalab.tune.peft_export import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_config
-from planted_tune import SPEC, planted_setup
+from planted_tune import SPEC
 
 
-def test_peft_loads_the_adapter_and_matches_calderalab_logits(tmp_path):
+def test_peft_loads_the_adapter_and_matches_calderalab_logits(planted_problem, tmp_path):
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    model, tokenizer, store, *_ = planted_setup(tmp_path, n_layers=2)
+    original, tokenizer, store, *_ = planted_problem
+    model = copy.deepcopy(original)  # export_peft overwrites the target weights with the backbone
     ids = torch.randint(4, 260, (2, 24), generator=torch.Generator().manual_seed(5))
     with models.swapped_weights(model, assemble_weights(store, model)), torch.no_grad():
         expected = model(input_ids=ids).logits  # calderalab's forward of the compressed model

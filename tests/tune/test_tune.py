@@ -11,12 +11,10 @@ import torch
 
 from calderalab import core, models
 from calderalab.artifacts import ArtifactStore
-from calderalab.artifacts.store import decomposition_from_bytes
 from calderalab.artifacts.validate import ValidationConfig, validate_store
 from calderalab.core import lowrank
 from calderalab.errors import ArtifactError
 from calderalab.tune import LowRankLinear, TuneConfig, backbone, lora_pair, quantize_factor, tune_store
-from calderalab.tune.store import load_modules
 from planted_tune import SPEC, planted_setup
 
 PLANTED = TuneConfig(steps=48, lr=1e-2)
@@ -24,10 +22,9 @@ FROZEN = ("Q.codes", "Q.scale", "Q.offset", "w_scale", "rotation_seeds")
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("planted")
-    model, tokenizer, store, calib, heldout, true = planted_setup(root)
-    out = ArtifactStore(str(root / "tuned"))
+def planted(planted_problem, tmp_path_factory):
+    model, tokenizer, store, calib, heldout = planted_problem
+    out = ArtifactStore(str(tmp_path_factory.mktemp("tuned") / "store"))
     report = tune_store(model, store, out, calib, PLANTED, heldout)
     return model, tokenizer, store, out, report, calib
 
