@@ -15,7 +15,7 @@ from calderalab.artifacts.validate import ValidationConfig, validate_store
 from calderalab.core import lowrank
 from calderalab.errors import ArtifactError
 from calderalab.tune import LowRankLinear, TuneConfig, backbone, lora_pair, quantize_factor, tune_store
-from planted_tune import SPEC, planted_setup
+from planted_tune import SPEC
 
 PLANTED = TuneConfig(steps=48, lr=1e-2)
 FROZEN = ("Q.codes", "Q.scale", "Q.offset", "w_scale", "rotation_seeds")
@@ -103,17 +103,23 @@ def test_tuned_store_validates_and_records_its_source(planted):
     assert len(header["modules"]) == 14  # consolidated
 
 
-def test_same_seed_same_store(tmp_path):
-    """Two runs with one seed write byte-identical module files and entries (only the header's time differs)."""
+def test_same_seed_same_store(planted_problem, tmp_path):
+    """Two runs with one seed write byte-identical module files and entries (only the header's time
+    differs), also when the caller's model has gradients switched on: only L and R ever learn."""
     from helpers_cli import files
 
+    model, _, store, calib, _ = planted_problem
     config = TuneConfig(steps=3, lr=1e-2)
     written = []
-    for run in range(2):
-        model, _, store, calib, _, _ = planted_setup(tmp_path / f"run{run}", n_layers=1)
-        tune_store(model, store, ArtifactStore(str(tmp_path / f"run{run}" / "tuned")), calib, config)
-        written.append({k: v for k, v in files(tmp_path / f"run{run}" / "tuned").items() if k != "manifest.json"})
-    assert len(written[0]) == 14 and written[0] == written[1]
+    try:
+        for run in range(2):
+            model.requires_grad_(run == 0)
+            tune_store(model, store, ArtifactStore(str(tmp_path / f"run{run}")), calib, config)
+            assert all(p.grad is None and p.requires_grad == (run == 0) for p in model.parameters())
+            written.append({k: v for k, v in files(tmp_path / f"run{run}").items() if k != "manifest.json"})
+    finally:
+        model.requires_grad_(False)
+    assert len(written[0]) == 2 * 14 and written[0] == written[1]
 
 
 def test_refuses_an_existing_output_store(planted):
@@ -135,3 +141,14 @@ def test_refuses_a_store_without_factors(tmp_path):
 
     with pytest.raises(ValueError, match="no low-rank factors"):
         tune_store(model, store, ArtifactStore(str(tmp_path / "out")), CalibData(ids, "x", 2), PLANTED)
+
+
+def test_kl_mean_is_the_mean_token_kl():
+    from calderalab.eval.divergence import token_kl
+    from calderalab.tune.train import kl_mean
+
+    gen = torch.Generator().manual_seed(4)
+    ref, logits = torch.randn(2, 5, 11, generator=gen, dtype=torch.float64), torch.randn(2, 5, 11, generator=gen, dtype=torch.float64)
+    exact = token_kl(torch.log_softmax(ref, -1), torch.log_softmax(logits, -1)).mean()
+    torch.testing.assert_close(kl_mean(ref, logits).double(), exact, rtol=1e-5, atol=1e-7)
+    assert float(kl_mean(ref, ref)) == pytest.approx(0.0, abs=1e-6)

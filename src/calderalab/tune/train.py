@@ -131,6 +131,10 @@ def tune_modules(
     losses = []
     was_training = model.training
     model.eval()  # no dropout: the objective is the deterministic forward
+    # Only L and R learn: the model's own weights (Q's originals, norms, embeddings) get no gradients.
+    unfrozen = [p for p in model.parameters() if p.requires_grad]
+    for p in unfrozen:
+        p.requires_grad_(False)
     try:
         with installed(model, modules), torch.enable_grad():
             for step, rows in enumerate(window_order(token_ids.shape[0], config)):
@@ -147,4 +151,6 @@ def tune_modules(
                     progress(step + 1, config.steps, losses[-1])
     finally:
         model.train(was_training)
+        for p in unfrozen:
+            p.requires_grad_(True)
     return losses
