@@ -22,7 +22,7 @@ def tune(
     heldout: str = typer.Option(None, "--heldout", help="text file scored before and after, e.g. wikitext-2/test.txt"),
     heldout_tokens: int = typer.Option(None, "--heldout-tokens", help="held-out tokens scored (default 4096)"),
     steps: int = typer.Option(None, "--steps", help="Adam steps (default 32)"),
-    lr: float = typer.Option(None, "--lr", help="Adam learning rate (default 3e-3)"),
+    lr: float = typer.Option(None, "--lr", help="Adam learning rate (default 1e-3)"),
     batch_size: int = typer.Option(None, "--batch-size", help="calibration windows per step (default 4)"),
     quant_aware: bool = typer.Option(None, "--quant-aware/--no-quant-aware", help="train through the factor quantiser (default on)"),
     seed: int = typer.Option(None, "--seed", help="window order (default 0)"),
