@@ -10,8 +10,8 @@ from typing import Any
 
 
 def register(app: Any) -> None:
-    from calderalab.commands import analysis, evaluation, experiments, models
+    from calderalab.commands import analysis, evaluation, experiments, models, tune
 
-    for module in (models, evaluation, experiments, analysis):
+    for module in (models, evaluation, experiments, analysis, tune):
         for name, command in module.COMMANDS.items():
             app.command(name)(command)

@@ -1,0 +1,54 @@
+"""A planted tuning problem on a tiny random Llama (test helper).
+
+The "original" model is a tiny model whose target weights are set to Ŵ = Q + L·R of a CALDERA
+decomposition of its own weights, so a store with that Q and the TRUE L, R reproduces it exactly:
+the optimum of tuning (KL 0) is reachable with Q frozen. The store handed to tuning holds the same Q
+with L, R perturbed by seeded noise and re-quantised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from calderalab import core, models
+from calderalab.artifacts import ArtifactStore
+from calderalab.calib import CalibData
+from calderalab.core.lowrank import LowRankFactors
+from calderalab.tune import quantize_factor
+
+SPEC = core.CompressionSpec(method="caldera", bits=2, rank=4, lr_bits=4, outer_iters=1, inner_iters=1)
+MODEL = {"ref": "tiny-llama-planted", "revision": "seed0"}
+CALIB = {"dataset": "none", "hessian": "identity"}
+
+
+def perturbed(decomposition: core.Decomposition, scale: float, gen: torch.Generator) -> core.Decomposition:
+    """The same Q with L, R plus relative Gaussian noise of `scale`, re-quantised."""
+    f = decomposition.factors
+    Lt, R = f.Lt.dequantize(), f.R.dequantize()  # (k, d_out), (k, d_in)
+    noisy = [X + scale * X.std() * torch.randn(X.shape, generator=gen) for X in (Lt, R)]
+    bits = decomposition.spec.lr_bits
+    return dataclasses.replace(decomposition, factors=LowRankFactors(*(quantize_factor(X, bits) for X in noisy)))
+
+
+def planted_setup(root, n_layers: int = 2, noise: float = 0.3, seed: int = 0):
+    """(model, tokenizer, store, calib, heldout_ids, true decompositions): see the module docstring."""
+    model, tokenizer = models.tiny_model("llama", n_layers=n_layers, seed=seed, hidden=32)
+    true = {}
+    for layer in range(n_layers):
+        for name in core.MODULE_NAMES:
+            W = models.target_linear(model, layer, name).weight.detach()
+            true[(layer, name)] = core.decompose(W, torch.eye(W.shape[1]), SPEC)
+    models.set_weights(model, {key: d.reconstruct() for key, d in true.items()})
+    store = ArtifactStore(str(root / "planted"))
+    store.init(MODEL, CALIB)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for (layer, name), d in true.items():
+        W = models.target_linear(model, layer, name).weight.detach()
+        store.put(layer, name, SPEC, perturbed(d, noise, gen), W, None)
+    store.consolidate()
+    ids = torch.randint(4, 260, (8, 32), generator=torch.Generator().manual_seed(seed + 2))  # (n_windows, T)
+    calib = CalibData(ids, "planted: uniform random byte tokens", batch_size=4)
+    heldout = torch.randint(4, 260, (600,), generator=torch.Generator().manual_seed(seed + 3))
+    return model, tokenizer, store, calib, heldout, true
