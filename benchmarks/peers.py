@@ -1,0 +1,226 @@
+"""calderalab against the quantisers a user would otherwise pick, at equal bits, in one run.
+
+    PYTHONPATH=src python benchmarks/peers.py [--quick] [--calib-samples 32] [--peers hqq,quanto]
+
+Every row is the embedded SmolLM2 compressed one way and scored by calderalab's own code
+(eval.fidelity: perplexity, KL(original ‖ compressed) per token over the full vocabulary, top-1
+agreement, paired window-bootstrap intervals) on the same windows: --windows non-overlapping
+--context-token windows of WikiText-2 test. Calibrated methods (calderalab ldlq/caldera, GPTQ,
+AWQ, EoRA) all get the same calibration tokens: --calib-samples × --seq-len tokens of valid.txt.
+
+Peers run in their own virtual environments (benchmarks/peer_envs.py) as subprocesses
+(benchmarks/peer_worker.py) on one fp32 export of the model, and hand back de-quantised weights.
+bpw is every stored bit, counted per peer from its configuration (benchmarks/peer_specs.py) and
+for calderalab from its artifacts. Compression wall time: the peer's whole run (loading, its
+calibration passes, quantisation); for calderalab the Hessian collection plus compress_model.
+Peer outputs, calderalab stores, Hessians and the original's reference are cached under --cache
+and reused on rerun (keys: peer, version, config, calibration, worker code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from calderalab import __version__, core, models, plans
+from calderalab.artifacts import ArtifactStore, assemble_weights
+from calderalab.calib import CalibConfig, load_calibration
+from calderalab.compress import compress_model
+from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, measure_against
+from calderalab.eval.perplexity import token_ids
+from peer_envs import WORKER, ensure_env, run_worker
+from peer_specs import PEERS, model_bpw, output_key, peer_configs, unsupported
+from peer_table import Row, format_table, leads, plot
+from ppl import cached_hessians
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--data", default=str(DATA / "test.txt"))
+    p.add_argument("--calib", default=str(DATA / "valid.txt"))
+    p.add_argument("--calib-samples", type=int, default=128)
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--windows", type=int, default=40, help="non-overlapping evaluation windows")
+    p.add_argument("--context", type=int, default=512)
+    p.add_argument("--bits", default="2,3,4")
+    p.add_argument("--peers", default=",".join(PEERS))
+    p.add_argument("--eora-ranks", default="64")
+    p.add_argument("--methods", default="rtn,ldlq,caldera", help="calderalab methods ('' for none)")
+    p.add_argument("--ranks", default="32,64,128", help="calderalab caldera ranks")
+    p.add_argument("--groups", default="row,128,64", help="calderalab group sizes ('row' = one per row)")
+    p.add_argument("--quick", action="store_true", help="calderalab ldlq and caldera rank 64, row groups only")
+    p.add_argument("--peer-timeout", type=float, default=3600.0, help="seconds one peer run may take")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "calderalab" / "peers"))
+    p.add_argument("--plot", default=str(DOCS / "peers-kl.png"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.methods, args.ranks, args.groups = "ldlq,caldera", "64", "row"
+    return args
+
+
+def calderalab_specs(methods: list[str], bits: list[int], ranks: list[int], groups: list[str]) -> list[core.CompressionSpec]:
+    specs = []
+    for b in bits:
+        for g in groups:
+            group = None if g == "row" else int(g)
+            for method in methods:
+                for k in (ranks if method == "caldera" else [0]):
+                    specs.append(core.CompressionSpec(method, b, rank=k, group_size=group))
+    return specs
+
+
+class Timings:
+    """Compression wall times, kept beside the caches they belong to (a reused store still reports
+    the time it took to make)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.times = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, key: str) -> float | None:
+        return self.times.get(key)
+
+    def put(self, key: str, seconds: float) -> None:
+        self.times[key] = seconds
+        self.path.write_text(json.dumps(self.times, indent=1, sort_keys=True))
+
+
+def shapes_of(model) -> list[tuple[int, int]]:
+    return list(models.module_shapes(model).values())
+
+
+def row_from(result: FidelityResult, **fields) -> Row:
+    kl, kl_lo, kl_hi = result.kl_interval()
+    return Row(ppl=result.perplexity.perplexity, ppl_ratio=result.ratio_interval()[0], kl=kl, kl_lo=kl_lo, kl_hi=kl_hi,
+               top1=result.top1_interval()[0], **fields)
+
+
+def measure_state(model, state: dict[str, torch.Tensor], reference, ids) -> FidelityResult:
+    """Score the model with `state` (decoder tensors from a peer) loaded, then put the original back."""
+    own = model.state_dict()
+    unknown = sorted(set(state) - set(own))
+    missing = sorted(k for k in own if k.startswith("model.layers.") and k.endswith("proj.weight") and k not in state)
+    if unknown or missing:
+        raise ValueError(f"peer output does not match the model: unknown {unknown[:3]}, missing {missing[:3]}")
+    original = {k: own[k].clone() for k in state}
+    try:
+        model.load_state_dict(state, strict=False)
+        return measure_against(model, reference, ids)
+    finally:
+        model.load_state_dict(original, strict=False)
+
+
+def peer_rows(args, model, tokenizer, calib, reference, ids, cache: Path) -> list[Row]:
+    checkpoint = cache / "checkpoints" / f"{args.model}-fp32"
+    if not (checkpoint / "config.json").exists():
+        models.export_checkpoint(model, tokenizer, checkpoint, overwrite=True)
+    calib_path = cache / "calibration" / f"{calib.sha256[:16]}.pt"
+    calib_path.parent.mkdir(parents=True, exist_ok=True)
+    if not calib_path.exists():
+        torch.save(calib.token_ids.contiguous(), calib_path)
+    worker_sha = hashlib.sha256(WORKER.read_bytes()).hexdigest()[:12]
+    env = {**os.environ, "GPTQMODEL_CPU_WORKERS": "2", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)  # the peer's venv must not see calderalab's sources or the main venv
+    bits = [int(b) for b in args.bits.split(",")]
+    rows = [Row(method=name, series=name, bits=str(b), group=str(PEERS[name].default_group), rank="-", version="-",
+                failure=reason) for name, b, reason in unsupported(args.peers.split(","), bits)]
+    for config in peer_configs(args.peers.split(","), bits, [int(r) for r in args.eora_ranks.split(",")]):
+        peer = PEERS[config.peer]
+        fields = dict(method=config.peer, series=f"{config.peer} g{config.group_size}" + (f" r{config.rank}" if config.rank else ""),
+                      bits=str(config.bits), group=str(config.group_size), rank=str(config.rank or "-"))
+        venv = ensure_env(config.peer, cache)
+        if venv.reason:
+            rows.append(Row(version="-", failure=venv.reason, **fields))
+            continue
+        out = cache / "outputs" / output_key(config, venv.version, args.model, calib.sha256, worker_sha)
+        if not (out / "meta.json").exists():
+            cmd = ["--peer", config.peer, "--bits", str(config.bits), "--group-size", str(config.group_size),
+                   "--rank", str(config.rank), "--model-dir", str(checkpoint), "--out", str(out)]
+            cmd += ["--calib", str(calib_path)] if peer.calibrated else []
+            print(f"running {config.label()} ({peer.package} {venv.version}) ...", flush=True)
+            reason = run_worker(venv.python, cmd, cache / f"{config.label().replace(' ', '-')}.log", env, args.peer_timeout)
+            if reason:
+                rows.append(Row(version=venv.version, failure=reason, **fields))
+                continue
+        meta = json.loads((out / "meta.json").read_text())
+        result = measure_state(model, load_file(str(out / "weights.safetensors")), reference, ids)
+        rows.append(row_from(result, version=f"{peer.package} {meta['version']}", bpw=model_bpw(config, shapes_of(model)),
+                             seconds=meta["seconds"], **fields))
+        print(format_table([rows[-1]]).splitlines()[-1], flush=True)
+    return rows
+
+
+def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Timings) -> list[Row]:
+    if not args.methods:
+        return []
+    t0 = time.perf_counter()
+    hessians = cached_hessians(model, calib, cache)
+    key = f"hessians-{calib.sha256[:16]}-v{__version__}"
+    if timings.get(key) is None:
+        timings.put(key, time.perf_counter() - t0)
+    n_layers = models.num_layers(model)
+    rows = []
+    specs = calderalab_specs(args.methods.split(","), [int(b) for b in args.bits.split(",")],
+                             [int(k) for k in args.ranks.split(",")], args.groups.split(","))
+    for spec in specs:
+        group = "row" if spec.group_size is None else str(spec.group_size)
+        fields = dict(method=spec.method, series=f"{spec.method}{f' r{spec.rank}' if spec.rank else ''} {group}",
+                      bits=str(spec.bits), group=group, rank=str(spec.rank or "-"), version=f"calderalab {__version__}")
+        try:
+            [core.expected_bpw(spec, m, n) for m, n in shapes_of(model)]
+        except ValueError as err:
+            rows.append(Row(failure=str(err), **fields))
+            continue
+        store_dir = cache / "calderalab" / f"{n_layers}L-{calib.sha256[:12]}-{spec.key()}"
+        t0 = time.perf_counter()
+        report = compress_model(model, plans.uniform_plan(n_layers, spec), ArtifactStore(str(store_dir)), calib, hessians=hessians)
+        if timings.get(store_dir.name) is None or report.n_resumed == 0:
+            timings.put(store_dir.name, time.perf_counter() - t0)
+        bpw = sum(m.bpw * m.n_params for m in report.modules) / sum(m.n_params for m in report.modules)
+        with models.swapped_weights(model, assemble_weights(ArtifactStore(str(store_dir)), model)):
+            result = measure_against(model, reference, ids)
+        rows.append(row_from(result, bpw=bpw, seconds=timings.get(store_dir.name) + timings.get(key), **fields))
+        print(format_table([rows[-1]]).splitlines()[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    cache = Path(args.cache).expanduser()
+    cache.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = models.load_model(args.model)
+    ids = token_ids(tokenizer, Path(args.data).read_text(encoding="utf-8"), args.windows * args.context)
+    reference = load_or_build_reference(model, ids, args.context, args.context, cache / "reference")
+    calib = load_calibration(model, tokenizer, CalibConfig(args.calib, args.calib_samples, args.seq_len))
+    print(f"original ppl {reference.baseline.perplexity:.3f} on {reference.baseline.n_scored_tokens} tokens "
+          f"in {reference.baseline.n_windows} windows; calibration: {calib.description}", flush=True)
+    timings = Timings(cache / "timings.json")
+    rows = [Row(method="original (fp32)", series="original", bits="-", group="-", rank="-", version="-", bpw=32.0,
+                ppl=reference.baseline.perplexity, ppl_ratio=1.0, kl=0.0, kl_lo=0.0, kl_hi=0.0, top1=1.0)]
+    rows += calderalab_rows(args, model, calib, reference, ids, cache, timings)
+    rows += peer_rows(args, model, tokenizer, calib, reference, ids, cache)
+    print()
+    print(f"{args.model}, WikiText-2 test: {reference.baseline.n_windows} windows × {args.context} tokens "
+          f"({reference.baseline.n_scored_tokens} scored); calibration {calib.description}; torch {torch.__version__}")
+    print(format_table(rows))
+    print()
+    print("\n".join(leads(rows)))
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    plot(rows, args.plot, f"{args.model}, WikiText-2 test, {reference.baseline.n_windows}×{args.context} tokens; "
+                          f"calibration {args.calib_samples}×{args.seq_len} tokens of valid.txt")
+    print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
