@@ -131,11 +131,12 @@ def run_gptqmodel(args) -> dict[str, torch.Tensor]:
 
     ids = calibration_rows(args.calib)
     calib = [{"input_ids": row.tolist(), "attention_mask": [1] * len(row)} for row in ids]
-    quant_dir = Path(args.out) / "gptq"
-    model = GPTQModel.load(args.model_dir, QuantizeConfig(bits=args.bits, group_size=args.group_size, desc_act=False),
-                           device="cpu")
-    model.quantize(calib, batch_size=1)
-    model.save(str(quant_dir))
+    quant_dir = Path(args.quantized_dir or Path(args.out) / "gptq")
+    if not args.quantized_dir:  # EoRA rows reuse the GPTQ row's quantised model (the table adds its time)
+        model = GPTQModel.load(args.model_dir, QuantizeConfig(bits=args.bits, group_size=args.group_size, desc_act=False),
+                               device="cpu")
+        model.quantize(calib, batch_size=1)
+        model.save(str(quant_dir))
     quantized = GPTQModel.load(str(quant_dir), device="cpu")
     weights = {f"{n}.weight": m.dequantize_weight().T.float() for n, m in quantized.model.named_modules()
                if n.startswith("model.layers.") and n.rsplit(".", 1)[-1] in TARGETS}
@@ -179,6 +180,7 @@ def main() -> None:
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--calib", default=None, help="(n_samples, seq_len) int64 token ids, torch.save'd")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--quantized-dir", default=None, help="gptq-eora: the GPTQModel checkpoint to fit EoRA to")
     args = parser.parse_args()
     torch.manual_seed(0)
     os.makedirs(args.out, exist_ok=True)

@@ -20,6 +20,7 @@ and reused on rerun (keys: peer, version, config, calibration, worker code).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,9 +35,9 @@ from calderalab.artifacts import ArtifactStore, assemble_weights
 from calderalab.calib import CalibConfig, load_calibration
 from calderalab.compress import compress_model
 from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, measure_against
-from calderalab.eval.perplexity import token_ids
-from peer_envs import WORKER, ensure_env, run_worker
-from peer_specs import PEERS, model_bpw, output_key, peer_configs, unsupported
+from calderalab.eval.perplexity import PerplexityResult, token_ids
+from peer_envs import ensure_env, run_worker
+from peer_specs import PEERS, PeerConfig, model_bpw, output_key, peer_configs, unsupported
 from peer_table import Row, format_table, leads, plot
 from ppl import cached_hessians
 
@@ -106,6 +107,19 @@ def row_from(result: FidelityResult, **fields) -> Row:
                top1=result.top1_interval()[0], **fields)
 
 
+def cached_result(path: Path, measure, fresh: bool = False) -> FidelityResult:
+    """The FidelityResult stored at `path`, or measure() now and store it. Scoring a row costs a full
+    pass over the windows, so a rerun that changes nothing only re-prints. fresh=True re-measures."""
+    if path.exists() and not fresh:
+        d = json.loads(path.read_text())
+        to_result = lambda f: PerplexityResult(**{**f, "window_nll": tuple(f["window_nll"]), "window_tokens": tuple(f["window_tokens"])})
+        return FidelityResult(to_result(d["perplexity"]), to_result(d["baseline"]), tuple(d["window_kl"]), tuple(d["window_top1"]))
+    result = measure()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dataclasses.asdict(result)))
+    return result
+
+
 def measure_state(model, state: dict[str, torch.Tensor], reference, ids) -> FidelityResult:
     """Score the model with `state` (decoder tensors from a peer) loaded, then put the original back."""
     own = model.state_dict()
@@ -121,6 +135,28 @@ def measure_state(model, state: dict[str, torch.Tensor], reference, ids) -> Fide
         model.load_state_dict(original, strict=False)
 
 
+def worker_code_hash(peer: str) -> str:
+    """sha256 of the worker code that makes `peer`'s output: its runner plus the shared helpers, so
+    editing one peer's runner does not invalidate the others' cached outputs."""
+    import inspect
+
+    import peer_worker as w
+
+    parts = [w.load_fp32, w.target_linears, w.decoder_state, w._plain_linears, w.calibration_rows, w.main, w.RUNNERS[peer]]
+    parts += [w.eora_delta] if peer.startswith("gptq") else []
+    return hashlib.sha256("".join(inspect.getsource(f) for f in parts).encode()).hexdigest()[:12]
+
+
+def gptq_base(config: PeerConfig, cache: Path, version: str, model: str, calib_sha: str) -> Path | None:
+    """For a gptq-eora row: the finished gptqmodel output of the same bits and group, whose quantised
+    model EoRA is fitted to (and whose time the row adds); None for other peers or when missing."""
+    if config.peer != "gptq-eora":
+        return None
+    base_config = PeerConfig("gptqmodel", config.bits, config.group_size)
+    base = cache / "outputs" / output_key(base_config, version, model, calib_sha, worker_code_hash("gptqmodel"))
+    return base if (base / "meta.json").exists() and (base / "gptq").is_dir() else None
+
+
 def peer_rows(args, model, tokenizer, calib, reference, ids, cache: Path) -> list[Row]:
     checkpoint = cache / "checkpoints" / f"{args.model}-fp32"
     if not (checkpoint / "config.json").exists():
@@ -129,7 +165,6 @@ def peer_rows(args, model, tokenizer, calib, reference, ids, cache: Path) -> lis
     calib_path.parent.mkdir(parents=True, exist_ok=True)
     if not calib_path.exists():
         torch.save(calib.token_ids.contiguous(), calib_path)
-    worker_sha = hashlib.sha256(WORKER.read_bytes()).hexdigest()[:12]
     env = {**os.environ, "GPTQMODEL_CPU_WORKERS": "2", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)  # the peer's venv must not see calderalab's sources or the main venv
     bits = [int(b) for b in args.bits.split(",")]
@@ -143,20 +178,28 @@ def peer_rows(args, model, tokenizer, calib, reference, ids, cache: Path) -> lis
         if venv.reason:
             rows.append(Row(version="-", failure=venv.reason, **fields))
             continue
+        worker_sha = worker_code_hash(config.peer)
         out = cache / "outputs" / output_key(config, venv.version, args.model, calib.sha256, worker_sha)
+        base = gptq_base(config, cache, venv.version, args.model, calib.sha256)
+        if config.rank and base is None:
+            rows.append(Row(version=venv.version, failure="needs the gptqmodel row of the same bits (run it too)", **fields))
+            continue
         if not (out / "meta.json").exists():
             cmd = ["--peer", config.peer, "--bits", str(config.bits), "--group-size", str(config.group_size),
                    "--rank", str(config.rank), "--model-dir", str(checkpoint), "--out", str(out)]
             cmd += ["--calib", str(calib_path)] if peer.calibrated else []
+            cmd += ["--quantized-dir", str(base / "gptq")] if base else []
             print(f"running {config.label()} ({peer.package} {venv.version}) ...", flush=True)
             reason = run_worker(venv.python, cmd, cache / f"{config.label().replace(' ', '-')}.log", env, args.peer_timeout)
             if reason:
                 rows.append(Row(version=venv.version, failure=reason, **fields))
                 continue
         meta = json.loads((out / "meta.json").read_text())
-        result = measure_state(model, load_file(str(out / "weights.safetensors")), reference, ids)
+        result = cached_result(out / f"score-{reference.key[:16]}.json",
+                               lambda: measure_state(model, load_file(str(out / "weights.safetensors")), reference, ids))
         rows.append(row_from(result, version=f"{peer.package} {meta['version']}", bpw=model_bpw(config, shapes_of(model)),
-                             seconds=meta["seconds"], **fields))
+                             seconds=meta["seconds"] + (json.loads((base / "meta.json").read_text())["seconds"] if base else 0.0),
+                             **fields))
         print(format_table([rows[-1]]).splitlines()[-1], flush=True)
     return rows
 
@@ -188,8 +231,12 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
         if timings.get(store_dir.name) is None or report.n_resumed == 0:
             timings.put(store_dir.name, time.perf_counter() - t0)
         bpw = sum(m.bpw * m.n_params for m in report.modules) / sum(m.n_params for m in report.modules)
-        with models.swapped_weights(model, assemble_weights(ArtifactStore(str(store_dir)), model)):
-            result = measure_against(model, reference, ids)
+        def measure():
+            with models.swapped_weights(model, assemble_weights(ArtifactStore(str(store_dir)), model)):
+                return measure_against(model, reference, ids)
+        # a store any of whose modules were (re)made now is scored afresh, never read from an old score
+        fresh = report.n_resumed < len(report.modules)
+        result = cached_result(store_dir.parent / f"{store_dir.name}-score-{reference.key[:16]}.json", measure, fresh)
         rows.append(row_from(result, bpw=bpw, seconds=timings.get(store_dir.name) + timings.get(key), **fields))
         print(format_table([rows[-1]]).splitlines()[-1], flush=True)
     return rows
