@@ -75,14 +75,19 @@ def best_below(rows: list[Row], bpw_limit: float, calderalab: bool) -> Row | Non
 
 
 def leads(rows: list[Row]) -> list[str]:
-    """Per bpw budget of a measured calderalab row: its best KL against the best peer's at ≤ that bpw."""
+    """Per measured peer row: calderalab's lowest-KL row at the same or lower bpw, and who wins.
+    calderalab leads at a point when it beats that peer without using more bits."""
     lines = []
-    for limit in sorted({round(r.bpw, 3) for r in rows if not r.failure and r.version.startswith("calderalab")}):
-        ours, theirs = best_below(rows, limit, True), best_below(rows, limit, False)
-        if ours and theirs:
-            verdict = "leads" if ours.kl < theirs.kl else "does NOT lead"
-            lines.append(f"≤ {limit:.3f} bpw: calderalab {ours.series} b{ours.bits} KL {ours.kl:.4f} vs best peer "
-                         f"{theirs.series} b{theirs.bits} ({theirs.bpw:.3f} bpw) KL {theirs.kl:.4f}: calderalab {verdict}")
+    for peer in sorted((r for r in rows if not r.failure and r.kl > 0 and not r.version.startswith("calderalab")),
+                       key=lambda r: (r.bpw, r.series)):
+        ours = best_below(rows, peer.bpw, True)
+        if ours is None:
+            lines.append(f"{peer.series} b{peer.bits} ({peer.bpw:.3f} bpw, KL {peer.kl:.4f}): no calderalab row at "
+                         f"≤ {peer.bpw:.3f} bpw measured")
+            continue
+        verdict = "calderalab leads" if ours.kl < peer.kl else "calderalab does NOT lead"
+        lines.append(f"{peer.series} b{peer.bits} ({peer.bpw:.3f} bpw, KL {peer.kl:.4f}) vs calderalab {ours.series} "
+                     f"b{ours.bits} ({ours.bpw:.3f} bpw, KL {ours.kl:.4f}): {verdict}")
     return lines
 
 

@@ -55,12 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--windows", type=int, default=40, help="non-overlapping evaluation windows")
     p.add_argument("--context", type=int, default=512)
     p.add_argument("--bits", default="2,3,4")
-    p.add_argument("--peers", default=",".join(PEERS))
+    p.add_argument("--peers", default=",".join(PEERS), help="peers to run ('' for none)")
     p.add_argument("--eora-ranks", default="64")
     p.add_argument("--methods", default="rtn,ldlq,caldera", help="calderalab methods ('' for none)")
     p.add_argument("--ranks", default="32,64,128", help="calderalab caldera ranks")
     p.add_argument("--groups", default="row,128,64", help="calderalab group sizes ('row' = one per row)")
     p.add_argument("--quick", action="store_true", help="calderalab ldlq and caldera rank 64, row groups only")
+    p.add_argument("--cached-only", action="store_true", help="report peers from cached outputs only, run none")
     p.add_argument("--peer-timeout", type=float, default=3600.0, help="seconds one peer run may take")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "calderalab" / "peers"))
     p.add_argument("--plot", default=str(DOCS / "peers-kl.png"))
@@ -168,6 +169,8 @@ def peer_rows(args, model, tokenizer, calib, reference, ids, cache: Path) -> lis
     env = {**os.environ, "GPTQMODEL_CPU_WORKERS": "2", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)  # the peer's venv must not see calderalab's sources or the main venv
     bits = [int(b) for b in args.bits.split(",")]
+    if not args.peers:
+        return []
     rows = [Row(method=name, series=name, bits=str(b), group=str(PEERS[name].default_group), rank="-", version="-",
                 failure=reason) for name, b, reason in unsupported(args.peers.split(","), bits)]
     for config in peer_configs(args.peers.split(","), bits, [int(r) for r in args.eora_ranks.split(",")]):
@@ -183,6 +186,9 @@ def peer_rows(args, model, tokenizer, calib, reference, ids, cache: Path) -> lis
         base = gptq_base(config, cache, venv.version, args.model, calib.sha256)
         if config.rank and base is None:
             rows.append(Row(version=venv.version, failure="needs the gptqmodel row of the same bits (run it too)", **fields))
+            continue
+        if not (out / "meta.json").exists() and args.cached_only:
+            rows.append(Row(version=venv.version, failure="not run in this invocation (--cached-only, no cached output)", **fields))
             continue
         if not (out / "meta.json").exists():
             cmd = ["--peer", config.peer, "--bits", str(config.bits), "--group-size", str(config.group_size),

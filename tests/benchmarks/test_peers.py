@@ -119,10 +119,13 @@ def test_series_and_lead_verdicts(mods):
     assert table.series(rows) == {"gptqmodel g64": [(3.0, 0.20)], "hqq g64": [(3.5, 0.25)],
                                   "ldlq row": [(2.1, 2.0), (3.1, 0.30)]}
     verdicts = table.leads(rows)
-    # at ≤ 2.1 bpw no peer has a row, so there is no verdict; at ≤ 3.1 GPTQ (3.0 bpw, KL 0.20) beats ldlq's 0.30
-    assert len(verdicts) == 1 and verdicts[0].startswith("≤ 3.100") and "does NOT lead" in verdicts[0]
-    better = rows + [make_row(table, "caldera r64 row", 3.05, 0.1, "calderalab 0.1")]
-    assert "calderalab leads" in table.leads(better)[0]
+    # GPTQ (3.0 bpw, KL 0.20): calderalab's only row at ≤ 3.0 bpw is ldlq 2.1 (KL 2.0): it does not lead;
+    # HQQ (3.5 bpw, KL 0.25): ldlq 3.1 (KL 0.30) is the best at ≤ 3.5 and loses too
+    assert len(verdicts) == 2 and all("does NOT lead" in v for v in verdicts)
+    assert verdicts[0].startswith("gptqmodel g64") and "ldlq row b3 (2.100 bpw" in verdicts[0]
+    better = rows + [make_row(table, "caldera r64 row", 3.0, 0.1, "calderalab 0.1")]
+    assert all("calderalab leads" in v for v in table.leads(better))  # 3.0 bpw counts as "same or lower"
+    assert "no calderalab row" in table.leads([make_row(table, "hqq g64", 2.0, 1.0)])[0]
 
 
 def test_last_line_is_one_table_cell(mods):
