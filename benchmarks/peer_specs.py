@@ -10,6 +10,7 @@ helps them), integer zero points at b bits, index tensors at their stored width.
   hqq        b + 32/g                 fp16 scale + fp16 zero per group (HQQ's default: neither quantised)
   torchao    b + (16 + b)/g           asymmetric IntxWeightOnly: scale + integer zero point per group
   quanto     b + 32/g                 scale + floating shift per group; only qint2 / qint4, group 128
+                                      where it divides d_in, else 96 or 64 (see group_for)
   llmc-gptq  b + 16/g + 64/(m·n)      symmetric int: scale per group, weight_shape (2 × int32) per matrix
   llmc-awq   b + (16 + b)/g + 64/(m·n) asymmetric int: scale + packed zero point per group
   gptqmodel  b + (16 + b)/g + 32/m    GPTQ v1 format: scales, packed qzeros (stored even when
@@ -93,13 +94,27 @@ PEERS: dict[str, Peer] = {p.name: p for p in (
 
 def matrix_bpw(config: PeerConfig, d_out: int, d_in: int) -> float:
     """Every stored bit of one (d_out, d_in) weight under `config`, per weight (see the module docstring)."""
-    peer, b, g = PEERS[config.peer], config.bits, config.group_size
+    peer, b, g = PEERS[config.peer], config.bits, group_for(config, d_in)
     zero = {"float": SCALE_BITS, "int": b, "none": 0}[peer.zero_bits]
     n_groups = d_out * -(-d_in // g)  # a last partial group still stores its scale
     bits = b * d_out * d_in + (SCALE_BITS + zero) * n_groups + peer.extra_matrix_bits
     bits += peer.index_bits_per_column * d_in
     bits += FACTOR_BITS * config.rank * (d_out + d_in)
     return bits / (d_out * d_in)
+
+
+def group_for(config: PeerConfig, d_in: int) -> int:
+    """The group size the peer really uses on a row of d_in weights. quanto (nn/qmodule.py) starts
+    at 128 and steps down by 32 (to no less than 64) until it divides d_in, else one group per row
+    (also when d_in <= 128): SmolLM2's 576-wide rows get groups of 96, its 1536-wide rows 128."""
+    if config.peer != "quanto":
+        return config.group_size
+    g = config.group_size
+    if d_in <= g:
+        return d_in
+    while d_in % g and g > 32:
+        g -= 32
+    return g if d_in % g == 0 else d_in
 
 
 def model_bpw(config: PeerConfig, shapes: list[tuple[int, int]]) -> float:

@@ -21,6 +21,8 @@ def mods(monkeypatch):
 
 def stored_bits(peer: str, b: int, g: int, r: int, m: int, n: int) -> int:
     """Reference: list every tensor the peer's checkpoint stores for one (m, n) weight, with its bit width."""
+    if peer == "quanto":  # quanto picks its own group per row width (nn/qmodule.py), written out here
+        g = {576: 96, 1536: 128, 100: 100}[n]
     groups = m * math.ceil(n / g)
     tensors = {
         "hqq": [(m * n, b), (groups, 16), (groups, 16)],  # W_q, scale, zero (fp16)
@@ -54,6 +56,9 @@ def test_known_values_and_weighted_mean(mods):
     assert specs.matrix_bpw(gptq, 576, 1536) == pytest.approx(3 + 19 / 64 + 32 / 576)
     eora = specs.PeerConfig("gptq-eora", 3, 64, 64)
     assert specs.matrix_bpw(eora, 576, 1536) - specs.matrix_bpw(gptq, 576, 1536) == pytest.approx(16 * 64 * 2112 / (576 * 1536))
+    quanto = specs.PeerConfig("quanto", 4, 128)
+    assert specs.matrix_bpw(quanto, 576, 576) == pytest.approx(4 + 32 / 96)  # 128 does not divide 576
+    assert specs.matrix_bpw(quanto, 576, 1536) == 4.25
     shapes = [(576, 576), (1536, 576)]
     bits = sum(stored_bits("gptqmodel", 3, 64, 0, m, n) for m, n in shapes)
     assert specs.model_bpw(gptq, shapes) == pytest.approx(bits / sum(m * n for m, n in shapes), rel=1e-12)
