@@ -124,6 +124,9 @@ def cached_result(path: Path, measure, fresh: bool = False) -> FidelityResult:
 def measure_state(model, state: dict[str, torch.Tensor], reference, ids) -> FidelityResult:
     """Score the model with `state` (decoder tensors from a peer) loaded, then put the original back."""
     own = model.state_dict()
+    # llm-compressor leaves its quantisation parameters beside each weight (weight_scale,
+    # weight_zero_point); the weight itself is already de-quantised, so they are dropped here
+    state = {k: v for k, v in state.items() if k in own or not k.rsplit(".", 1)[-1].startswith("weight_")}
     unknown = sorted(set(state) - set(own))
     missing = sorted(k for k in own if k.startswith("model.layers.") and k.endswith("proj.weight") and k not in state)
     if unknown or missing:
