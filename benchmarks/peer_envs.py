@@ -94,7 +94,7 @@ def run_worker(python: Path, args: list[str], log: Path, env: dict[str, str], ti
     with log.open("w") as out:
         try:
             done = subprocess.run([str(python), str(WORKER), *args], stdout=out, stderr=subprocess.STDOUT,
-                                  env=env, timeout=timeout_s)
+                                  env=env, timeout=timeout_s, cwd=log.parent)  # peers drop logs/ in their cwd
         except subprocess.TimeoutExpired:
             return f"timed out after {timeout_s:.0f}s"
     return "" if done.returncode == 0 else last_line(log.read_text())
