@@ -1,0 +1,114 @@
+"""Rows, the markdown table and the KL-vs-bpw plot of benchmarks/peers.py. Pure apart from `plot`
+(matplotlib, imported there): tests build rows by hand and check the table and the plot's series."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured (or failed) configuration. `series` names the plot line it belongs to (one per
+    method and setting: "hqq g64", "caldera r64 row"); a row with `failure` set has no numbers."""
+
+    method: str
+    series: str
+    bits: str
+    group: str
+    rank: str
+    version: str
+    bpw: float = math.nan
+    ppl: float = math.nan
+    ppl_ratio: float = math.nan
+    kl: float = math.nan
+    kl_lo: float = math.nan
+    kl_hi: float = math.nan
+    top1: float = math.nan
+    seconds: float = math.nan
+    failure: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.failure and not all(math.isfinite(x) for x in (self.bpw, self.ppl, self.kl, self.top1)):
+            raise ValueError(f"row {self.series} b{self.bits}: measured rows need finite bpw, ppl, KL and top-1 "
+                             f"(got {self.bpw}, {self.ppl}, {self.kl}, {self.top1}); failed rows need a failure reason")
+        if "\n" in self.failure or "|" in self.failure:
+            raise ValueError("a failure reason must be one line without '|' (it is a table cell)")
+
+
+HEADER = ("| method | bits | group | rank | bpw | ppl (× original) | KL nats/token (95%) | top-1 | compress s | version |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
+
+
+def format_row(row: Row) -> str:
+    cells = [row.method, row.bits, row.group, row.rank]
+    if row.failure:
+        return "| " + " | ".join(cells + [f"not run: {row.failure}", "", "", "", "", row.version]) + " |"
+    cells += [f"{row.bpw:.3f}", f"{row.ppl:.2f} (×{row.ppl_ratio:.3f})",
+              f"{row.kl:.4f} ({row.kl_lo:.4f} .. {row.kl_hi:.4f})", f"{100 * row.top1:.1f}%",
+              "-" if math.isnan(row.seconds) else f"{row.seconds:.0f}", row.version]
+    return "| " + " | ".join(cells) + " |"
+
+
+def format_table(rows: list[Row]) -> str:
+    """Measured rows by ascending bpw, then the rows that could not run (with their reason)."""
+    measured = sorted((r for r in rows if not r.failure), key=lambda r: (r.bpw, r.kl))
+    failed = [r for r in rows if r.failure]
+    return "\n".join([HEADER] + [format_row(r) for r in measured + failed])
+
+
+def series(rows: list[Row]) -> dict[str, list[tuple[float, float]]]:
+    """Plot lines: series name → (bpw, KL) points sorted by bpw; failed rows and KL = 0 (the
+    baseline, not drawable on a log axis) left out."""
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        if not r.failure and r.kl > 0:
+            lines.setdefault(r.series, []).append((r.bpw, r.kl))
+    return {name: sorted(points) for name, points in sorted(lines.items())}
+
+
+def best_below(rows: list[Row], bpw_limit: float, calderalab: bool) -> Row | None:
+    """The lowest-KL measured row at bpw ≤ limit, among calderalab's rows or among the peers'."""
+    pool = [r for r in rows if not r.failure and r.bpw <= bpw_limit and r.kl > 0
+            and r.version.startswith("calderalab") == calderalab]
+    return min(pool, key=lambda r: r.kl, default=None)
+
+
+def leads(rows: list[Row]) -> list[str]:
+    """Per measured peer row: calderalab's lowest-KL row at the same or lower bpw, and who wins.
+    calderalab leads at a point when it beats that peer without using more bits."""
+    lines = []
+    for peer in sorted((r for r in rows if not r.failure and r.kl > 0 and not r.version.startswith("calderalab")),
+                       key=lambda r: (r.bpw, r.series)):
+        ours = best_below(rows, peer.bpw, True)
+        if ours is None:
+            lines.append(f"{peer.series} b{peer.bits} ({peer.bpw:.3f} bpw, KL {peer.kl:.4f}): no calderalab row at "
+                         f"≤ {peer.bpw:.3f} bpw measured")
+            continue
+        verdict = "calderalab leads" if ours.kl < peer.kl else "calderalab does NOT lead"
+        lines.append(f"{peer.series} b{peer.bits} ({peer.bpw:.3f} bpw, KL {peer.kl:.4f}) vs calderalab {ours.series} "
+                     f"b{ours.bits} ({ours.bpw:.3f} bpw, KL {ours.kl:.4f}): {verdict}")
+    return lines
+
+
+def plot(rows: list[Row], path: str, title: str) -> None:
+    """log KL against bpw, one line per series; calderalab's solid, peers' dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    version_of = {r.series: r.version for r in rows}
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for name, points in series(rows).items():
+        ours = version_of[name].startswith("calderalab")
+        ax.plot(*zip(*points), marker="o" if ours else "s", linestyle="-" if ours else "--", label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("bits per weight (every stored bit)")
+    ax.set_ylabel("KL(original ‖ compressed), nats per token")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

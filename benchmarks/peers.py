@@ -1,0 +1,292 @@
+"""calderalab against the quantisers a user would otherwise pick, at equal bits, in one run.
+
+    PYTHONPATH=src python benchmarks/peers.py [--quick] [--calib-samples 32] [--peers hqq,quanto]
+
+Every row is the embedded SmolLM2 compressed one way and scored by calderalab's own code
+(eval.fidelity: perplexity, KL(original ‖ compressed) per token over the full vocabulary, top-1
+agreement, paired window-bootstrap intervals) on the same windows: --windows non-overlapping
+--context-token windows of WikiText-2 test. Calibrated methods (calderalab ldlq/caldera, GPTQ,
+AWQ, EoRA) all get the same calibration tokens: --calib-samples × --seq-len tokens of valid.txt.
+
+Peers run in their own virtual environments (benchmarks/peer_envs.py) as subprocesses
+(benchmarks/peer_worker.py) on one fp32 export of the model, and hand back de-quantised weights.
+bpw is every stored bit, counted per peer from its configuration (benchmarks/peer_specs.py) and
+for calderalab from its artifacts. Compression wall time: the peer's whole run (loading, its
+calibration passes, quantisation); for calderalab the Hessian collection plus compress_model.
+Peer outputs, calderalab stores, Hessians and the original's reference are cached under --cache
+and reused on rerun (keys: peer, version, config, calibration, worker code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from calderalab import __version__, core, models, plans
+from calderalab.artifacts import ArtifactStore, assemble_weights
+from calderalab.calib import CalibConfig, load_calibration
+from calderalab.compress import compress_model
+from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, measure_against
+from calderalab.eval.perplexity import PerplexityResult, token_ids
+from peer_envs import ensure_env, run_worker
+from peer_specs import PEERS, PeerConfig, model_bpw, output_key, peer_configs, unsupported
+from peer_table import Row, format_table, leads, plot
+from ppl import cached_hessians
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--data", default=str(DATA / "test.txt"))
+    p.add_argument("--calib", default=str(DATA / "valid.txt"))
+    p.add_argument("--calib-samples", type=int, default=128)
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--windows", type=int, default=40, help="non-overlapping evaluation windows")
+    p.add_argument("--context", type=int, default=512)
+    p.add_argument("--bits", default="2,3,4")
+    p.add_argument("--peers", default=",".join(PEERS), help="peers to run ('' for none)")
+    p.add_argument("--eora-ranks", default="64")
+    p.add_argument("--methods", default="rtn,ldlq,caldera", help="calderalab methods ('' for none)")
+    p.add_argument("--ranks", default="32,64,128", help="calderalab caldera ranks")
+    p.add_argument("--groups", default="row,128,64", help="calderalab group sizes ('row' = one per row)")
+    p.add_argument("--quick", action="store_true", help="calderalab ldlq and caldera rank 64, row groups only")
+    p.add_argument("--cached-only", action="store_true", help="report peers from cached outputs only, run none")
+    p.add_argument("--peer-timeout", type=float, default=3600.0, help="seconds one peer run may take")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "calderalab" / "peers"))
+    p.add_argument("--plot", default=str(DOCS / "peers-kl.png"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.methods, args.ranks, args.groups = "ldlq,caldera", "64", "row"
+    return args
+
+
+def calderalab_specs(methods: list[str], bits: list[int], ranks: list[int], groups: list[str]) -> list[core.CompressionSpec]:
+    specs = []
+    for b in bits:
+        for g in groups:
+            group = None if g == "row" else int(g)
+            for method in methods:
+                for k in (ranks if method == "caldera" else [0]):
+                    specs.append(core.CompressionSpec(method, b, rank=k, group_size=group))
+    return specs
+
+
+class Timings:
+    """Compression wall times, kept beside the caches they belong to (a reused store still reports
+    the time it took to make)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.times = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, key: str) -> float | None:
+        return self.times.get(key)
+
+    def put(self, key: str, seconds: float) -> None:
+        self.times[key] = seconds
+        self.path.write_text(json.dumps(self.times, indent=1, sort_keys=True))
+
+
+def shapes_of(model) -> list[tuple[int, int]]:
+    return list(models.module_shapes(model).values())
+
+
+def row_from(result: FidelityResult, **fields) -> Row:
+    kl, kl_lo, kl_hi = result.kl_interval()
+    return Row(ppl=result.perplexity.perplexity, ppl_ratio=result.ratio_interval()[0], kl=kl, kl_lo=kl_lo, kl_hi=kl_hi,
+               top1=result.top1_interval()[0], **fields)
+
+
+def cached_result(path: Path, measure, fresh: bool = False) -> FidelityResult:
+    """The FidelityResult stored at `path`, or measure() now and store it. Scoring a row costs a full
+    pass over the windows, so a rerun that changes nothing only re-prints. fresh=True re-measures."""
+    if path.exists() and not fresh:
+        d = json.loads(path.read_text())
+        to_result = lambda f: PerplexityResult(**{**f, "window_nll": tuple(f["window_nll"]), "window_tokens": tuple(f["window_tokens"])})
+        return FidelityResult(to_result(d["perplexity"]), to_result(d["baseline"]), tuple(d["window_kl"]), tuple(d["window_top1"]))
+    result = measure()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dataclasses.asdict(result)))
+    return result
+
+
+def measure_state(model, state: dict[str, torch.Tensor], reference, ids) -> FidelityResult:
+    """Score the model with `state` (decoder tensors from a peer) loaded, then put the original back."""
+    own = model.state_dict()
+    # llm-compressor leaves its quantisation parameters beside each weight (weight_scale,
+    # weight_zero_point); the weight itself is already de-quantised, so they are dropped here
+    state = {k: v for k, v in state.items() if k in own or not k.rsplit(".", 1)[-1].startswith("weight_")}
+    unknown = sorted(set(state) - set(own))
+    missing = sorted(k for k in own if k.startswith("model.layers.") and k.endswith("proj.weight") and k not in state)
+    if unknown or missing:
+        raise ValueError(f"peer output does not match the model: unknown {unknown[:3]}, missing {missing[:3]}")
+    original = {k: own[k].clone() for k in state}
+    try:
+        model.load_state_dict(state, strict=False)
+        return measure_against(model, reference, ids)
+    finally:
+        model.load_state_dict(original, strict=False)
+
+
+def worker_code_hash(peer: str) -> str:
+    """sha256 of the worker code that makes `peer`'s output: its runner plus the shared helpers, so
+    editing one peer's runner does not invalidate the others' cached outputs."""
+    import inspect
+
+    import peer_worker as w
+
+    parts = [w.load_fp32, w.target_linears, w.decoder_state, w._plain_linears, w.calibration_rows, w.main, w.RUNNERS[peer]]
+    parts += [w.eora_delta] if peer.startswith("gptq") else []
+    return hashlib.sha256("".join(inspect.getsource(f) for f in parts).encode()).hexdigest()[:12]
+
+
+def gptq_base(config: PeerConfig, cache: Path, version: str, model: str, calib_sha: str) -> Path | None:
+    """For a gptq-eora row: the finished gptqmodel output of the same bits and group, whose quantised
+    model EoRA is fitted to (and whose time the row adds); None for other peers or when missing."""
+    if config.peer != "gptq-eora":
+        return None
+    base_config = PeerConfig("gptqmodel", config.bits, config.group_size)
+    base = cache / "outputs" / output_key(base_config, version, model, calib_sha, worker_code_hash("gptqmodel"))
+    return base if (base / "meta.json").exists() and (base / "gptq").is_dir() else None
+
+
+def peer_rows(args, model, tokenizer, calib, reference, ids, cache: Path) -> list[Row]:
+    checkpoint = cache / "checkpoints" / f"{args.model}-fp32"
+    if not (checkpoint / "config.json").exists():
+        models.export_checkpoint(model, tokenizer, checkpoint, overwrite=True)
+    calib_path = cache / "calibration" / f"{calib.sha256[:16]}.pt"
+    calib_path.parent.mkdir(parents=True, exist_ok=True)
+    if not calib_path.exists():
+        torch.save(calib.token_ids.contiguous(), calib_path)
+    env = {**os.environ, "GPTQMODEL_CPU_WORKERS": "2", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)  # the peer's venv must not see calderalab's sources or the main venv
+    bits = [int(b) for b in args.bits.split(",")]
+    if not args.peers:
+        return []
+    rows = [Row(method=name, series=name, bits=str(b), group=str(PEERS[name].default_group), rank="-", version="-",
+                failure=reason) for name, b, reason in unsupported(args.peers.split(","), bits)]
+    for config in peer_configs(args.peers.split(","), bits, [int(r) for r in args.eora_ranks.split(",")]):
+        peer = PEERS[config.peer]
+        fields = dict(method=config.peer, series=f"{config.peer} g{config.group_size}" + (f" r{config.rank}" if config.rank else ""),
+                      bits=str(config.bits), group=str(config.group_size), rank=str(config.rank or "-"))
+        venv = ensure_env(config.peer, cache)
+        if venv.reason:
+            rows.append(Row(version="-", failure=venv.reason, **fields))
+            continue
+        worker_sha = worker_code_hash(config.peer)
+        out = cache / "outputs" / output_key(config, venv.version, args.model, calib.sha256, worker_sha)
+        base = gptq_base(config, cache, venv.version, args.model, calib.sha256)
+        if config.rank and base is None:
+            rows.append(Row(version=venv.version, failure="needs the gptqmodel row of the same bits (run it too)", **fields))
+            continue
+        if not (out / "meta.json").exists() and args.cached_only:
+            rows.append(Row(version=venv.version, failure="not run in this invocation (--cached-only, no cached output)", **fields))
+            continue
+        if not (out / "meta.json").exists():
+            cmd = ["--peer", config.peer, "--bits", str(config.bits), "--group-size", str(config.group_size),
+                   "--rank", str(config.rank), "--model-dir", str(checkpoint), "--out", str(out)]
+            cmd += ["--calib", str(calib_path)] if peer.calibrated else []
+            cmd += ["--quantized-dir", str(base / "gptq")] if base else []
+            print(f"running {config.label()} ({peer.package} {venv.version}) ...", flush=True)
+            reason = run_worker(venv.python, cmd, cache / f"{config.label().replace(' ', '-')}.log", env, args.peer_timeout)
+            if reason:
+                rows.append(Row(version=venv.version, failure=reason, **fields))
+                continue
+        meta = json.loads((out / "meta.json").read_text())
+        result = cached_result(out / f"score-{reference.key[:16]}.json",
+                               lambda: measure_state(model, load_file(str(out / "weights.safetensors")), reference, ids))
+        rows.append(row_from(result, version=f"{peer.package} {meta['version']}", bpw=model_bpw(config, shapes_of(model)),
+                             seconds=meta["seconds"] + (json.loads((base / "meta.json").read_text())["seconds"] if base else 0.0),
+                             **fields))
+        print(format_table([rows[-1]]).splitlines()[-1], flush=True)
+    return rows
+
+
+def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Timings) -> list[Row]:
+    if not args.methods:
+        return []
+    key = f"hessians-{calib.sha256[:16]}-v{__version__}"
+    if not args.cached_only:
+        t0 = time.perf_counter()
+        hessians = cached_hessians(model, calib, cache)
+        if timings.get(key) is None:
+            timings.put(key, time.perf_counter() - t0)
+    n_layers = models.num_layers(model)
+    rows = []
+    specs = calderalab_specs(args.methods.split(","), [int(b) for b in args.bits.split(",")],
+                             [int(k) for k in args.ranks.split(",")], args.groups.split(","))
+    for spec in specs:
+        group = "row" if spec.group_size is None else str(spec.group_size)
+        fields = dict(method=spec.method, series=f"{spec.method}{f' r{spec.rank}' if spec.rank else ''} {group}",
+                      bits=str(spec.bits), group=group, rank=str(spec.rank or "-"), version=f"calderalab {__version__}")
+        try:
+            [core.expected_bpw(spec, m, n) for m, n in shapes_of(model)]
+        except ValueError as err:
+            rows.append(Row(failure=str(err), **fields))
+            continue
+        store_dir = cache / "calderalab" / f"{n_layers}L-{calib.sha256[:12]}-{spec.key()}"
+        score = store_dir.parent / f"{store_dir.name}-score-{reference.key[:16]}.json"
+        if args.cached_only:  # the honest bpw formula the artifacts follow (core.bpw), no store read
+            if not score.exists():
+                rows.append(Row(failure="not run in this invocation (--cached-only, no cached score)", **fields))
+                continue
+            shapes = shapes_of(model)
+            bpw = sum(core.expected_bpw(spec, m, n) * m * n for m, n in shapes) / sum(m * n for m, n in shapes)
+            rows.append(row_from(cached_result(score, None), bpw=bpw, seconds=timings.get(store_dir.name) + timings.get(key), **fields))
+            continue
+        t0 = time.perf_counter()
+        report = compress_model(model, plans.uniform_plan(n_layers, spec), ArtifactStore(str(store_dir)), calib, hessians=hessians)
+        if timings.get(store_dir.name) is None or report.n_resumed == 0:
+            timings.put(store_dir.name, time.perf_counter() - t0)
+        bpw = sum(m.bpw * m.n_params for m in report.modules) / sum(m.n_params for m in report.modules)
+        def measure():
+            with models.swapped_weights(model, assemble_weights(ArtifactStore(str(store_dir)), model)):
+                return measure_against(model, reference, ids)
+        # a store any of whose modules were (re)made now is scored afresh, never read from an old score
+        fresh = report.n_resumed < len(report.modules)
+        result = cached_result(score, measure, fresh)
+        rows.append(row_from(result, bpw=bpw, seconds=timings.get(store_dir.name) + timings.get(key), **fields))
+        print(format_table([rows[-1]]).splitlines()[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    cache = Path(args.cache).expanduser()
+    cache.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = models.load_model(args.model)
+    ids = token_ids(tokenizer, Path(args.data).read_text(encoding="utf-8"), args.windows * args.context)
+    reference = load_or_build_reference(model, ids, args.context, args.context, cache / "reference")
+    calib = load_calibration(model, tokenizer, CalibConfig(args.calib, args.calib_samples, args.seq_len))
+    print(f"original ppl {reference.baseline.perplexity:.3f} on {reference.baseline.n_scored_tokens} tokens "
+          f"in {reference.baseline.n_windows} windows; calibration: {calib.description}", flush=True)
+    timings = Timings(cache / "timings.json")
+    rows = [Row(method="original (fp32)", series="original", bits="-", group="-", rank="-", version="-", bpw=32.0,
+                ppl=reference.baseline.perplexity, ppl_ratio=1.0, kl=0.0, kl_lo=0.0, kl_hi=0.0, top1=1.0)]
+    rows += calderalab_rows(args, model, calib, reference, ids, cache, timings)
+    rows += peer_rows(args, model, tokenizer, calib, reference, ids, cache)
+    print()
+    print(f"{args.model}, WikiText-2 test: {reference.baseline.n_windows} windows × {args.context} tokens "
+          f"({reference.baseline.n_scored_tokens} scored); calibration {calib.description}; torch {torch.__version__}")
+    print(format_table(rows))
+    print()
+    print("\n".join(leads(rows)))
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    plot(rows, args.plot, f"{args.model}, WikiText-2 test, {reference.baseline.n_windows}×{args.context} tokens; "
+                          f"calibration {args.calib_samples}×{args.seq_len} tokens of valid.txt")
+    print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
