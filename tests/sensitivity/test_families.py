@@ -46,5 +46,8 @@ def test_fidelity_shapes_and_bad_requests():
         assert all(iv.low <= iv.point <= iv.high for iv in diff.values())
     with pytest.raises(ValueError, match="non-negative damage"):
         family_profiles(p, "margin", sample_groups(p))
-    with pytest.raises(ValueError, match="at least 2 groups"):
-        family_profiles(p, "kl", {"arith": tuple(range(30))})
+    small = family_profiles(p, "kl", {"arith": tuple(range(30)), "logic": (30, 31, 32, 33)})
+    assert small.shape_diff == {} and small.differing == {} and set(small.intervals) == {"arith", "logic"}
+    assert "no test of whether the groups differ" in family_statement(small)
+    fp = family_profiles(p, "kl", {"arith": tuple(range(30)), "logic": tuple(range(30, 60)), "time": (60, 61)})
+    assert list(fp.shape_diff) == ["arith", "logic"] and fp.dropped == ("time",) and "not tested: time" in family_statement(fp)

@@ -10,8 +10,8 @@ from typing import Any
 
 
 def register(app: Any) -> None:
-    from calderalab.commands import evaluation, experiments, models
+    from calderalab.commands import evaluation, experiments, models, profiles
 
-    for module in (models, evaluation, experiments):
+    for module in (models, evaluation, experiments, profiles):
         for name, command in module.COMMANDS.items():
             app.command(name)(command)

@@ -21,10 +21,15 @@ from calderalab.sensitivity.settings import BootstrapSettings
 
 GROUP_KEYS = {"family": "sample_families", "category": "sample_categories"}
 SHAPE_METRICS = ("kl", "fidelity")  # damage >= 0, so a share of the total is defined
+# A group's bootstrap needs a few instances to say anything: with 1 or 2 the resamples barely
+# vary and a band of width ~0 would call any difference real. 5 is the least that gives a
+# percentile interval more than a handful of distinct resample means.
+MIN_GROUP_SIZE = 5
 
 
 def sample_groups(profile: SensitivityProfile, key: str = "family") -> dict[str, tuple[int, ...]]:
-    """{group name: sample indices}, from the per-sample labels the pipeline recorded in settings."""
+    """{group name: sample indices}, from the per-sample labels the pipeline recorded in settings
+    (every group, whatever its size; `family_profiles` keeps those of MIN_GROUP_SIZE or more)."""
     if key not in GROUP_KEYS:
         raise ValueError(f"group key {key!r} is not one of {', '.join(GROUP_KEYS)}")
     labels = profile.settings.get(GROUP_KEYS[key])
@@ -42,9 +47,11 @@ def sample_groups(profile: SensitivityProfile, key: str = "family") -> dict[str,
 class FamilyProfiles:
     """One metric per group: intervals and zone per group, and the shape test against the rest.
 
-    shape_diff: group -> layer -> share of the group's damage on that layer minus the rest's share,
-    with a simultaneous interval over all groups x layers (`max_t_band`) from a bootstrap that
-    resamples instances within each group independently (stratified).
+    shape_diff: tested group -> layer -> share of the group's damage on that layer minus the rest's
+    share, with a simultaneous interval over all tested groups x layers (`max_t_band`) from a
+    bootstrap that resamples instances within each group independently (stratified). Only groups
+    of at least MIN_GROUP_SIZE instances are tested (the rest are in `dropped`, and pooled into no
+    "rest" either); with fewer than two such groups there is no test and shape_diff is empty.
     """
 
     metric: str
@@ -52,6 +59,7 @@ class FamilyProfiles:
     intervals: Mapping[str, MetricIntervals]
     shape_diff: Mapping[str, Mapping[int, Interval]]
     settings: BootstrapSettings
+    dropped: tuple[str, ...] = ()  # groups with fewer than MIN_GROUP_SIZE instances: mapped, not tested
 
     @property
     def differing(self) -> dict[str, tuple[int, ...]]:
@@ -75,10 +83,11 @@ def family_profiles(profile: SensitivityProfile, metric: str, groups: Mapping[st
     """Per-group intervals and zones (`metric_intervals` on the group's samples) and the shape test."""
     if metric not in SHAPE_METRICS:
         raise ValueError(f"per-family shapes need a non-negative damage: metric must be one of {', '.join(SHAPE_METRICS)}")
-    if len(groups) < 2:
-        raise ValueError(f"comparing families needs at least 2 groups of samples, got {len(groups)}")
-    names = list(groups)
-    intervals = {g: metric_intervals(profile, metric, settings, groups[g]) for g in names}
+    intervals = {g: metric_intervals(profile, metric, settings, groups[g]) for g in groups}
+    names = [g for g in groups if len(groups[g]) >= MIN_GROUP_SIZE]
+    dropped = tuple(g for g in groups if g not in names)
+    if len(names) < 2:  # nothing to test; the per-group maps still stand
+        return FamilyProfiles(metric, {g: tuple(v) for g, v in groups.items()}, intervals, {}, settings, dropped)
     rows = [profile.row(l).metrics.per_sample for l in profile.layers]
     rng = np.random.default_rng(settings.seed)
     draws, points = {}, {}
@@ -98,7 +107,7 @@ def family_profiles(profile: SensitivityProfile, metric: str, groups: Mapping[st
         diff_point[g] = _shares(*points[g], metric) - _shares(*rest_point, metric)  # (L,)
     bands = max_t_band(np.stack([diff_point[g] for g in names]), np.stack([diff_draw[g] for g in names], 1), settings.level)
     shape_diff = {g: {l: bands[j][i] for i, l in enumerate(profile.layers)} for j, g in enumerate(names)}
-    return FamilyProfiles(metric, {g: tuple(groups[g]) for g in names}, intervals, shape_diff, settings)
+    return FamilyProfiles(metric, {g: tuple(v) for g, v in groups.items()}, intervals, shape_diff, settings, dropped)
 
 
 def max_t_band(points: np.ndarray, draws: np.ndarray, level: float) -> list[list[Interval]]:
@@ -119,16 +128,21 @@ def max_t_band(points: np.ndarray, draws: np.ndarray, level: float) -> list[list
 
 def family_statement(fp: FamilyProfiles) -> str:
     """One sentence on whether the groups' layer profiles differ beyond their noise, with the test."""
-    how = (f"share of each group's {fp.metric.upper() if fp.metric == 'kl' else 'fidelity loss'} per layer vs all other "
-           f"groups pooled; bootstrap over instances within each group ({fp.settings.n_boot} resamples, seed "
-           f"{fp.settings.seed}), {100 * fp.settings.level:g}% simultaneous (max-t band) over {len(fp.groups)} groups x "
+    name = "KL" if fp.metric == "kl" else "Fidelity"
+    if not fp.shape_diff:
+        sizes = ", ".join(f"{g} {len(v)}" for g, v in fp.groups.items())
+        return (f"{name}: no test of whether the groups differ: fewer than 2 groups have >= {MIN_GROUP_SIZE} instances "
+                f"({sizes}); raise --samples (drawn evenly over the 23 families) or use --family-key category.")
+    tested = [len(fp.groups[g]) for g in fp.shape_diff]
+    size = (f"{min(tested)}" if min(tested) == max(tested) else f"{min(tested)}-{max(tested)}") + " instances per group"
+    if fp.dropped:
+        size += f"; groups under {MIN_GROUP_SIZE} instances not tested: {', '.join(fp.dropped)}"
+    how = (f"share of each group's {'KL' if fp.metric == 'kl' else 'fidelity loss'} per layer vs the other tested groups "
+           f"pooled; bootstrap over instances within each group ({fp.settings.n_boot} resamples, seed "
+           f"{fp.settings.seed}), {100 * fp.settings.level:g}% simultaneous (max-t band) over {len(fp.shape_diff)} groups x "
            f"{len(next(iter(fp.shape_diff.values())))} layers")
-    sizes = sorted(len(v) for v in fp.groups.values())
-    size = f"{sizes[0]}" if sizes[0] == sizes[-1] else f"{sizes[0]}-{sizes[-1]}"
     if not fp.differing:
-        return (f"{fp.metric.upper() if fp.metric == 'kl' else 'Fidelity'}: no group's layer profile differs from the "
-                f"others' by more than the noise ({size} instances per group; {how}). This does not show that the "
-                f"groups need the same layers: differences smaller than this noise would go unseen.")
+        return (f"{name}: no group's layer profile differs from the others' by more than the noise ({size}; {how}). "
+                "This does not show that the groups need the same layers: differences smaller than this noise would go unseen.")
     parts = [f"{g} at layer{'s' if len(ls) > 1 else ''} {', '.join(map(str, ls))}" for g, ls in fp.differing.items()]
-    return (f"{fp.metric.upper() if fp.metric == 'kl' else 'Fidelity'}: the layer profiles differ beyond the noise: "
-            f"{'; '.join(parts)} ({size} instances per group; {how}).")
+    return f"{name}: the layer profiles differ beyond the noise: {'; '.join(parts)} ({size}; {how})."

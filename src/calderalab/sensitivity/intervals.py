@@ -153,30 +153,35 @@ def metric_intervals(profile: SensitivityProfile, metric: str, settings: Bootstr
               for i, l in enumerate(layers)}
     pairs = [i for i in range(1, len(layers)) if layers[i] == layers[i - 1] + 1]
     rows = [profile.row(l).metrics.per_sample for l in layers]
-    steps = {layers[i]: step_test(rows[i - 1], rows[i], metric, chosen, settings) for i in pairs}
+    flips = sign_flips(len(chosen), settings)
+    steps = {layers[i]: step_test(rows[i - 1], rows[i], metric, chosen, flips) for i in pairs}
     noise_metric = _metric_interval(metric, noise_point, noise_draws, alpha)
     return MetricIntervals(metric, len(chosen), settings, values, noise_metric, above, excess, steps,
                            interval_zone(layers, above, excess))
 
 
+def sign_flips(n: int, settings: BootstrapSettings) -> np.ndarray:
+    """(B, n) seeded random signs in {-1, +1}, one row per randomisation of `step_test`."""
+    return np.random.default_rng(settings.seed).integers(0, 2, size=(settings.n_boot, n)) * 2.0 - 1.0
+
+
 def step_test(before: SampleValues, after: SampleValues, metric: str, samples: Sequence[int],
-              settings: BootstrapSettings) -> tuple[float, float]:
+              flips: np.ndarray) -> tuple[float, float]:
     """(damage(after) - damage(before), two-sided p-value) over `samples` by sign flips.
 
     Both layers saw the same samples with the same answer lengths, so the pooled difference is
     sum_i s_i * d_i / denominator with d_i = sample i's numerator under `after` minus under
     `before` (metric_sums) and s_i = 1; under "no difference" each sample's two values are
     exchangeable, so every s_i in {-1, +1} is equally likely. p = (1 + #{|T*| >= |T|}) / (1 + B)
-    over B seeded random sign vectors (never 0, exact in level)."""
+    over the B rows of `flips` (`sign_flips`; never 0, exact in level)."""
     idx = np.asarray(samples)[None, :]
     (num_b, den), (num_a, _) = metric_sums(before, metric, idx), metric_sums(after, metric, idx)
     sign = -1.0 if metric in ("fidelity", "margin") else 1.0  # damage orientation of a difference
     kind = "kept" if metric == "fidelity" else {"kl": "kl_sum", "margin": "margin_sum"}[metric]
     d = sign * (np.asarray(getattr(after, kind), float) - np.asarray(getattr(before, kind), float))[np.asarray(samples)]
     observed = float(d.sum() / den[0])
-    flips = np.random.default_rng(settings.seed).choice([-1.0, 1.0], size=(settings.n_boot, d.size))
     null = (flips @ d) / den[0]
-    p = (1 + int(np.sum(np.abs(null) >= abs(observed) - 1e-15))) / (1 + settings.n_boot)
+    p = (1 + int(np.sum(np.abs(null) >= abs(observed) - 1e-15))) / (1 + flips.shape[0])
     return observed, p
 
 
