@@ -71,6 +71,6 @@ def family_table(by_metric: Mapping[str, FamilyProfiles]) -> str:
         mean = sum(v.point for v in values.values()) / len(values)
         differs = [f"{m}: {', '.join(map(str, fp.differing[g]))}" for m, fp in by_metric.items() if g in fp.differing]
         verdict = "; ".join(differs) or ("no" if g in kl.shape_diff else "not tested (too few instances)")
-        rows.append([g, str(len(idx)), f"{mean:.3g}", str(peak), layer_span(kl.intervals[g].zone) or "none",
-                     layer_span(fid.intervals[g].zone) or "none", verdict])
+        zones = [("too few" if g in fp.dropped else layer_span(fp.intervals[g].zone) or "none") for fp in (kl, fid)]
+        rows.append([g, str(len(idx)), f"{mean:.3g}", str(peak), *zones, verdict])
     return _table(["Group", "N", "mean KL", "peak KL layer", "zone (KL)", "zone (fidelity)", "shape differs at"], rows)

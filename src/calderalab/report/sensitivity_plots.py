@@ -43,7 +43,7 @@ def interval_plot(profile: SensitivityProfile, intervals: Mapping[str, MetricInt
         ax.axhline(noise.point * scale, ls="--", color="#888", lw=0.8, zorder=1)
         if mi.zone:
             ax.axvspan(min(mi.zone) - 0.5, max(mi.zone) + 0.5, fill=False, hatch="//", edgecolor="#e6a19a", lw=0, zorder=0)
-        ax.set_ylabel(label + (" ◀ zone metric" if metric == zone_metric else ""), fontsize=9)
+        ax.set_ylabel(label + ("\n(zone metric)" if metric == zone_metric else ""), fontsize=9)
         if metric == zone_metric:
             _mark_steps(ax, mi)
     axes[-1].set_xlabel("Layer index")
@@ -67,7 +67,7 @@ def family_heatmap(by_metric: Mapping[str, FamilyProfiles], path: str | Path, ti
     group's share of damage differs from the other groups' beyond the noise; ● = in the group's zone."""
     metrics = [m for m in ("kl", "fidelity") if m in by_metric]
     groups = list(by_metric[metrics[0]].groups)
-    fig = Figure(figsize=(2.2 + 0.55 * len(groups) * len(metrics), 7))
+    fig = Figure(figsize=(len(metrics) * (2.8 + 0.5 * len(groups)), 7), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(metrics)))
     for ax, metric in zip(axes, metrics):
         fp = by_metric[metric]
@@ -80,7 +80,7 @@ def family_heatmap(by_metric: Mapping[str, FamilyProfiles], path: str | Path, ti
             for i, l in enumerate(layers):
                 if l in fp.differing.get(g, ()):
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#00bcd4", lw=2))
-                if l in fp.intervals[g].zone:
+                if l in fp.intervals[g].zone and g not in fp.dropped:  # too few instances for a zone
                     ax.plot(j, i, "o", ms=3, color="white")
         ax.set_xticks(range(len(groups)), [f"{g} ({len(fp.groups[g])})" for g in groups], rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(len(layers)), [str(l) for l in layers], fontsize=7)
