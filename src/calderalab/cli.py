@@ -221,6 +221,10 @@ def sensitivity_cmd(
     artifacts: str = typer.Option(None, help="profile the modules stored in this artifact store (local dir or fsspec "
                                   "URL, e.g. from `calderalab compress`) instead of compressing each layer here; "
                                   "--bits, --rank and --calib are then taken from / not needed by the store"),
+    zone_metric: str = typer.Option(None, "--zone-metric", help="fidelity | kl | margin: the critical zone from bootstrap "
+                                    "intervals of this metric (no threshold); also intervals.png (default: fidelity threshold)"),
+    by_family: bool = typer.Option(False, "--by-family", help="also per-layer metrics per task family: heatmap, zones, test"),
+    family_key: str = typer.Option("family", "--family-key", help="--by-family groups by 'family' (23) or 'category' (5)"),
 ) -> None:
     """Per-layer sensitivity profile: fidelity / margin / KL, critical zone, tables and U-shape plot."""
     from calderalab.allocation import ultra_ranks
@@ -231,7 +235,11 @@ def sensitivity_cmd(
     from calderalab.sensitivity import SensitivitySettings
     from calderalab.sensitivity.pipeline import CompressOnTheFly, StoredWeights, run_sensitivity
 
-    settings = merged(SensitivitySettings(), n_samples=samples, threshold=threshold)
+    from calderalab.sensitivity.families import GROUP_KEYS
+
+    if by_family and family_key not in GROUP_KEYS:
+        raise ValueError(f"--family-key must be one of {', '.join(GROUP_KEYS)}, got {family_key!r}")
+    settings = merged(SensitivitySettings(), n_samples=samples, threshold=threshold, zone_metric=zone_metric)
     settings = merged(settings, measure=merged(settings.measure, max_new_tokens=max_new_tokens))
     if artifacts is not None:  # the store is opened and checked now, so a bad store fails before the model loads
         from calderalab.artifacts.preflight import open_for_model
@@ -251,7 +259,8 @@ def sensitivity_cmd(
     rank = weights.spec.rank
     max_rank = min(min(shape) for shape in module_shapes(net).values())
     ultra = ultra_ranks(run.profile, rank, run.zone, max_rank=max_rank) if run.zone and rank > 0 else None
-    paths = write_outputs(run.profile, run.zone, out, settings.groups, ultra, rank)
+    paths = write_outputs(run.profile, run.zone, out, settings.groups, ultra, rank, settings.zone_metric,
+                          family_key if by_family else None, settings.bootstrap)
     clock.done("write outputs")
     typer.echo(paths["tables"].read_text())
     for name, path in paths.items():

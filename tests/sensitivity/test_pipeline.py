@@ -98,13 +98,19 @@ def test_cli_sensitivity_end_to_end(tmp_path, shared_data):
     tok.save_pretrained(tmp_path / "m")
     out = subprocess.run([sys.executable, "-m", "calderalab", "sensitivity", str(tmp_path / "m"), "--bits", "2", "--rank", "0",
                           "--samples", "4", "--max-new-tokens", "8", "--calib", str(shared_data / "gsm8k" / "train.jsonl"),
-                          "--calib-samples", "8", "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+                          "--calib-samples", "8", "--out", str(tmp_path / "o"), "--zone-metric", "kl", "--by-family"],
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert (tmp_path / "o" / "profile.json").is_file() and (tmp_path / "o" / "fidelity.png").is_file()
+    for name in ("profile.json", "fidelity.png", "intervals.png", "families.png"):
+        assert (tmp_path / "o" / name).is_file(), name
     assert "| Layer Group |" in out.stdout and "timings: " in out.stdout
+    assert "zone by kl" in out.stdout and "| age_ordering | 1 |" in out.stdout  # 4 samples: one per family
+    assert "no test of whether the groups differ" in out.stdout
     import json
 
     profile = json.loads((tmp_path / "o" / "profile.json").read_text())
     assert len(profile["rows"]) == 4 and profile["settings"]["fast_path"] and profile["settings"]["max_new_tokens"] == 8
     assert profile["settings"]["calib_source"].endswith("train.jsonl") and "8 windows" in profile["settings"]["calib"]
     assert profile["settings"]["spec"]["method"] == "ldlq" and profile["settings"]["n_samples"] == 4
+    assert profile["settings"]["zone_metric"] == "kl" and len(profile["settings"]["sample_categories"]) == 4
+    assert len(profile["rows"][0]["metrics"]["per_sample"]["kl_sum"]) == 4

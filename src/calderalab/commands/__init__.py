@@ -10,8 +10,8 @@ from typing import Any
 
 
 def register(app: Any) -> None:
-    from calderalab.commands import analysis, evaluation, experiments, models, tune
+    from calderalab.commands import analysis, evaluation, experiments, models, profiles, tune
 
-    for module in (models, evaluation, experiments, analysis, tune):
+    for module in (models, evaluation, experiments, analysis, profiles, tune):
         for name, command in module.COMMANDS.items():
             app.command(name)(command)

@@ -16,6 +16,7 @@ from calderalab.sensitivity.profile import (
     LayerGroups,
     LayerRow,
     RunMetrics,
+    SampleValues,
     SensitivityProfile,
     critical_zone,
     group_summaries,
@@ -25,7 +26,7 @@ from calderalab.sensitivity.settings import SensitivityConfig, SensitivitySettin
 _MEASURE = {"ProbeSample", "layer_sensitivity", "greedy_reference_samples", "teacher_forced_logprobs",
             "compare_answer", "margins", "aggregate"}
 
-__all__ = ["GROUP_NAMES", "GroupSummary", "LayerGroups", "LayerRow", "RunMetrics", "SensitivityConfig",
+__all__ = ["GROUP_NAMES", "GroupSummary", "LayerGroups", "LayerRow", "RunMetrics", "SampleValues", "SensitivityConfig",
            "SensitivityProfile", "SensitivitySettings", "critical_zone", "group_summaries", *sorted(_MEASURE)]
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from calderalab.sensitivity.profile import LayerRow, RunMetrics, SensitivityProfile
+from calderalab.sensitivity.profile import LayerRow, RunMetrics, SampleValues, SensitivityProfile
 from calderalab.sensitivity.settings import SensitivityConfig
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,8 @@ def compare_answer(base_logprobs: torch.Tensor, logprobs: torch.Tensor, targets:
 
 
 def aggregate(comparisons: Sequence[SampleComparison]) -> RunMetrics:
-    """Fidelity over samples; margin, KL and top-1 agreement pooled over all answer tokens."""
+    """Fidelity over samples; margin, KL and top-1 agreement pooled over all answer tokens. The
+    per-sample values are kept too, so intervals can resample the samples (`sensitivity.intervals`)."""
     if not comparisons:
         raise ValueError("no samples to aggregate")
     n_tok = sum(c.n_tokens for c in comparisons)
@@ -102,6 +103,12 @@ def aggregate(comparisons: Sequence[SampleComparison]) -> RunMetrics:
         top1_agreement=sum(c.top1_kept for c in comparisons) / n_tok,
         n_samples=len(comparisons),
         n_tokens=n_tok,
+        per_sample=SampleValues(
+            kept=tuple(c.all_top1_kept for c in comparisons),
+            margin_sum=tuple(c.margin_delta_sum for c in comparisons),
+            kl_sum=tuple(c.kl_sum for c in comparisons),
+            n_tokens=tuple(c.n_tokens for c in comparisons),
+        ),
     )
 
 

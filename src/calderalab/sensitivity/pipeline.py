@@ -48,17 +48,23 @@ class SensitivityRun:
     zone: tuple[int, ...]  # the critical zone at the settings' threshold (may be empty)
 
 
-def probe_prompt_ids(tokenizer: Any, n_samples: int, seed: int = 0) -> list[list[int]]:
-    """Token ids of N execution-probe prompts (chat template when the tokenizer has one),
-    drawn evenly over the task families by `eval.tasks.generate_instances`."""
-    from calderalab.eval.probes import execution_messages
+def probe_instances(n_samples: int, seed: int = 0) -> tuple[list[Any], dict[str, str]]:
+    """N execution-probe instances drawn evenly over the task families by
+    `eval.tasks.generate_instances`, and each family's category (family id -> category)."""
     from calderalab.eval.tasks import generate_instances, load_families
 
     families = load_families()
     per_family = max(1, math.ceil(n_samples / len(families)))
-    instances = generate_instances(families, per_family, seed)[:n_samples]
+    return generate_instances(families, per_family, seed)[:n_samples], {f.id: f.category for f in families}
+
+
+def probe_prompt_ids(tokenizer: Any, n_samples: int, seed: int = 0) -> list[list[int]]:
+    """Token ids of N execution-probe prompts (chat template when the tokenizer has one), drawn
+    as `probe_instances` draws them."""
+    from calderalab.eval.probes import execution_messages
+
     out = []
-    for inst in instances:
+    for inst in probe_instances(n_samples, seed)[0]:
         messages = execution_messages(inst)
         if getattr(tokenizer, "chat_template", None):
             text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -66,6 +72,13 @@ def probe_prompt_ids(tokenizer: Any, n_samples: int, seed: int = 0) -> list[list
             text = "\n".join(m["content"] for m in messages) + "\n"
         out.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
     return out
+
+
+def sample_groups(n_samples: int, seed: int = 0) -> dict[str, list[str]]:
+    """What each probe sample is, in sample order, for `--by-family` (JSON values for the profile's
+    settings): its task family and that family's category."""
+    instances, category = probe_instances(n_samples, seed)
+    return {"sample_families": [i.family for i in instances], "sample_categories": [category[i.family] for i in instances]}
 
 
 def run_sensitivity(
@@ -90,7 +103,8 @@ def run_sensitivity(
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is not None:
         settings = dataclasses.replace(settings, measure=dataclasses.replace(settings.measure, pad_token_id=int(pad)))
-    record = {**({"model": model_ref} if model_ref else {}), **settings.record(), **weights.record()}
+    record = {**({"model": model_ref} if model_ref else {}), **settings.record(), **weights.record(),
+              **sample_groups(settings.n_samples, settings.seed)}
     return profile_prompts(model, probe_prompt_ids(tokenizer, settings.n_samples, settings.seed), settings, weights,
                            tokenizer, chosen, getattr(tokenizer, "eos_token_id", None), record, progress, stage)
 
@@ -120,7 +134,17 @@ def profile_prompts(
     profile = layer_sensitivity(model, samples, weights_of, n_layers, layers, settings.measure, swap=swapped_weights,
                                 progress=progress, settings={**dict(record or {}), **learned})
     stage("layer runs")
-    return SensitivityRun(profile, critical_zone(profile, settings.threshold, settings.groups))
+    return SensitivityRun(profile, chosen_zone(profile, settings))
+
+
+def chosen_zone(profile: SensitivityProfile, settings: SensitivitySettings) -> tuple[int, ...]:
+    """The zone by the settings' rule: the fidelity threshold (`critical_zone`) when no zone metric
+    is set, else the bootstrap rule on that metric (`intervals.interval_zone`)."""
+    if settings.zone_metric is None:
+        return critical_zone(profile, settings.threshold, settings.groups)
+    from calderalab.sensitivity.intervals import zone_of
+
+    return zone_of(profile, settings.zone_metric, settings.bootstrap)
 
 
 # ------------------------------------------------------------------ providers

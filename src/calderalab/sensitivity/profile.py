@@ -15,7 +15,35 @@ from typing import Any, Literal
 
 GroupName = Literal["early", "middle", "late", "critical"]
 GROUP_NAMES: tuple[GroupName, ...] = ("early", "middle", "late", "critical")
-PROFILE_FORMAT = 1
+PROFILE_FORMAT = 2  # 2 added per-sample values (RunMetrics.per_sample); format 1 files load with none
+READABLE_FORMATS = (1, 2)
+
+
+@dataclass(frozen=True)
+class SampleValues:
+    """One run's per-sample values, in sample order, so any subset or resample of the samples can be
+    re-aggregated exactly as `measure.aggregate` does (tested: all samples give the run's metrics).
+
+    kept[i]: sample i's answer tokens ALL keep the uncompressed top-1; margin_sum[i], kl_sum[i]:
+    sums over its answer tokens; n_tokens[i]: its answer length.
+    """
+
+    kept: tuple[bool, ...]
+    margin_sum: tuple[float, ...]
+    kl_sum: tuple[float, ...]
+    n_tokens: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        sizes = {len(self.kept), len(self.margin_sum), len(self.kl_sum), len(self.n_tokens)}
+        if len(sizes) != 1:
+            raise ValueError(f"per-sample values of different lengths: {sorted(sizes)}")
+        if any(n < 1 for n in self.n_tokens):
+            raise ValueError("every sample needs at least one answer token")
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> "SampleValues":
+        return SampleValues(tuple(bool(x) for x in data["kept"]), tuple(float(x) for x in data["margin_sum"]),
+                            tuple(float(x) for x in data["kl_sum"]), tuple(int(x) for x in data["n_tokens"]))
 
 
 @dataclass(frozen=True)
@@ -35,6 +63,12 @@ class RunMetrics:
     top1_agreement: float | None
     n_samples: int
     n_tokens: int
+    per_sample: SampleValues | None = None  # None: a format-1 profile, or published numbers
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> "RunMetrics":
+        values = data.get("per_sample")
+        return RunMetrics(**{**data, "per_sample": None if values is None else SampleValues.from_dict(values)})
 
 
 @dataclass(frozen=True)
@@ -122,14 +156,19 @@ class SensitivityProfile:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "SensitivityProfile":
-        if data.get("format") != PROFILE_FORMAT:
-            raise ValueError(f"sensitivity profile format {data.get('format')!r} is not {PROFILE_FORMAT}")
+        if data.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"sensitivity profile format {data.get('format')!r} is not one of {READABLE_FORMATS}")
         rows = tuple(
-            LayerRow(**{**r, "metrics": RunMetrics(**r["metrics"])}) for r in data["rows"]
+            LayerRow(**{**r, "metrics": RunMetrics.from_dict(r["metrics"])}) for r in data["rows"]
         )
         return SensitivityProfile(
-            n_layers=int(data["n_layers"]), rows=rows, noise=RunMetrics(**data["noise"]), settings=dict(data["settings"])
+            n_layers=int(data["n_layers"]), rows=rows, noise=RunMetrics.from_dict(data["noise"]), settings=dict(data["settings"])
         )
+
+    @property
+    def has_samples(self) -> bool:
+        """Whether the noise floor and every row carry per-sample values (bootstrap intervals need them)."""
+        return self.noise.per_sample is not None and all(r.metrics.per_sample is not None for r in self.rows)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

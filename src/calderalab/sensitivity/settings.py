@@ -50,10 +50,38 @@ class SensitivityConfig:
             )
 
 
+ZONE_METRICS = ("fidelity", "kl", "margin")
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """Bootstrap over the probe samples (`sensitivity.intervals`).
+
+    n_boot: resamples; 4000 leaves ~3 draws beyond the most extreme Bonferroni quantile of a
+    30-layer model at level 0.95 (0.05 / 30 / 2 = 0.08%), so the simultaneous bounds rest on more
+    than one draw. seed: the resampling seed (same seed, same intervals). level: the coverage of
+    every interval (pointwise for one layer's metric, simultaneous for a family of comparisons).
+    """
+
+    n_boot: int = 4000
+    seed: int = 0
+    level: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.n_boot < 100:
+            raise ValueError(f"n_boot must be >= 100 for percentile intervals, got {self.n_boot}")
+        if not 0.5 <= self.level < 1.0:
+            raise ValueError(f"level must be in [0.5, 1), got {self.level}")
+
+
 @dataclass(frozen=True)
 class SensitivitySettings:
     """One sensitivity run: N probe samples (drawn evenly over the task families with `seed`), the
     fidelity threshold of the critical zone, the measurement and the layer groups.
+
+    zone_metric: None = the fidelity-threshold rule (`profile.critical_zone`); "fidelity", "kl" or
+    "margin" = the bootstrap rule on that metric (`intervals.metric_intervals`), which needs no
+    threshold.
 
     N = 24 is the study's default (affordable in `make demo`'s 10-minute budget on 2 CPU cores);
     DESIGN.md's 64 is a `--samples 64` away and tightens each fidelity by ~1.6x.
@@ -64,8 +92,12 @@ class SensitivitySettings:
     seed: int = 0
     measure: SensitivityConfig = field(default_factory=SensitivityConfig)
     groups: LayerGroups = field(default_factory=LayerGroups)
+    zone_metric: str | None = None
+    bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
 
     def __post_init__(self) -> None:
+        if self.zone_metric is not None and self.zone_metric not in ZONE_METRICS:
+            raise ValueError(f"zone metric {self.zone_metric!r} is not one of {', '.join(ZONE_METRICS)}")
         if self.n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {self.n_samples}")
         if not 0.0 < self.threshold <= 1.0:
@@ -75,4 +107,5 @@ class SensitivitySettings:
         """What a profile's `settings` records of these settings (JSON values)."""
         m = self.measure
         return {"n_samples": self.n_samples, "threshold": self.threshold, "seed": self.seed,
+                **({"zone_metric": self.zone_metric} if self.zone_metric else {}),
                 "batch_size": m.batch_size, "noise_batch_size": m.noise_batch_size, "max_new_tokens": m.max_new_tokens}
