@@ -101,6 +101,9 @@ class LayerWeights:
     def n_loaded(self) -> int:
         return len(self._depth)
 
+    def is_loaded(self, path: str) -> bool:
+        return path in self._depth
+
     def load(self, layer: nn.Module, path: str) -> None:
         if path in self._depth:
             self._depth[path] += 1
