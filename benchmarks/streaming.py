@@ -130,6 +130,10 @@ def _timed_loads(reader) -> list[float]:
     def timed(layer, path):
         if not reader.is_loaded(path):
             times.append(time.perf_counter())
+            if len(times) > 1:  # progress on stderr, so a run stopped early still tells how far it got
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+                print(f"layer {len(times) - 2} done in {times[-1] - times[-2]:.1f} s; peak RSS so far {_gib(peak)}",
+                      file=sys.stderr, flush=True)
         load(layer, path)
 
     reader.load = timed
@@ -186,9 +190,10 @@ def parent(args: argparse.Namespace) -> None:
     command = [*prefix, sys.executable, __file__, "--child", "--checkpoint", str(folder), "--scratch", str(folder.parent),
                "--compress-layers", args.compress_layers, "--outer-iters", str(args.outer_iters),
                "--calib-samples", str(args.calib_samples), "--seq-len", str(args.seq_len), *(["--offload"] if args.offload else [])]
-    done = subprocess.run(command, capture_output=True, text=True)
+    print(f"compressing {folder} under {how}", file=sys.stderr, flush=True)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)  # the child's progress goes to stderr
     if done.returncode != 0:
-        sys.exit(f"the capped run failed (exit {done.returncode}) under {how}:\n{done.stderr[-3000:]}")
+        sys.exit(f"the capped run failed (exit {done.returncode}) under {how}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     compressed, streamed = sorted(figures["compressed_seconds"]), sorted(figures["streamed_seconds"])
     print(f"| streaming compression, 3-bit rank 32 CALDERA (LDLQ), outer_iters {args.outer_iters} | value |")

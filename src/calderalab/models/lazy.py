@@ -70,8 +70,8 @@ def read_tensors(index: ShardIndex, names: list[str], dtype: torch.dtype, device
     for file_name, in_file in by_file.items():
         with safe_open(str(index.directory / file_name), framework="pt", device="cpu") as handle:
             for name in in_file:
-                # clone(): own the bytes, so nothing stays mapped from the shard once the layer is released
-                tensors[name] = handle.get_tensor(name).to(device=device, dtype=dtype).clone()
+                # copy=True: own the bytes, so nothing stays mapped from the shard once the layer is released
+                tensors[name] = handle.get_tensor(name).to(device=device, dtype=dtype, copy=True)
     return tensors
 
 
