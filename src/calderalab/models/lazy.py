@@ -1,7 +1,7 @@
 """Larger-than-memory checkpoints: the model skeleton in memory, decoder layers read on demand.
 
-`open_lazy(directory)` builds the model with every parameter on the meta device (buffers such as
-rotary frequencies stay real), loads what lives outside the decoder stack (embeddings, final
+`open_lazy(directory)` builds the model on the meta device (rotary frequencies and other
+non-persistent buffers are then computed for real), loads what lives outside the decoder stack (embeddings, final
 norm, lm_head), and attaches a `LayerWeights` reader. Work on a decoder layer happens inside
 `onloaded(model, target)`: the layer's parameters are read from the safetensors shards, cast to
 the model's dtype and device, and put back on the meta device when the block ends. Peak memory
@@ -11,7 +11,7 @@ GPTQModel onload layers sequentially).
 On a model that is fully in memory (`load_model`, a tiny test model) `onloaded` does nothing,
 so compression has one code path whichever way the model was opened.
 
-Imports torch and safetensors; transformers and accelerate only inside `open_lazy`.
+Imports torch and safetensors; transformers only inside `open_lazy`.
 """
 
 from __future__ import annotations
@@ -174,16 +174,32 @@ def streamed_forward(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def _skeleton(directory: Path, dtype: torch.dtype) -> nn.Module:
-    from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
     config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
-    with init_empty_weights(include_buffers=False):  # parameters on meta, rotary buffers real
+    # Everything on meta: nothing is allocated (accelerate's init_empty_weights allocates each
+    # parameter before moving it, which under an address-space cap fails on a large model).
+    with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    _materialise_buffers(model)
     model.config._name_or_path = str(directory)
     if (directory / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(str(directory), local_files_only=True)
     return model
+
+
+def _materialise_buffers(model: nn.Module) -> None:
+    """Non-persistent buffers (rotary frequencies) are not in checkpoints: give them storage and let
+    the model's own initialiser compute them, as `from_pretrained` does after a meta-device build."""
+    for module in model.modules():
+        names = [n for n in module._non_persistent_buffers_set if module._buffers.get(n) is not None]
+        if names:
+            for name in names:
+                module._buffers[name] = torch.empty_like(module._buffers[name], device="cpu")
+            model._init_weights(module)
+    still_meta = [n for n, b in model.named_buffers() if b.is_meta]
+    if still_meta:
+        raise ModelRefError(f"cannot open {type(model).__name__} layer by layer: buffers {still_meta[:4]} stay unset")
 
 
 def open_lazy(directory: Path, dtype: torch.dtype, device: torch.device | str, index: ShardIndex) -> nn.Module:
