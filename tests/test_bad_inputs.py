@@ -176,6 +176,7 @@ def test_bad_input_gives_its_one_line_error(what, command, error, files, tmp_pat
             raise AssertionError(f"{what}: weights were loaded before the bad input was refused")
 
         monkeypatch.setattr(models, "load_model", load_model)
+        monkeypatch.setattr(models, "open_model", load_model)  # compress opens checkpoints layer by layer
     env, argv = _substitute(command, values)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

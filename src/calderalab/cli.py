@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 
+from calderalab import devices
 from calderalab.commands import register
 from calderalab.errors import CalderalabError
 from calderalab.progress import make_progress
@@ -128,8 +129,13 @@ def compress(
     seq_len: int = typer.Option(None, "--seq-len", help="tokens per calibration sequence"),
     executor: str = typer.Option("local", help="local | ray"),
     num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs for a local Ray instance"),
+    device: str = typer.Option(None, "--device", help=devices.DEVICES_HELP),
+    dtype: str = typer.Option(None, "--dtype", help=devices.DTYPES_HELP),
+    offload_dir: str = typer.Option(None, "--offload-dir", help="keep the calibration activations between layers as "
+                                    "files in this folder instead of in memory"),
 ) -> None:
-    """Compress MODEL into an artifact store (resumes an interrupted run)."""
+    """Compress MODEL into an artifact store (resumes an interrupted run). A safetensors checkpoint is
+    read one decoder layer at a time, so it may be larger than memory."""
     import time
 
     from rich.console import Console
@@ -141,6 +147,8 @@ def compress(
     from calderalab.plans import spec_with
 
     console = Console()
+    run_device = devices.resolve_device(device)  # a missing GPU fails here, before the model loads
+    run_dtype = devices.resolve_dtype(dtype, run_device)
     calib_config = CompressSettings().with_options(calib_source=calib, calib_samples=calib_samples, calib_seq_len=seq_len,
                                                    seed=seed).calib
     fields = {"bits": bits, "rank": rank, "method": method, "lr_bits": lr_bits, "group_size": group_size,
@@ -155,8 +163,8 @@ def compress(
         the_plan = _checked_plan(model, spec_with(None, **fields) if bits is not None else None, plan, protect, ranks)
     the_store = open_for_writing(out, model)  # missing bucket, denied write, newer format: fail before the load
     t0 = time.perf_counter()
-    model_obj, tokenizer = models.load_model(model)
-    console.print(f"loaded {model} in {time.perf_counter() - t0:.1f}s")
+    model_obj, tokenizer = models.open_model(model, run_dtype, run_device)
+    console.print(f"opened {model} in {time.perf_counter() - t0:.1f}s ({run_device}, {str(run_dtype).removeprefix('torch.')})")
     identity = models.model_identity(model)
 
     def run(a_plan, label: str, calib_data=None, hessians=None):
@@ -164,12 +172,12 @@ def compress(
         try:
             return compress_lib.compress_model(model_obj, a_plan, the_store, calib_data or calib_config, executor=executor,
                                                progress=on_event, tokenizer=tokenizer, model_ref=identity,
-                                               num_cpus=num_cpus, hessians=hessians)
+                                               num_cpus=num_cpus, hessians=hessians, offload_dir=offload_dir)
         finally:
             progress.stop()
 
     if plan == "budget":
-        the_plan = _budget_plan(console, request, run, model_obj, tokenizer, calib_config)
+        the_plan = _budget_plan(console, request, run, model_obj, tokenizer, calib_config, offload_dir)
     report = run(the_plan, f"plan {the_plan.preset}")
     if save_plan is not None:
         save_plan.write_text(the_plan.to_json())
@@ -177,14 +185,16 @@ def compress(
     _print_compress_report(console, out, report)
 
 
-def _budget_plan(console, request, run, model_obj, tokenizer, calib_config):
+def _budget_plan(console, request, run, model_obj, tokenizer, calib_config, offload_dir):
     """Compress the budget's candidate specs (calibration and Hessians made once), choose, print the map."""
     from calderalab import budget
     from calderalab.calib import collect_hessians, load_calibration
+    from calderalab.models import streamed_forward
 
     settings, the_profile, shapes = request
-    calib = load_calibration(model_obj, tokenizer, calib_config)
-    hessians = list(collect_hessians(model_obj, calib.batches))  # every candidate reuses them
+    with streamed_forward(model_obj):
+        calib = load_calibration(model_obj, tokenizer, calib_config)
+    hessians = list(collect_hessians(model_obj, calib.batches, offload_dir=offload_dir))  # every candidate reuses them
     chosen = budget.budget_plan(the_profile, settings, shapes,
                                 lambda p: run(p, f"candidate {budget.option_name(p.spec(0, 'q'))}", calib, hessians))
     console.print(budget.map_table(chosen), highlight=False, markup=False)

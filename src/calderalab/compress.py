@@ -13,6 +13,7 @@ Prints nothing: progress goes to an optional callback with typed events; the CLI
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -129,27 +130,32 @@ def _model_record(model: torch.nn.Module, ref: str | None = None) -> dict[str, A
     }
 
 
-def _check_resumed(store: Any, targets: list[Any], plan: Any) -> tuple[list[ModuleResult], dict[int, list[tuple[str, Any]]]]:
+def _check_resumed(model: torch.nn.Module, store: Any, targets: list[Any], plan: Any) -> tuple[list[ModuleResult], dict[int, list[tuple[str, Any]]]]:
     """Split the plan into modules already stored (fingerprint-checked) and modules to do, by layer.
 
     A stored module made from other weights is refused; one made by another calderalab version or
     other core code is recomputed (one warning per reason), so a resumed store never mixes in
-    results of older decomposition code.
+    results of older decomposition code. Only layers with stored modules are read (lazy models).
     """
+    from calderalab.models import onloaded
+
     done, todo, stale = [], {}, Counter()
     for t in targets:
-        for name, spec in ((n, plan.spec(t.index, n)) for n in t.modules):
-            if spec is None:
-                continue
-            entry = store.find(t.index, name, spec)
-            if entry is not None:
-                _check_fingerprint(store, entry, t.modules[name].weight)
-                reason = stale_reason(entry)
-                if reason is None:
-                    done.append(_result(entry, resumed=True))
+        specs = [(n, plan.spec(t.index, n)) for n in t.modules]
+        stored = {n: store.find(t.index, n, spec) for n, spec in specs if spec is not None}
+        with onloaded(model, t) if any(stored.values()) else contextlib.nullcontext():
+            for name, spec in specs:
+                if spec is None:
                     continue
-                stale[reason] += 1
-            todo.setdefault(t.index, []).append((name, spec))
+                entry = stored[name]
+                if entry is not None:
+                    _check_fingerprint(store, entry, t.modules[name].weight)
+                    reason = stale_reason(entry)
+                    if reason is None:
+                        done.append(_result(entry, resumed=True))
+                        continue
+                    stale[reason] += 1
+                todo.setdefault(t.index, []).append((name, spec))
     for reason, count in stale.items():
         log.warning("%s: %d module(s) %s: recomputing", store.url, count, reason)
     return done, todo
@@ -177,6 +183,7 @@ def compress_model(
     model_ref: str | None = None,
     num_cpus: int | None = None,
     hessians: Iterable[tuple[int, dict[str, torch.Tensor]]] | None = None,
+    offload_dir: str | None = None,
 ) -> CompressReport:
     """Compress `model` under `plan` into `store`; resumable, deterministic.
 
@@ -185,6 +192,9 @@ def compress_model(
         model_ref: what the store header records as the model (`models.model_identity` of the reference).
         hessians: precomputed (layer, {name: H}) pairs (e.g. cached by a benchmark that
             compresses one model many ways); default: streamed from the calibration data.
+        offload_dir: spill the calibration activations between layers to files under this folder.
+    The model may be fully in memory or opened lazily (`models.open_model`); either way each decoder
+    layer's weights are used inside `models.onloaded`, so a lazy model holds about one layer at a time.
     Returns a CompressReport of every module the plan compresses (resumed ones included).
     """
     from calderalab import models, plans
@@ -198,18 +208,20 @@ def compress_model(
     if store.exists():
         store.header()  # a store of a newer format version is refused before any work
     store.remove_dead_temp_files()
-    done, todo = _check_resumed(store, targets, plan)
+    done, todo = _check_resumed(model, store, targets, plan)
     emit(CompressStarted(plan.hash(), plan_bpw, len(targets), len(done) + sum(map(len, todo.values())),
                          sum(map(len, todo.values())), tuple(sorted(todo))))
     calibration = None
     if todo:
-        calib_data = calib if isinstance(calib, CalibData) else load_calibration(model, tokenizer, calib)
+        with models.streamed_forward(model):  # self-generated text runs the whole model
+            calib_data = calib if isinstance(calib, CalibData) else load_calibration(model, tokenizer, calib)
         calibration = calib_data.manifest_entry()
         store.init(_model_record(model, model_ref), calibration)
         emit(CalibrationReady(calib_data.description, calib_data.n_tokens, calib_data.sha256))
-        stream = hessians if hessians is not None else collect_hessians(model, calib_data.batches, layers=sorted(todo), targets=targets)
+        stream = hessians if hessians is not None else collect_hessians(
+            model, calib_data.batches, layers=sorted(todo), targets=targets, offload_dir=offload_dir)
         try:
-            done += _compress_layers(targets, todo, stream, store, make_executor(executor, num_cpus), emit)
+            done += _compress_layers(model, targets, todo, stream, store, make_executor(executor, num_cpus), emit)
         except StoreFullError as err:
             raise _out_of_space(err, store, todo, shapes) from None
     modules = tuple(sorted(done, key=lambda m: (m.layer, core.MODULE_NAMES.index(m.module))))
@@ -249,17 +261,21 @@ class _Pending:
     qualified: dict[str, str] = field(default_factory=dict)
 
 
-def _compress_layers(targets: list[Any], todo: dict[int, list[tuple[str, Any]]], stream: Iterable[tuple[int, dict[str, torch.Tensor]]],
-                     store: Any, executor: Any, emit: ProgressFn) -> list[ModuleResult]:
+def _compress_layers(model: torch.nn.Module, targets: list[Any], todo: dict[int, list[tuple[str, Any]]],
+                     stream: Iterable[tuple[int, dict[str, torch.Tensor]]], store: Any, executor: Any,
+                     emit: ProgressFn) -> list[ModuleResult]:
     """Submit each layer's jobs as its Hessians arrive; store the previous layer's results meanwhile."""
+    from calderalab.models import onloaded
+
     by_index = {t.index: t for t in targets}
     results: list[ModuleResult] = []
     pending: _Pending | None = None
     try:
         for layer, H_by_name in _only(stream, todo):
             t = by_index[layer]
-            jobs = [DecomposeJob(layer, name, t.modules[name].weight.detach().to(torch.float32).clone(), H_by_name[name], spec)
-                    for name, spec in todo[layer]]
+            with onloaded(model, t):  # already in memory when the stream just ran this layer
+                jobs = [DecomposeJob(layer, name, t.modules[name].weight.detach().to(torch.float32).clone(), H_by_name[name], spec)
+                        for name, spec in todo[layer]]
             handles = executor.submit(jobs)
             if pending is not None:
                 results += _store_layer(pending, executor, store, emit)

@@ -12,6 +12,9 @@ How it works (the GPTQ / CALDERA "sequential" driver, made family-agnostic):
    outputs (= the inputs of layer l+1) from the ORIGINAL weights, then yield (l, {name: H}).
    Only one layer's Hessians plus the activations are alive at any time.
 
+Each layer runs inside `models.onloaded`: on a lazily opened checkpoint its weights are read from
+disk for that layer only; the activations can live on disk too (`offload_dir`).
+
 Imports torch only; layer discovery comes from `calderalab.models` (lazily, at call time).
 """
 
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 
 from calderalab import faults
+from calderalab.calib.activations import MemoryActivations, new_activations
 from calderalab.calib.hessian import HessianAccumulator
 
 log = logging.getLogger(__name__)
@@ -72,8 +76,9 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def capture_layer_inputs(
-    model: nn.Module, decoder_layers: Sequence[nn.Module], batches: Iterable[Any], stop_after: int | None = None
-) -> tuple[list[torch.Tensor], list[list[_LayerCall]]]:
+    model: nn.Module, decoder_layers: Sequence[nn.Module], batches: Iterable[Any], stop_after: int | None = None,
+    hidden: Any = None,
+) -> tuple[Any, list[list[_LayerCall]]]:
     """Record the hidden states entering layer 0 and every layer's call arguments, per batch.
 
     Returns (hidden, calls): hidden[b] is (batch, seq_len, d_model); calls[b][l] the other
@@ -82,7 +87,7 @@ def capture_layer_inputs(
     """
     last = len(decoder_layers) - 1 if stop_after is None else stop_after
     device = _model_device(model)
-    hidden: list[torch.Tensor] = []
+    hidden = MemoryActivations() if hidden is None else hidden  # or DiskActivations: appended to, read in order
     calls: list[list[_LayerCall]] = []
     current: list[_LayerCall] = []
 
@@ -121,7 +126,7 @@ def capture_layer_inputs(
                 layer.__dict__.pop("forward", None)
             else:
                 layer.forward = original
-    if not hidden:
+    if not len(hidden):
         raise ValueError("no calibration batches were given")
     return hidden, calls
 
@@ -135,16 +140,20 @@ def _run_layer(layer: nn.Module, h: torch.Tensor, call: _LayerCall) -> torch.Ten
 def layer_hessians(
     layer: nn.Module,
     modules: dict[str, nn.Linear],
-    hidden: list[torch.Tensor],
+    hidden: Iterable[torch.Tensor],
     calls: list[_LayerCall],
     dtype: torch.dtype = torch.float32,
-) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    outputs: Any = None,
+) -> tuple[dict[str, torch.Tensor], Any]:
     """Run one decoder layer over all batches; return ({name: H (d_in, d_in)}, next hidden states).
 
-    H = XᵀX / n_tokens of each module's input, one accumulator per shared-input group.
+    H = XᵀX / n_tokens of each module's input, one accumulator per shared-input group, accumulated
+    in `dtype` on the layer's device whatever the model's dtype. `outputs`: where the next hidden
+    states go (default a list; a DiskActivations spills them).
     """
     groups = input_groups(modules)
-    accumulators = {g: HessianAccumulator(modules[g[0]].in_features, dtype=dtype, device=h_device(hidden)) for g in groups}
+    device = modules[groups[0][0]].weight.device
+    accumulators = {g: HessianAccumulator(modules[g[0]].in_features, dtype=dtype, device=device) for g in groups}
 
     def hook(group: tuple[str, ...]) -> Callable[..., None]:
         def accumulate(_module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
@@ -154,7 +163,7 @@ def layer_hessians(
 
     handles = [modules[g[0]].register_forward_hook(hook(g)) for g in groups]
     try:
-        outputs = []
+        outputs = MemoryActivations() if outputs is None else outputs
         with torch.no_grad():
             for h, call in zip(hidden, calls):
                 outputs.append(_run_layer(layer, h, call))
@@ -170,10 +179,6 @@ def layer_hessians(
     return H_by_name, outputs
 
 
-def h_device(hidden: list[torch.Tensor]) -> torch.device:
-    return hidden[0].device
-
-
 def collect_hessians(
     model: nn.Module,
     batches: Iterable[Any],
@@ -181,6 +186,7 @@ def collect_hessians(
     progress: ProgressFn | None = None,
     targets: Sequence[Any] | None = None,
     dtype: torch.dtype = torch.float32,
+    offload_dir: str | None = None,
 ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     """Stream (layer_idx, {canonical name: H}) one decoder layer at a time.
 
@@ -193,15 +199,15 @@ def collect_hessians(
         targets: pre-discovered `LayerTargets` (index, layer, modules); default discover_layers(model).
         dtype: Hessian accumulation dtype: float32 (default; one matmul per batch, see
             HessianAccumulator) or float64 (the reference code's choice).
+        offload_dir: keep the activations between layers as files under this folder (removed as
+            they are used up) instead of in memory.
 
     Hessians come from the ORIGINAL model's activations: layer l+1's inputs are computed before
     (l, H) is yielded, so the caller may replace layer l's weights right away.
     """
-    if targets is None:
-        from calderalab.models import discover_layers
+    from calderalab.models import discover_layers, onloaded
 
-        targets = discover_layers(model)
-    targets = list(targets)
+    targets = list(discover_layers(model) if targets is None else targets)
     n_layers = len(targets)
     wanted = set(range(n_layers)) if layers is None else set(layers)
     bad = sorted(i for i in wanted if not 0 <= i < n_layers)
@@ -210,18 +216,30 @@ def collect_hessians(
     if not wanted:
         return
     last = max(wanted)
-    decoder_layers = [t.layer for t in targets]
-    hidden, calls = capture_layer_inputs(model, decoder_layers, batches, stop_after=last)
-    log.info("captured layer-0 inputs: %d batches, %d tokens", len(hidden), sum(h.shape[0] * h.shape[1] for h in hidden))
-    for position, t in enumerate(targets[: last + 1]):
-        layer_calls = [per_batch[position] for per_batch in calls]
-        if t.index in wanted:
-            H_by_name, hidden = layer_hessians(t.layer, dict(t.modules), hidden, layer_calls, dtype=dtype)
-        else:
-            with torch.no_grad():
-                hidden = [_run_layer(t.layer, h, c) for h, c in zip(hidden, layer_calls)]
-        if t.index in wanted:
-            if progress is not None:
-                progress(t.index, n_layers)
-            yield t.index, H_by_name
-            del H_by_name
+    hidden, calls = capture_layer_inputs(model, [t.layer for t in targets], batches, stop_after=last,
+                                         hidden=new_activations(offload_dir))
+    log.info("captured layer-0 inputs: %d batches", len(hidden))
+    try:
+        for position, t in enumerate(targets[: last + 1]):
+            layer_calls = [per_batch[position] for per_batch in calls]
+            with onloaded(model, t):
+                outputs = new_activations(offload_dir)
+                try:
+                    if t.index in wanted:
+                        H_by_name, outputs = layer_hessians(t.layer, dict(t.modules), hidden, layer_calls, dtype, outputs)
+                    else:
+                        with torch.no_grad():
+                            for h, c in zip(hidden, layer_calls):
+                                outputs.append(_run_layer(t.layer, h, c))
+                except BaseException:
+                    outputs.discard()
+                    raise
+                hidden.discard()
+                hidden = outputs
+                if t.index in wanted:
+                    if progress is not None:
+                        progress(t.index, n_layers)
+                    yield t.index, H_by_name  # the layer stays in memory while the caller reads its weights
+                    del H_by_name
+    finally:
+        hidden.discard()

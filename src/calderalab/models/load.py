@@ -174,3 +174,34 @@ def load_skeleton(ref: str | ModelRef):
             return AutoModelForCausalLM.from_config(config)
     except (OSError, ValueError, KeyError) as err:
         raise ModelRefError(f"cannot read the model structure of {model_ref.ref!r}: {err}") from err
+
+
+def open_model(ref: str | ModelRef, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """Open a model reference for layer-by-layer work (compression) as (model, tokenizer).
+
+    A safetensors checkpoint (a local or hub directory, or the cached de-quantised copy of a GGUF)
+    opens lazily: the decoder layers stay on the meta device and `lazy.onloaded` reads one at a
+    time, so a checkpoint larger than memory can be compressed. Anything else (a GGUF not cached
+    yet, a .bin checkpoint) loads whole, as `load_model` does; `onloaded` is then a no-op.
+    """
+    from calderalab.models import lazy
+
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    model_ref = ref if isinstance(ref, ModelRef) else resolve_model_ref(ref)
+    directory = model_ref.path
+    if model_ref.is_gguf:
+        directory = gguf_cache_path(model_ref)
+        if not _cache_is_valid(directory):
+            return load_model(model_ref, dtype, device)
+    index = lazy.shard_index(directory)
+    if index is None:
+        return load_model(model_ref, dtype, device)
+    from transformers import AutoTokenizer
+
+    try:
+        model = lazy.open_lazy(directory, dtype, device, index)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelRefError(f"cannot open {model_ref.ref!r} from {directory} as a causal language model: {err}") from err
+    return model, prepare_tokenizer(tokenizer, model)
