@@ -114,3 +114,15 @@ def test_cli_sensitivity_end_to_end(tmp_path, shared_data):
     assert profile["settings"]["spec"]["method"] == "ldlq" and profile["settings"]["n_samples"] == 4
     assert profile["settings"]["zone_metric"] == "kl" and len(profile["settings"]["sample_categories"]) == 4
     assert len(profile["rows"][0]["metrics"]["per_sample"]["kl_sum"]) == 4
+
+
+def test_probe_instances_cover_every_family_before_repeating_one():
+    from calderalab.eval.tasks import load_families
+    from calderalab.sensitivity.pipeline import probe_instances
+
+    n_families = len(load_families())
+    instances, _ = probe_instances(n_families + 1)
+    families = [inst.family for inst in instances]
+    assert len(set(families[:n_families])) == n_families  # each family once, then the second round starts
+    assert families[n_families] == families[0]
+    assert probe_instances(n_families + 1)[0] == instances  # deterministic

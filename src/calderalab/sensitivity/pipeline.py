@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -55,7 +56,15 @@ def probe_instances(n_samples: int, seed: int = 0) -> tuple[list[Any], dict[str,
 
     families = load_families()
     per_family = max(1, math.ceil(n_samples / len(families)))
-    return generate_instances(families, per_family, seed)[:n_samples], {f.id: f.category for f in families}
+    drawn = generate_instances(families, per_family, seed)
+    # Round robin over the families (first instance of each, then the second, ...), so cutting at
+    # N keeps every family when N >= their number, not the first few families in full.
+    seen: Counter[str] = Counter()
+    keyed = []
+    for i, inst in enumerate(drawn):
+        keyed.append(((seen[inst.family], i), inst))  # (its index within its family, draw order)
+        seen[inst.family] += 1
+    return [inst for _, inst in sorted(keyed, key=lambda t: t[0])][:n_samples], {f.id: f.category for f in families}
 
 
 def probe_prompt_ids(tokenizer: Any, n_samples: int, seed: int = 0) -> list[list[int]]:
