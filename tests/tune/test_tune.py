@@ -152,3 +152,18 @@ def test_kl_mean_is_the_mean_token_kl():
     exact = token_kl(torch.log_softmax(ref, -1), torch.log_softmax(logits, -1)).mean()
     torch.testing.assert_close(kl_mean(ref, logits).double(), exact, rtol=1e-5, atol=1e-7)
     assert float(kl_mean(ref, ref)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_verdict_says_when_the_tuned_store_is_worse():
+    from calderalab.tune.run import TuneReport, TuneRow
+
+    def report(after_heldout, after_calib=0.2, heldout=True):
+        rows = (TuneRow("original", 0.0, 0.0, 10.0), TuneRow("compressed", 0.3, 0.4 if heldout else None, 12.0),
+                TuneRow("tuned", after_calib, after_heldout if heldout else None, 11.0))
+        return TuneReport(rows, (0.3, 0.2), "memory://x", 1, 0)
+
+    assert report(0.35).verdict() is None  # better on held-out text
+    worse = report(0.45).verdict()
+    assert worse is not None and "held-out KL went from 0.40000 to 0.45000" in worse
+    assert report(None, after_calib=0.25, heldout=False).verdict() is None
+    assert "calibration" in report(None, after_calib=0.31, heldout=False).verdict()

@@ -64,6 +64,9 @@ def tune(
     console.print(table)
     console.print(f"training KL: step 1 {report.losses[0]:.5f}, step {len(report.losses)} {report.losses[-1]:.5f}")
     console.print(f"tuned store written to {report.out_url}")
+    if report.verdict() is not None:
+        console.print(report.verdict(), markup=False)
+        raise typer.Exit(1)  # a store worse than its source must not pass a script silently
 
 
 def export_lora(

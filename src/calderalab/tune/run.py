@@ -44,6 +44,18 @@ class TuneReport:
     n_tuned: int  # modules whose L, R were trained
     n_copied: int  # modules without factors (ldlq/rtn), written unchanged
 
+    def verdict(self) -> str | None:
+        """None when the tuned store is better than its source on held-out text (on the calibration
+        windows when no held-out text was given); else the sentence that says it is not."""
+        _, before, after = self.rows
+        held_out = before.heldout_kl is not None and after.heldout_kl is not None
+        b, a = (before.heldout_kl, after.heldout_kl) if held_out else (before.calib_kl, after.calib_kl)
+        if a < b:
+            return None
+        where = "held-out" if held_out else "calibration (no held-out text given)"
+        return (f"tuning did not help: the {where} KL went from {b:.5f} to {a:.5f}; the source store is better "
+                "(more calibration text, fewer steps or a lower learning rate may; see TuneConfig)")
+
 
 def _measure(label: str, model, weights, calib: CalibData, teacher, reference: Reference | None,
              heldout_ids: torch.Tensor | None) -> TuneRow:
