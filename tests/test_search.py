@@ -4,7 +4,7 @@ import random
 import pytest
 from scipy.stats import binomtest
 
-from calderalab.eval.stats import newcombe_paired_interval, noninferior, noninferiority_sample_size
+from calderalab.eval.noninferiority import newcombe_paired_interval, noninferior, noninferiority_sample_size
 from calderalab.search import MarginTest, TailResult, min_protect, score_tail
 
 

@@ -2,7 +2,7 @@
 last layers whose execution is non-inferior to the uncompressed baseline's by a paired test.
 
 A tail k passes when the one-sided upper confidence bound of the paired execution drop
-(baseline − protected, Newcombe's interval, `eval.stats.noninferior`) is below the margin; the
+(baseline − protected, Newcombe's interval, `eval.noninferiority.noninferior`) is below the margin; the
 point estimate alone decides nothing. Binary search over k in 0..n_layers assuming that
 protecting more layers never hurts, with the boundary checked (k passes and k-1 was evaluated
 and fails), every evaluation kept with its statistics, and an honest "no k passes" when even
@@ -16,8 +16,8 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from calderalab.eval.stats import (NonInferiority, mcnemar_from_counts, noninferior, noninferiority_sample_size,
-                                   wilson_interval)
+from calderalab.eval.noninferiority import NonInferiority, noninferior, noninferiority_sample_size
+from calderalab.eval.stats import mcnemar_from_counts, wilson_interval
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from calderalab.eval import stats
+from calderalab.eval import noninferiority as stats
 
 
 @pytest.mark.parametrize(

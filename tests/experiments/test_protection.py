@@ -79,7 +79,7 @@ def test_min_protect_finds_planted_tail(tiny, tmp_path, shared_data, store, need
 
 
 def test_min_protect_says_plainly_when_no_tail_passes(tiny, tmp_path, shared_data, store):
-    from calderalab.eval.stats import noninferiority_sample_size
+    from calderalab.eval.noninferiority import noninferiority_sample_size
     from calderalab.experiments import min_protect
 
     session = _session(tiny, tmp_path, shared_data, planted_evaluator(_originals(tiny[0]), 1, []), "min-protect", store)
