@@ -116,7 +116,7 @@ def test_batched_next_token_scoring_equals_padded_batches(tok, random_lm):
 
 def test_rotations_share_their_prefix_and_equal_the_padded_scores(tok, random_lm):
     """Rotated letter probes share a long prefix: it runs once per group, scores unchanged."""
-    from calderalab.eval.backends import _prefix_groups
+    from calderalab.eval.batching import prefix_groups
     from calderalab.eval.probes import understanding_rotations
     from calderalab.eval.tasks import generate_instances, load_families
 
@@ -125,7 +125,7 @@ def test_rotations_share_their_prefix_and_equal_the_padded_scores(tok, random_lm
              for inst in insts for it in understanding_rotations(inst)]
     backend = HFBackend(random_lm, tok, batch_size=4)
     contexts = [backend.encode(backend.render(p, "Answer:")) for p, _ in items]
-    groups = _prefix_groups(contexts, 4)
+    groups = prefix_groups(contexts, 4)
     assert [len(g) for _, g in groups] == [len(i.plan_options) for i in insts]  # one group per instance
     assert all(p > 50 for p, _ in groups)
     fast = backend.choice_scores(items, assistant_prefix="Answer:")

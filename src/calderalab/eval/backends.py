@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from calderalab.eval.batching import left_pad, length_batches, prefix_groups
 from calderalab.eval.probes import Message, has_complete_answer_line
 
 log = logging.getLogger(__name__)
@@ -87,59 +88,6 @@ class AnswerLineStop:
                 text = self.tokenizer.decode(input_ids[row, self.prompt_len :].tolist(), skip_special_tokens=True)
                 done[row] = has_complete_answer_line(text)
         return done
-
-
-def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (longest first), for little padding."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-MIN_SHARED_PREFIX = 16  # tokens; below this a shared prefix is not worth a pass of its own
-SHARED_FRACTION = 0.2  # a group's shared prefix is at least this share of each context
-
-
-def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def _prefix_groups(contexts: Sequence[Sequence[int]], max_group: int) -> list[tuple[int, list[int]]]:
-    """Runs of consecutive contexts sharing a prefix of >= MIN_SHARED_PREFIX tokens, at most max_group
-    long: (shared prefix length, indices). Every suffix keeps at least one token (the last one is
-    the position whose next-token distribution is read)."""
-    groups: list[tuple[int, list[int]]] = []
-    i = 0
-    while i < len(contexts):
-        members, shared = [i], len(contexts[i]) - 1
-        j = i + 1
-        while j < len(contexts) and len(members) < max_group:
-            common = min(shared, _common_prefix_len(contexts[i], contexts[j]), len(contexts[j]) - 1)
-            # Rotations of one probe share ~30% and have nearly equal lengths; two probes that only
-            # share the chat template are not worth a group (their padded suffixes cost more).
-            if common < max(MIN_SHARED_PREFIX, SHARED_FRACTION * len(contexts[j])) or \
-                    abs(len(contexts[j]) - len(contexts[i])) > SHARED_FRACTION * len(contexts[i]):
-                break
-            members, shared = members + [j], common
-            j += 1
-        groups.append((shared, members))
-        i = j
-    return groups
-
-
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token rows. Returns input_ids and attention_mask, both (batch, max_len)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-        mask[i, width - len(r) :] = 1
-    return ids, mask
 
 
 class HFBackend:
@@ -213,7 +161,7 @@ class HFBackend:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         encoded = [self.encode(self.render(p)) for p in prompts]
         results: list[Generation | None] = [None] * len(encoded)
-        for batch in _length_batches([len(e) for e in encoded], self.batch_size):
+        for batch in length_batches([len(e) for e in encoded], self.batch_size):
             outs = self._generate_batch([encoded[i] for i in batch], max_new_tokens, stop_at_answer)
             for i, out in zip(batch, outs):
                 results[i] = out
@@ -238,7 +186,7 @@ class HFBackend:
     @torch.no_grad()
     def _generate_batch(self, rows: list[list[int]], max_new_tokens: int, stop_at_answer: bool) -> list[Generation]:
         device = next(self.model.parameters()).device
-        input_ids, attention_mask = _left_pad(rows, self.pad_id)
+        input_ids, attention_mask = left_pad(rows, self.pad_id)
         prompt_len = input_ids.shape[1]
         stopping = [AnswerLineStop(self.tokenizer, prompt_len)] if stop_at_answer else []
         out = self.model.generate(
@@ -335,7 +283,7 @@ class HFBackend:
         # The last token is never an input: only its probability is read.
         sequences = [(ctx + cont)[:-1] for ctx, cont in pairs]
         results: list[tuple[float, int] | None] = [None] * len(pairs)
-        for batch in _length_batches([len(s) for s in sequences], self.batch_size):
+        for batch in length_batches([len(s) for s in sequences], self.batch_size):
             conts = [pairs[i][1] for i in batch]
             scored = self._score_batch([sequences[i] for i in batch], conts)
             for i, res in zip(batch, scored):
@@ -358,7 +306,7 @@ class HFBackend:
         """
         results: list[list[tuple[float, int]]] = []
         contexts = [ctx for ctx, _ in items]
-        for prefix_len, group in _prefix_groups(contexts, self.batch_size):
+        for prefix_len, group in prefix_groups(contexts, self.batch_size):
             logprobs = self._next_token_logprobs([contexts[i] for i in group], prefix_len)  # (g, vocab)
             for row, i in enumerate(group):
                 results.append([(float(logprobs[row, c[0]].double()), 1) for c in items[i][1]])
@@ -372,7 +320,7 @@ class HFBackend:
         device = next(self.model.parameters()).device
         keep: dict[str, Any] = {"logits_to_keep": 1} if self._accepts_logits_to_keep else {}
         if prefix_len == 0:  # nothing shared (one-token contexts): one left-padded batch
-            ids, mask = _left_pad(contexts, self.pad_id)
+            ids, mask = left_pad(contexts, self.pad_id)
             logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False,
                                 position_ids=((mask.cumsum(-1) - 1).clamp(min=0)).to(device), **keep).logits
             return torch.log_softmax(logits[:, -1].float(), dim=-1)
@@ -380,7 +328,7 @@ class HFBackend:
         out = self.model(input_ids=prefix, use_cache=True, **keep)
         cache = getattr(out, "cache", None) or out.past_key_values
         cache.batch_repeat_interleave(len(contexts))
-        suffix_ids, suffix_mask = _left_pad([c[prefix_len:] for c in contexts], self.pad_id)  # (g, W)
+        suffix_ids, suffix_mask = left_pad([c[prefix_len:] for c in contexts], self.pad_id)  # (g, W)
         attention_mask = torch.cat([torch.ones((len(contexts), prefix_len), dtype=torch.long), suffix_mask], dim=1)
         position_ids = prefix_len + (suffix_mask.cumsum(-1) - 1).clamp(min=0)  # (g, W): pads repeat a position, masked
         logits = self.model(input_ids=suffix_ids.to(device), attention_mask=attention_mask.to(device),
@@ -427,7 +375,7 @@ class HFBackend:
     @torch.no_grad()
     def _score_batch(self, rows: list[list[int]], conts: list[list[int]]) -> list[tuple[float, int]]:
         device = next(self.model.parameters()).device
-        input_ids, attention_mask = _left_pad(rows, self.pad_id)  # (batch, T)
+        input_ids, attention_mask = left_pad(rows, self.pad_id)  # (batch, T)
         # Left padding: positions count real tokens only, so every row sees its unpadded positions.
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (batch, T)
         keep = max(len(c) for c in conts)
