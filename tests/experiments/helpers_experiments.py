@@ -21,3 +21,15 @@ def small_config(out: str, calib_file: str, artifacts: str | None = None, **eval
             "generate_canonical": True, "decoding": EvalConfig(max_new_tokens=8, batch_size=16),
             "families": ("discount_coupon", "time_duration", "transitive_order"), **eval_overrides}),
     )
+
+
+def planted_results(instances, config, executed: bool):
+    """ProbeResults of a planted evaluator: every instance executed iff `executed`; understanding always right."""
+    from calderalab.eval.types import ProbeResult
+
+    out = []
+    for inst in instances:
+        out.append(ProbeResult(inst.uid, "execution", config.scoring, executed, inst.answer if executed else "x", ""))
+        if len(inst.plan_options) >= 2:
+            out.append(ProbeResult(inst.uid, "understanding", config.scoring, True, inst.correct_letter, ""))
+    return out

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from helpers_experiments import small_config
+from helpers_experiments import planted_results, small_config
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,6 @@ def wide_tiny():
 
 
 def last_layer_evaluator(model0):
-    from calderalab.eval.types import ProbeResult
     from calderalab.models import num_layers, target_linear
 
     last = num_layers(model0) - 1
@@ -29,12 +28,7 @@ def last_layer_evaluator(model0):
 
     def evaluate(model, tokenizer, instances, config, progress=None):
         executed = torch.equal(target_linear(model, last, "down").weight, original)
-        out = []
-        for i in instances:
-            out.append(ProbeResult(i.uid, "execution", config.scoring, executed, i.answer if executed else "x", ""))
-            if len(i.plan_options) >= 2:
-                out.append(ProbeResult(i.uid, "understanding", config.scoring, True, i.correct_letter, ""))
-        return out
+        return planted_results(instances, config, executed)
 
     return evaluate
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers_experiments import small_config
+from helpers_experiments import planted_results, small_config
 
 
 def planted_evaluator(originals: dict[int, torch.Tensor], needed_tail: int, calls: list[int]):
     """Executes every instance iff the last `needed_tail` layers hold their original weights
     (read from the model itself, so the wiring from plan to swapped weights is what is tested)."""
-    from calderalab.eval.types import ProbeResult
     from calderalab.models import target_linear
 
     def evaluate(model, tokenizer, instances, config, progress=None):
@@ -23,12 +22,7 @@ def planted_evaluator(originals: dict[int, torch.Tensor], needed_tail: int, call
             k += 1
         calls.append(k)
         executed = k >= needed_tail
-        out = []
-        for inst in instances:
-            out.append(ProbeResult(inst.uid, "execution", config.scoring, executed, inst.answer if executed else "x", ""))
-            if len(inst.plan_options) >= 2:
-                out.append(ProbeResult(inst.uid, "understanding", config.scoring, True, inst.correct_letter, ""))
-        return out
+        return planted_results(instances, config, executed)
 
     return evaluate
 
