@@ -53,6 +53,16 @@ def test_full_rank_8bit_factors_are_nearly_exact():
     assert d.relative_error(W, H) < 1e-2
 
 
+@pytest.mark.parametrize("spec", [CompressionSpec("rtn", 3), CompressionSpec("ldlq", 3), CompressionSpec("caldera", 3, rank=8),
+                                  CompressionSpec("ldlq", 2, codebook="e8p")], ids=lambda s: s.key())
+def test_a_zero_module_is_kept_exactly(spec):
+    # a pruned (all-zero) module used to divide by its zero energy inside the CALDERA solver
+    _, H = correlated_problem(16, 64, seed=2)
+    W = torch.zeros(16, 64)
+    d = decompose(W, H, spec)
+    assert torch.equal(d.reconstruct(), W) and d.relative_error(W, H) == 0.0
+
+
 def test_serialisation_round_trip_is_bit_identical(results):
     for d in results.values():
         tensors, meta = d.to_tensors(), d.metadata()

@@ -36,3 +36,4 @@ def test_shape_errors():
         relative_error(torch.zeros(6, 10), torch.zeros(6, 9))
     with pytest.raises(ValueError, match="undefined"):
         relative_error(torch.zeros(2, 3), torch.ones(2, 3))
+    assert relative_error(torch.zeros(2, 3), torch.zeros(2, 3)) == 0.0  # a pruned module kept exactly

@@ -16,6 +16,8 @@ H is damped once, H/mean(diag H) + damp·I, on a copy; e_t uses the undamped H.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +55,13 @@ def ldlq_solve(W: Tensor, H: Tensor, bits: int, group_size: int | None, damp: fl
     return SolveResult(Q, None, (relative_error(W, Q.dequantize(), H),), 0)
 
 
+def _relative(loss: float, energy: float) -> float:
+    """√(loss / energy); a W with no energy under H (all zero, say a pruned module) is exact at zero loss."""
+    if energy > 0:
+        return (loss / energy) ** 0.5
+    return 0.0 if loss == 0 else math.inf
+
+
 def caldera_solve(
     W: Tensor,
     H: Tensor,
@@ -81,7 +90,7 @@ def caldera_solve(
         LR = factors.product()  # (d_out, d_in)
         Q = _ldlq_backbone(W - LR, hd.inv_chol_upper, bits, group_size, codebook)
         Q_hat = Q.dequantize()
-        errors.append((max(weighted_loss(W, Q_hat + LR, H32), 0.0) / energy) ** 0.5)
+        errors.append(_relative(max(weighted_loss(W, Q_hat + LR, H32), 0.0), energy))
         if best is None or errors[-1] < best.errors[best.best_iter]:
             best = SolveResult(Q, factors, tuple(errors), t)
     assert best is not None

@@ -67,17 +67,20 @@ def e8p_group_size(cols: int, group_size: int | None) -> int:
 
 
 def fit_scale(X: Tensor, group_size: int) -> Tensor:
-    """RMS-based scale per group, fp16-representable: (rows, cols) → (rows, cols // group_size) float32."""
+    """RMS-based scale per group, fp16-representable: (rows, cols) → (rows, cols // group_size) float32.
+    An all-zero group gets scale 0: the codebook has no zero codeword, so only a zero scale keeps it exact."""
     rows, cols = X.shape
     groups = X.float().reshape(rows, cols // group_size, group_size)  # (rows, n_groups, g)
     rms = groups.pow(2).mean(dim=2).sqrt()  # (rows, n_groups)
-    return round_to_fp16((rms / TARGET_RMS).clamp_min(_MIN_SCALE), up=True)
+    scale = round_to_fp16((rms / TARGET_RMS).clamp_min(_MIN_SCALE), up=True)
+    return torch.where(rms > 0, scale, torch.zeros_like(scale))
 
 
 def encode_vectors(X: Tensor, col_scale: Tensor) -> Tensor:
     """Nearest codes of X / col_scale, 8 columns at a time: X, col_scale (rows, 8·m) → (rows, m) int64."""
     rows, cols = X.shape
-    V = (X.float() / col_scale).reshape(rows * cols // e8p.DIM, e8p.DIM)  # (rows·m, 8)
+    safe = torch.where(col_scale > 0, col_scale, torch.ones_like(col_scale))  # a zero-scale group decodes to 0
+    V = (X.float() / safe).reshape(rows * cols // e8p.DIM, e8p.DIM)  # (rows·m, 8)
     return e8p.nearest_codes(V).reshape(rows, cols // e8p.DIM)  # (rows, m)
 
 

@@ -31,6 +31,8 @@ def relative_error(W: Tensor, W_hat: Tensor, H: Tensor | None = None) -> float:
             raise ValueError(f"H {tuple(H.shape)} must be (d_in, d_in) = {(W.shape[1], W.shape[1])}")
         H64 = H.double()
         num, den = float(((D @ H64) * D).sum()), float(((W64 @ H64) * W64).sum())
+    if den <= 0 and num <= 0:
+        return 0.0  # a zero (say pruned) W reconstructed exactly
     if den <= 0:
         raise ValueError(f"tr(W H Wᵀ) = {den}: the relative error of a zero (or H-null) W is undefined")
     return math.sqrt(max(num, 0.0) / den)
