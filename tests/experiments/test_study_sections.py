@@ -58,3 +58,23 @@ def test_every_layer_below_threshold_protects_a_depth_control_not_the_whole_mode
         "ultra configurations protect layers 23, 24, 25, 26, 27 **by depth, not by measurement**: a control, not a "
         "finding of the profile.")
     assert "Protected by depth (control)" in body and "Critical layer details" not in body
+
+
+def test_a_late_dip_within_the_noise_is_not_a_measured_zone():
+    # the SmolLM2 demo case: 24 samples, one late layer at 3/24 (12.5%, below 15%) while the others
+    # keep 4-9 of 24: below the threshold, yet not measurably below the rest
+    kept = [6, 8, 5, 7, 9, 6, 4, 7, 8, 5, 6, 7, 9, 8, 6, 5, 7, 8, 6, 7, 9, 5, 3, 6, 7, 8, 6, 5]
+    zone, source, body, _ = _report(measured_profile(kept, n=24))
+    assert source == "within noise" and zone == (23, 24, 25, 26, 27)
+    assert body["Critical zone"].startswith(
+        "**No critical zone was measured**: layer 22 fell below fidelity 15%, but it does not keep fewer answers "
+        "than the other layers by more than the noise.")
+    assert "Protected by depth (control)" in body and "Critical layer details" not in body
+    assert body["Ultra config"].startswith("Not run")
+
+
+def test_the_same_dip_over_many_samples_stands_out():
+    # the same shape with 10x the samples and a real gap is a measured zone
+    kept = [120] * 22 + [10] + [110] * 5
+    zone, source, _, _ = _report(measured_profile(kept, n=240))
+    assert source == "profile" and zone == (22,)

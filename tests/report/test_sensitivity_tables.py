@@ -3,10 +3,11 @@ import sys
 
 import pytest
 
-from calderalab.report.sensitivity_tables import (critical_table, fidelity_error, group_table, noise_band, noise_line,
+from calderalab.report.sensitivity_tables import (critical_table, group_table, noise_line,
                                                   ultra_table, zone_contrast, zone_notes)
 from calderalab.eval.stats import wilson_interval
 from calderalab.sensitivity import SensitivityProfile, critical_zone
+from calderalab.sensitivity.noise import fidelity_error, noise_band
 from planted_profiles import FLAT, LATE_DIP, N, measured_profile
 
 REPORT_FID = {23: 0.130, 24: 0.044, 25: 0.026, 26: 0.016, 27: 0.006}

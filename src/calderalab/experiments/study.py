@@ -29,7 +29,7 @@ class StudyResult:
     result: ExperimentResult
     paths: dict[str, Path]
     zone: tuple[int, ...]
-    zone_source: str  # "profile" or "depth fallback"
+    zone_source: str  # "profile", "depth fallback", "within noise" or "saturated"
     ultra_ranks: dict[int, int]
     timings: dict[str, float]
     summary: str  # the one-screen Markdown summary
@@ -62,16 +62,22 @@ def profile_layers(session: Session, plan: Any, config: StudyConfig) -> Any:
 def choose_zone(profile: Any, threshold: float) -> tuple[tuple[int, ...], str]:
     """The critical zone from the profile (source "profile"), or the critical group by depth
     (LayerGroups) when the profile cannot name one: no late run falls below the threshold (source
-    "depth fallback"), or every measured layer does (source "saturated": at 2 bits every layer alone
-    can lose every answer, and protecting them all would only re-run the baseline). The fallback
-    is a control so that selective/ultra still have layers to protect, not a finding: the report
-    says so in its headline and never labels those layers as critical."""
+    "depth fallback"); a late run does, but its layers keep no fewer answers than the other layers
+    beyond the noise (source "within noise": a sampling dip, not a measured zone); or every measured
+    layer does (source "saturated": at 2 bits every layer alone can lose every answer, and protecting
+    them all would only re-run the baseline). The fallback is a control so that selective/ultra
+    still have layers to protect, not a finding: the report says so in its headline and never
+    labels those layers as critical."""
+    from calderalab.sensitivity.noise import stands_out
     from calderalab.sensitivity.profile import LayerGroups, critical_zone
 
     zone = critical_zone(profile, threshold)
-    if zone and len(zone) < len(profile.layers):
-        return zone, "profile"
-    return tuple(LayerGroups().ranges(profile.n_layers)["critical"]), "saturated" if zone else "depth fallback"
+    depth = tuple(LayerGroups().ranges(profile.n_layers)["critical"])
+    if not zone:
+        return depth, "depth fallback"
+    if len(zone) == len(profile.layers):
+        return depth, "saturated"
+    return (zone, "profile") if stands_out(profile, zone) else (depth, "within noise")
 
 
 def study(config: StudyConfig | None = None, evaluator: Evaluator = default_evaluator, progress: Progress | None = None,
@@ -192,6 +198,7 @@ def zone_headline(profile: Any, zone: tuple[int, ...], zone_source: str, thresho
     """The report's first lines: the measured zone and how it stands against the rest, or plainly
     that there is none (or that every layer fell below the threshold) and the protected set is a control."""
     from calderalab.report.sensitivity_tables import zone_contrast
+    from calderalab.sensitivity.profile import critical_zone
 
     layers = ", ".join(map(str, zone))
     control = (f"The selective and ultra configurations protect layers {layers} **by depth, not by measurement**: a "
@@ -200,6 +207,12 @@ def zone_headline(profile: Any, zone: tuple[int, ...], zone_source: str, thresho
         return (f"**Every measured layer fell below fidelity {threshold:.0%}**: at this spec fidelity cannot single out "
                 "a zone (the threshold is too high for it), and protecting every layer would only repeat the "
                 f"baseline. {control}")
+    if zone_source == "within noise":
+        below = critical_zone(profile, threshold)
+        which = f"layer {below[0]}" if len(below) == 1 else "layers " + ", ".join(map(str, below))
+        return (f"**No critical zone was measured**: {which} fell below fidelity {threshold:.0%}, but "
+                f"{'it does' if len(below) == 1 else 'they do'} not keep fewer answers than the other layers by more "
+                f"than the noise. {control}")
     if zone_source != "profile":
         return f"**No critical zone was found**: no late run of layers fell below fidelity {threshold:.0%}. {control}"
     return (f"**Critical zone (measured): layers {layers}**, each below fidelity {threshold:.0%}; "

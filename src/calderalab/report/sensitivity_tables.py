@@ -10,10 +10,9 @@ research report's wording: a difference counts only when it exceeds `noise_band`
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
-from calderalab.eval.stats import wilson_interval
+from calderalab.sensitivity.noise import fidelity_error, fidelity_gap, noise_band
 from calderalab.sensitivity.profile import GroupSummary, LayerGroups, SensitivityProfile, group_summaries
 
 NEAR_COMPLETE = 0.02  # fidelity below which a layer's answers are essentially all changed
@@ -42,37 +41,6 @@ def _points(x: float) -> str:
     return fmt_pct(x)[:-1] + " points"
 
 
-# ---------------------------------------------------------------- noise
-
-
-def fidelity_error(profile: SensitivityProfile, layers: Sequence[int]) -> float:
-    """Sampling error of the average fidelity over `layers`: the mean of their Wilson 95% half-widths
-    (a layer's fidelity is a share of its n_samples). The mean of the errors bounds the error of the
-    mean whatever the correlation between layers, which share their samples. 0 when n is unknown
-    (a profile built from published numbers)."""
-    widths = []
-    for layer in layers:
-        m = profile.row(layer).metrics
-        widths.append(wilson_interval(round(m.fidelity * m.n_samples), m.n_samples).half_width if m.n_samples else 0.0)
-    return sum(widths) / len(widths)
-
-
-def noise_band(profile: SensitivityProfile, error_a: float, error_b: float) -> float:
-    """The smallest fidelity difference that counts as real: the noise floor's fidelity loss (the
-    uncompressed model against itself, another batch layout: numerics alone) plus the two sampling
-    errors in quadrature (independent errors; layers share samples, which if anything narrows the
-    true spread of a difference, so this errs towards 'within noise')."""
-    return (1.0 - profile.noise.fidelity) + math.hypot(error_a, error_b)
-
-
-def _differs(profile: SensitivityProfile, a: Sequence[int], b: Sequence[int]) -> float:
-    """avg fidelity of b minus a when the difference is outside the noise, else 0.0."""
-    fa = sum(profile.row(l).metrics.fidelity for l in a) / len(a)
-    fb = sum(profile.row(l).metrics.fidelity for l in b) / len(b)
-    band = noise_band(profile, fidelity_error(profile, a), fidelity_error(profile, b))
-    return fb - fa if abs(fb - fa) > band else 0.0
-
-
 # ---------------------------------------------------------------- layer groups
 
 
@@ -95,7 +63,7 @@ def group_label(profile: SensitivityProfile, group: GroupSummary, others: Sequen
     otherwise which groups it is measurably below or above and which it is within noise of."""
     if not others:
         return "the only measured group"
-    gap = {o.name: _differs(profile, group.layers, o.layers) for o in others}  # > 0: o has higher fidelity
+    gap = {o.name: fidelity_gap(profile, group.layers, o.layers) for o in others}  # > 0: o has higher fidelity
     higher = [o.name.capitalize() for o in others if gap[o.name] > 0]
     lower = [o.name.capitalize() for o in others if gap[o.name] < 0]
     same = [o.name.capitalize() for o in others if gap[o.name] == 0]
@@ -134,7 +102,7 @@ def _lowest_note(profile: SensitivityProfile, layers: Sequence[int], noun: str) 
     worst = min(layers, key=lambda l: (fid[l], -l))
     if len(layers) < 2 or any(fid[l] == fid[worst] for l in layers if l != worst):
         return {}  # one layer, or a tie: no layer is 'the' lowest
-    close = [l for l in layers if l != worst and not _differs(profile, [worst], [l])]
+    close = [l for l in layers if l != worst and not fidelity_gap(profile, [worst], [l])]
     if close and len(close) == len(layers) - 1:
         return {}  # within noise of every other layer: being lowest is not a measured fact
     within = f", within noise of layer{'s' if len(close) > 1 else ''} {_names([str(l) for l in close])}" if close else ""
@@ -146,7 +114,7 @@ def _change_note(profile: SensitivityProfile, layer: int) -> str | None:
     prev = layer - 1
     if prev not in profile.layers:
         return None
-    change = _differs(profile, [prev], [layer])
+    change = fidelity_gap(profile, [prev], [layer])
     if change == 0.0:
         return None
     return f"fidelity {'fell' if change < 0 else 'rose'} {_points(abs(change))} from layer {prev}"
@@ -192,7 +160,7 @@ def zone_contrast(profile: SensitivityProfile, zone: Sequence[int]) -> str:
     if not rest:
         return f"avg fidelity {fmt_pct(inside)}; no other layer was measured"
     outside = sum(profile.row(l).metrics.fidelity for l in rest) / len(rest)
-    verdict = "outside the noise" if _differs(profile, zone, rest) else "within the noise: not a measured difference"
+    verdict = "outside the noise" if fidelity_gap(profile, zone, rest) else "within the noise: not a measured difference"
     return f"avg fidelity {fmt_pct(inside)} in these layers vs {fmt_pct(outside)} over the other measured layers ({verdict})"
 
 
