@@ -55,27 +55,29 @@ def ldlq_quantize(
     d_out, d_in = W.shape
     g = effective_group_size(d_in, group_size)
     scale, offset = fit_grid(W.float(), bits, g, clip_search=True) if grid is None else (grid[0].float(), grid[1].float())
-    col_scale = scale.repeat_interleave(g, dim=1)  # (d_out, d_in)
-    col_offset = offset.repeat_interleave(g, dim=1)  # (d_out, d_in)
+    # Work on Wᵀ: column j of W is row j here, contiguous, so each step of the column loop touches
+    # contiguous memory (about 2x faster on CPU than strided columns; the same codes).
+    row_scale = scale.repeat_interleave(g, dim=1).T.contiguous()  # (d_in, d_out)
+    row_offset = offset.repeat_interleave(g, dim=1).T.contiguous()  # (d_in, d_out)
     maxq = 2**bits - 1
     U = U.to(torch.float32)
-    Wk = W.float().clone()  # working copy receiving the error feedback
-    codes = torch.empty(d_out, d_in, dtype=torch.uint8, device=W.device)
+    Wt = W.float().T.contiguous()  # (d_in, d_out) working copy receiving the error feedback
+    codes = torch.empty(d_in, d_out, dtype=torch.float32, device=W.device)
     for i1 in range(0, d_in, block_size):
         i2 = min(i1 + block_size, d_in)
-        W1 = Wk[:, i1:i2].clone()  # (d_out, B)
+        W1 = Wt[i1:i2].clone()  # (B, d_out)
         U1 = U[i1:i2, i1:i2]  # (B, B)
-        E1 = torch.empty_like(W1)  # (d_out, B) scaled errors
+        E1 = torch.empty_like(W1)  # (B, d_out) scaled errors
         for j in range(i2 - i1):
-            w = W1[:, j]  # (d_out,)
-            s, o = col_scale[:, i1 + j], col_offset[:, i1 + j]
+            w = W1[j]  # (d_out,)
+            s, o = row_scale[i1 + j], row_offset[i1 + j]
             c = torch.round((w - o) / s).clamp_(0, maxq)
-            codes[:, i1 + j] = c.to(torch.uint8)
+            codes[i1 + j] = c
             err = (w - (o + s * c)) / U1[j, j]
-            W1[:, j:] -= err[:, None] * U1[j, j:][None, :]  # (d_out, B − j)
-            E1[:, j] = err
-        Wk[:, i2:] -= E1 @ U[i1:i2, i2:]  # (d_out, d_in − i2): the lazy block update
-    return QuantizedMatrix(codes, scale.to(torch.float16), offset.to(torch.float16), bits, g)
+            W1[j:].addr_(U1[j, j:], err, alpha=-1)  # (B − j, d_out) -= U1[j, j:]ᵀ ⊗ err
+            E1[j] = err
+        Wt[i2:].addmm_(U[i1:i2, i2:].T, E1, alpha=-1)  # (d_in − i2, d_out): the lazy block update
+    return QuantizedMatrix(codes.T.contiguous().to(torch.uint8), scale.to(torch.float16), offset.to(torch.float16), bits, g)
 
 
 def ldlq_quantize_e8p(W: Tensor, U: Tensor, group_size: int | None, block_size: int = 64) -> E8PMatrix:
