@@ -73,3 +73,16 @@ def test_lplr_keeps_the_best_quantised_pair():
     L, R = exact_lowrank(W, hd, 8)
     f8 = lplr(W, hd, 8, 8, inner_iters=2)
     assert weighted_loss(W, f8.product(), hd.H) < 1.01 * weighted_loss(W, L @ R, hd.H)
+
+
+def test_factored_loss_equals_weighted_loss_up_to_its_constant():
+    # lplr ranks candidate pairs by ⟨LᵀL, RHRᵀ⟩ − 2⟨L, AHRᵀ⟩; adding tr(AHAᵀ) must give the weighted loss
+    from calderalab.core.lowrank import _loss_up_to_constant
+
+    W, H = correlated_problem(40, 56, seed=3)
+    hd = factor_hessian(H, 0.01)
+    f = lplr(W, hd, 6, 3, inner_iters=1)
+    AH = (W @ hd.H).double()
+    constant = float((AH * W.double()).sum())
+    got = _loss_up_to_constant(AH, hd.H.double())(f) + constant
+    assert abs(got - weighted_loss(W, f.product(), hd.H)) <= 1e-5 * constant

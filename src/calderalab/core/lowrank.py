@@ -91,6 +91,22 @@ def _quantize(F: Tensor, lr_bits: int) -> QuantizedMatrix:
     return quantize_rtn(F, lr_bits, None, clip_search=True)
 
 
+def _loss_up_to_constant(AH: Tensor, H: Tensor):
+    """f(factors) = tr((A − LR)H(A − LR)ᵀ) − tr(AHAᵀ) = ⟨LᵀL, RHRᵀ⟩ − 2⟨L, AHRᵀ⟩, in float64.
+
+    Ranks candidate factors as `weighted_loss` does (the constant cancels) without forming the
+    (d_out, d_in) residual or its (d_out·d_in·d_in) product with H: O(d·d_in·k) work.
+    AH: (d_out, d_in) A·H; H: (d_in, d_in), both float64.
+    """
+
+    def f(factors: LowRankFactors) -> float:
+        L = factors.Lt.dequantize().T.double()  # (d_out, k)
+        R = factors.R.dequantize().double()  # (k, d_in)
+        return float(((L.T @ L) * (R @ H @ R.T)).sum() - 2 * (L * (AH @ R.T)).sum())
+
+    return f
+
+
 def lplr(A: Tensor, hd: DampedHessian, k: int, lr_bits: int, inner_iters: int) -> LowRankFactors:
     """Quantised rank-k factors of A: exact SVD start, then `inner_iters` rounds of R-step, L-step.
 
@@ -99,15 +115,16 @@ def lplr(A: Tensor, hd: DampedHessian, k: int, lr_bits: int, inner_iters: int) -
     A: (d_out, d_in) float32.
     """
     L, R = exact_lowrank(A, hd, k)
-    best = LowRankFactors(_quantize(L.T, lr_bits), _quantize(R, lr_bits))
-    best_loss = weighted_loss(A, best.product(), hd.H)
     AH = A @ hd.H  # (d_out, d_in)
+    loss = _loss_up_to_constant(AH.double(), hd.H.double())
+    best = LowRankFactors(_quantize(L.T, lr_bits), _quantize(R, lr_bits))
+    best_loss = loss(best)
     Lq = best.Lt
     for _ in range(inner_iters):
         Rq = _quantize(solve_R(A, Lq.dequantize().T), lr_bits)
         Lq = _quantize(solve_L(AH, Rq.dequantize(), hd.H).T, lr_bits)
         pair = LowRankFactors(Lq, Rq)
-        loss = weighted_loss(A, pair.product(), hd.H)
-        if loss < best_loss:
-            best, best_loss = pair, loss
+        pair_loss = loss(pair)
+        if pair_loss < best_loss:
+            best, best_loss = pair, pair_loss
     return best
