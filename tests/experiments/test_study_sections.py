@@ -78,3 +78,16 @@ def test_the_same_dip_over_many_samples_stands_out():
     kept = [120] * 22 + [10] + [110] * 5
     zone, source, _, _ = _report(measured_profile(kept, n=240))
     assert source == "profile" and zone == (22,)
+
+
+def test_the_lowest_of_many_noisy_layers_is_not_a_zone():
+    # the demo's SmolLM2 profile at N = 24 (the commit after 1229e7f): layer 22 at 2/24, the others 4-14
+    # of 24. Against the rest it is outside a 95% band but not outside the band corrected for having
+    # picked the lowest of 30 layers.
+    kept = [6, 10, 9, 12, 5, 14, 12, 6, 6, 8, 7, 6, 4, 4, 7, 6, 6, 5, 7, 10, 9, 6, 2, 9, 11, 9, 8, 9, 10, 6]
+    profile = measured_profile(kept, n=24)
+    from calderalab.sensitivity.noise import fidelity_gap
+
+    assert fidelity_gap(profile, [22], [l for l in range(30) if l != 22]) > 0  # uncorrected: "different"
+    zone, source, _, _ = _report(profile)
+    assert source == "within noise" and zone == (25, 26, 27, 28, 29)
