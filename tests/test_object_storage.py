@@ -136,7 +136,7 @@ def test_a_denied_write_is_one_line_before_the_model_loads(stores, local_s3):
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"error: cannot write {url} (endpoint {local_s3.endpoint}): access denied (AccessDenied); use credentials "
-        "allowed to write there (AWS_PROFILE / AWS_ACCESS_KEY_ID) or another --out URL"]
+        "allowed to write there (AWS_PROFILE / AWS_ACCESS_KEY_ID) or another store URL"]
     assert "loaded" not in done.stdout  # compress prints "loaded MODEL in …s" once the weights are in
     assert s3_client(local_s3).find(url[5:]) == []
 

@@ -54,7 +54,7 @@ def test_a_read_only_user_cannot_write(stored, aws_env, monkeypatch):
     with pytest.raises(ArtifactError) as err:
         ArtifactStore(stored).check_writable()
     assert str(err.value) == (f"cannot write {stored} (endpoint {aws_env.endpoint}): access denied (AccessDenied); "
-                              "use credentials allowed to write there (AWS_PROFILE / AWS_ACCESS_KEY_ID) or another --out URL")
+                              "use credentials allowed to write there (AWS_PROFILE / AWS_ACCESS_KEY_ID) or another store URL")
 
 
 def test_unknown_keys_are_refused_on_read_and_write(stored, aws_env, monkeypatch):

@@ -73,7 +73,7 @@ def storage_error(err: BaseException, url: str, fs: Any, doing: str) -> Artifact
         return ArtifactError(f"cannot {doing} {where}: access refused (403: wrong credentials, or no permission); "
                              f"check the credentials ({CREDENTIALS_HINT}) and the bucket's policy")
     if isinstance(err, PermissionError) or code == "AccessDenied":
-        fix = ("use credentials allowed to write there (AWS_PROFILE / AWS_ACCESS_KEY_ID) or another --out URL"
+        fix = ("use credentials allowed to write there (AWS_PROFILE / AWS_ACCESS_KEY_ID) or another store URL"
                if doing == "write" else "use credentials allowed to read it (AWS_PROFILE / AWS_ACCESS_KEY_ID)")
         return ArtifactError(f"cannot {doing} {where}: access denied ({code or err}); {fix}")
     if name == "NoCredentialsError" or name == "PartialCredentialsError":
@@ -88,7 +88,7 @@ def storage_error(err: BaseException, url: str, fs: Any, doing: str) -> Artifact
 
 def missing_bucket_message(url: str, fs: Any, doing: str) -> str:
     bucket = bucket_of(url.split("://", 1)[-1])
-    fix = (f"create it (e.g. `aws s3 mb s3://{bucket}`) or pass another --out URL" if doing == "write" else
+    fix = (f"create it (e.g. `aws s3 mb s3://{bucket}`) or pass another store URL" if doing == "write" else
            "check the URL and the endpoint (AWS_ENDPOINT_URL, or endpoint_url in ~/.aws/config)")
     return f"cannot {doing} {url}: bucket {bucket!r} does not exist at {endpoint_of(fs)}; {fix}"
 

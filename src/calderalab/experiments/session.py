@@ -30,22 +30,6 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage description, done, total)
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> Any:
-    import torch
-
-    if dtype == "auto":  # float32 on CPU (bf16 matmuls are slow there), bf16 on accelerators
-        return torch.float32 if device == "cpu" else torch.bfloat16
-    return getattr(torch, dtype)
-
-
 @dataclass
 class Session:
     """A loaded model with its artifact store, probe instances and results database."""
@@ -69,21 +53,32 @@ class Session:
     def open(run: RunSettings, compress: CompressSettings, evals: EvalSettings, experiment: str,
              evaluator: Evaluator = default_evaluator, progress: Progress | None = None,
              model_and_tokenizer: tuple[Any, Any] | None = None) -> "Session":
-        """Load the model (unless given) and open the artifact store."""
+        """Open the artifact store, then load the model (unless given).
+
+        With the model to load, the store is checked first (`artifacts.preflight.open_for_writing`:
+        an existing store fits the model, a probe object can be written), and the device and dtype
+        are resolved (`devices`), so a bad URL, refused credentials or a missing GPU fail in about a
+        second rather than after the load."""
         from calderalab.artifacts import ArtifactStore
 
         started = time.perf_counter()
         identity = run.model  # a model handed in (tests) is named by the caller's reference
         if model_and_tokenizer is None:
+            from calderalab import devices
+            from calderalab.artifacts.preflight import open_for_writing
             from calderalab.models import load_model, model_identity
 
-            device = resolve_device(run.device)
-            model_and_tokenizer = load_model(run.model, dtype=resolve_dtype(run.dtype, device), device=device)
+            device = devices.resolve_device(run.device)
+            dtype = devices.resolve_dtype(run.dtype, device)
+            store = open_for_writing(run.artifacts_url, run.model)
+            model_and_tokenizer = load_model(run.model, dtype=dtype, device=device)
             # The same header `calderalab compress` writes, so its stores and the study's are interchangeable.
             identity = model_identity(run.model)
+        else:
+            store = ArtifactStore(run.artifacts_url)
         Path(run.out).mkdir(parents=True, exist_ok=True)
         model, tokenizer = model_and_tokenizer
-        session = Session(run, compress, evals, model, tokenizer, ArtifactStore(run.artifacts_url), experiment,
+        session = Session(run, compress, evals, model, tokenizer, store, experiment,
                           evaluator, progress, identity=identity)
         session.timings["load model"] = time.perf_counter() - started
         return session
