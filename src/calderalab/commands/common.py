@@ -23,6 +23,8 @@ EXPERIMENT_OPTIONS: dict[str, tuple[type, Any]] = {
     "device": (str, typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ... (default auto)")),
     "bits": (int, typer.Option(None, "--bits", help="b_Q of the uniform spec (default 3)")),
     "rank": (int, typer.Option(None, "--rank", help="rank k of L·R (default 32; 0 = ldlq)")),
+    "outer_iters": (int, typer.Option(None, "--outer-iters", help="CALDERA outer iterations (default 2; `compress`: 4)")),
+    "inner_iters": (int, typer.Option(None, "--inner-iters", help="L/R rounds per outer iteration (default 1; `compress`: 3)")),
     "calib": (str, typer.Option(None, "--calib", help="calibration source: self, a text file or a GSM8K .jsonl")),
     "scoring": (str, typer.Option(None, "--scoring", help="probe scoring: choice, cloze or generate (default choice)")),
     "n_per_family": (int, typer.Option(None, "--n-per-family", help="generated instances per family and seed (default 1)")),

@@ -54,7 +54,8 @@ def check_layer_sets(model: str, sets: Sequence[str]) -> None:
 
 
 def study_config(model: str | None = None, out: str | None = None, artifacts: str | None = None, db: str | None = None,
-                 device: str | None = None, bits: int | None = None, rank: int | None = None, calib: str | None = None,
+                 device: str | None = None, bits: int | None = None, rank: int | None = None,
+                 outer_iters: int | None = None, inner_iters: int | None = None, calib: str | None = None,
                  scoring: str | None = None, n_per_family: int | None = None, seeds: str | None = None,
                  generate_canonical: bool | None = None, samples: int | None = None, threshold: float | None = None,
                  ultra: bool | None = None, budget_bpw: float | None = None) -> StudyConfig:
@@ -68,7 +69,8 @@ def study_config(model: str | None = None, out: str | None = None, artifacts: st
     return merged(
         base,
         run=merged(base.run, model=model, out=out, artifacts=artifacts, db=db, device=device),
-        compress=base.compress.with_options(bits=bits, rank=rank, calib_source=calib),
+        compress=base.compress.with_options(bits=bits, rank=rank, outer_iters=outer_iters, inner_iters=inner_iters,
+                                           calib_source=calib),
         sensitivity=merged(base.sensitivity, n_samples=samples, threshold=threshold),
         eval=evals,
         ultra=ultra,
