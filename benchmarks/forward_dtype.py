@@ -1,0 +1,49 @@
+"""Forward-pass time of a model in float32 against bfloat16 on this machine (the evaluation's unit of work).
+
+    PYTHONPATH=src python benchmarks/forward_dtype.py [--model smollm2 --batch 8 --tokens 256 --repeats 4]
+
+Times one forward of a (batch, tokens) block with only the last position's logits kept (as the
+choice scorer runs it), float32 first, then a bfloat16 copy, then float32 again (the two float32
+figures show how much the machine drifts within the run). On CPUs with AMX / AVX512-BF16 bfloat16
+matmuls are native; elsewhere bfloat16 can be slower than float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+
+
+def seconds_per_forward(model, ids: torch.Tensor, repeats: int) -> float:
+    with torch.no_grad():
+        model(ids, logits_to_keep=1)  # warm-up
+        started = time.perf_counter()
+        for _ in range(repeats):
+            model(ids, logits_to_keep=1)
+    return (time.perf_counter() - started) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=4)
+    args = parser.parse_args()
+    from calderalab.models import load_model
+
+    model, _ = load_model(args.model)
+    ids = torch.randint(0, 1000, (args.batch, args.tokens), generator=torch.Generator().manual_seed(0))
+    first = seconds_per_forward(model, ids, args.repeats)
+    bf16 = seconds_per_forward(copy.deepcopy(model).to(torch.bfloat16), ids, args.repeats)
+    again = seconds_per_forward(model, ids, args.repeats)
+    print(f"{args.model}, {args.batch} x {args.tokens} tokens, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"float32 {first:.3f} s, bfloat16 {bf16:.3f} s, float32 again {again:.3f} s; "
+          f"bfloat16 is {min(first, again) / bf16:.2f}-{max(first, again) / bf16:.2f}x faster")
+
+
+if __name__ == "__main__":
+    main()
