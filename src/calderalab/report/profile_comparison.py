@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 from calderalab.report.sensitivity_tables import _table, fmt_pct
-from calderalab.sensitivity.profile import LayerGroups, SensitivityProfile, critical_zone, group_summaries
+from calderalab.sensitivity.noise import threshold_zone
+from calderalab.sensitivity.profile import LayerGroups, SensitivityProfile, group_summaries
 from calderalab.sensitivity.settings import BootstrapSettings, SensitivitySettings
 
 
@@ -33,7 +34,7 @@ class ZoneRule:
 
     def zone(self, profile: SensitivityProfile, groups: LayerGroups) -> tuple[int, ...]:
         if self.metric is None:
-            return critical_zone(profile, self.threshold, groups)
+            return threshold_zone(profile, self.threshold, groups)
         from calderalab.sensitivity.intervals import zone_of
 
         return zone_of(profile, self.metric, self.bootstrap)

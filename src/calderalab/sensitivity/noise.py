@@ -10,7 +10,7 @@ import math
 from typing import Sequence
 
 from calderalab.eval.stats import wilson_interval
-from calderalab.sensitivity.profile import SensitivityProfile
+from calderalab.sensitivity.profile import LayerGroups, SensitivityProfile, critical_zone
 
 
 def fidelity_error(profile: SensitivityProfile, layers: Sequence[int], level: float = 0.95) -> float:
@@ -54,3 +54,11 @@ def stands_out(profile: SensitivityProfile, zone: Sequence[int]) -> bool:
     rest = [l for l in profile.layers if l not in set(zone)]
     level = 1 - 0.05 / len(profile.layers)
     return bool(zone) and bool(rest) and fidelity_gap(profile, zone, rest, level) > 0
+
+
+def threshold_zone(profile: SensitivityProfile, threshold: float, groups: LayerGroups = LayerGroups()) -> tuple[int, ...]:
+    """The fidelity-threshold zone (`critical_zone`) when it `stands_out` from the other layers, or
+    when it is every measured layer (saturated: the caller says so); () otherwise. The one threshold
+    rule of `calderalab sensitivity`, `profiles` and the study."""
+    zone = critical_zone(profile, threshold, groups)
+    return zone if not zone or len(zone) == len(profile.layers) or stands_out(profile, zone) else ()

@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import torch
 
 from calderalab.sensitivity.measure import greedy_reference_samples, layer_sensitivity
-from calderalab.sensitivity.profile import SensitivityProfile, critical_zone
+from calderalab.sensitivity.noise import threshold_zone
+from calderalab.sensitivity.profile import SensitivityProfile
 from calderalab.sensitivity.settings import SensitivitySettings
 
 log = logging.getLogger(__name__)
@@ -147,10 +148,10 @@ def profile_prompts(
 
 
 def chosen_zone(profile: SensitivityProfile, settings: SensitivitySettings) -> tuple[int, ...]:
-    """The zone by the settings' rule: the fidelity threshold (`critical_zone`) when no zone metric
+    """The zone by the settings' rule: the fidelity threshold (`noise.threshold_zone`: below the threshold and beyond the noise) when no zone metric
     is set, else the bootstrap rule on that metric (`intervals.interval_zone`)."""
     if settings.zone_metric is None:
-        return critical_zone(profile, settings.threshold, settings.groups)
+        return threshold_zone(profile, settings.threshold, settings.groups)
     from calderalab.sensitivity.intervals import zone_of
 
     return zone_of(profile, settings.zone_metric, settings.bootstrap)
