@@ -17,7 +17,6 @@ H is damped once, H/mean(diag H) + damp·I, on a copy; e_t uses the undamped H.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import torch

@@ -68,16 +68,14 @@ def choose_zone(profile: Any, threshold: float) -> tuple[tuple[int, ...], str]:
     them all would only re-run the baseline). The fallback is a control so that selective/ultra
     still have layers to protect, not a finding: the report says so in its headline and never
     labels those layers as critical."""
-    from calderalab.sensitivity.noise import stands_out
+    from calderalab.sensitivity.noise import threshold_zone
     from calderalab.sensitivity.profile import LayerGroups, critical_zone
 
-    zone = critical_zone(profile, threshold)
-    depth = tuple(LayerGroups().ranges(profile.n_layers)["critical"])
-    if not zone:
-        return depth, "depth fallback"
-    if len(zone) == len(profile.layers):
-        return depth, "saturated"
-    return (zone, "profile") if stands_out(profile, zone) else (depth, "within noise")
+    zone = threshold_zone(profile, threshold)
+    if zone and len(zone) < len(profile.layers):
+        return zone, "profile"
+    source = "saturated" if zone else "within noise" if critical_zone(profile, threshold) else "depth fallback"
+    return tuple(LayerGroups().ranges(profile.n_layers)["critical"]), source
 
 
 def study(config: StudyConfig | None = None, evaluator: Evaluator = default_evaluator, progress: Progress | None = None,

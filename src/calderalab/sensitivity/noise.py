@@ -51,7 +51,8 @@ def stands_out(profile: SensitivityProfile, zone: Sequence[int]) -> bool:
     layers would look low by chance: the sampling errors are taken at the Bonferroni level
     1 − 0.05 / n_layers (on SmolLM2 at N = 24, one layer of 30 at 2/24 against ~8/24 elsewhere is
     outside the 95% band but inside the corrected one; a planted dip of 0/4 against 4/4 is outside both)."""
-    rest = [l for l in profile.layers if l not in set(zone)]
+    inside = set(zone)
+    rest = [l for l in profile.layers if l not in inside]
     level = 1 - 0.05 / len(profile.layers)
     return bool(zone) and bool(rest) and fidelity_gap(profile, zone, rest, level) > 0
 

@@ -148,8 +148,9 @@ def profile_prompts(
 
 
 def chosen_zone(profile: SensitivityProfile, settings: SensitivitySettings) -> tuple[int, ...]:
-    """The zone by the settings' rule: the fidelity threshold (`noise.threshold_zone`: below the threshold and beyond the noise) when no zone metric
-    is set, else the bootstrap rule on that metric (`intervals.interval_zone`)."""
+    """The zone by the settings' rule: the fidelity threshold (`noise.threshold_zone`: below the
+    threshold and beyond the noise) when no zone metric is set, else the bootstrap rule on that
+    metric (`intervals.interval_zone`)."""
     if settings.zone_metric is None:
         return threshold_zone(profile, settings.threshold, settings.groups)
     from calderalab.sensitivity.intervals import zone_of
