@@ -106,12 +106,18 @@ def calibration_rows(path: str) -> torch.Tensor:
 
 def run_llmc(args) -> dict[str, torch.Tensor]:
     """llm-compressor oneshot with GPTQModifier (symmetric) or AWQModifier (asymmetric), int weights
-    in groups. After oneshot the model holds quantise-dequantised weights (and AWQ's folded scales)."""
+    in groups; returns the quantise-dequantised weights and AWQ's folded scales (in the norms)."""
     from datasets import Dataset
     from llmcompressor import oneshot
     from llmcompressor.modifiers.awq import AWQModifier
     from llmcompressor.modifiers.quantization import GPTQModifier
 
+    if not torch.cuda.is_available():
+        # AWQ pins its cached activations for host-to-device copies; on a machine without an
+        # accelerator pin_memory() raises (llmcompressor 0.14), and there is nothing to copy to
+        from llmcompressor.pipelines.cache import IntermediatesCache
+
+        IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None
     model = load_fp32(args.model_dir)
     ids = calibration_rows(args.calib)
     data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
@@ -121,7 +127,15 @@ def run_llmc(args) -> dict[str, torch.Tensor]:
     modifier = (AWQModifier if awq else GPTQModifier)(config_groups={"group_0": scheme}, ignore=["lm_head"])
     oneshot(model=model, dataset=data, recipe=[modifier], max_seq_length=ids.shape[1],
             num_calibration_samples=ids.shape[0])
-    return decoder_state(model)
+    # GPTQ writes its quantised weights back; AWQ only smooths them and leaves scale / zero point beside
+    # them (compressed-tensors quantises in forward or when saving), so every weight is fake-quantised
+    # here by compressed-tensors itself: a no-op on weights already on the grid
+    from compressed_tensors.quantization.lifecycle.forward import fake_quantize
+
+    weights = {f"{name}.weight": fake_quantize(m.weight, m.weight_scale, getattr(m, "weight_zero_point", None),
+                                               m.quantization_scheme.weights)
+               for name, m in target_linears(model).items()}
+    return decoder_state(model, weights)
 
 
 def run_gptqmodel(args) -> dict[str, torch.Tensor]:
@@ -137,9 +151,7 @@ def run_gptqmodel(args) -> dict[str, torch.Tensor]:
                                device="cpu")
         model.quantize(calib, batch_size=1)
         model.save(str(quant_dir))
-    quantized = GPTQModel.load(str(quant_dir), device="cpu")
-    weights = {f"{n}.weight": m.dequantize_weight().T.float() for n, m in quantized.model.named_modules()
-               if n.startswith("model.layers.") and n.rsplit(".", 1)[-1] in TARGETS}
+    weights = gptq_weights(quant_dir)
     if args.rank:
         delta = eora_delta(args, quant_dir, calib)
         missing = sorted(set(weights) - set(delta))
@@ -147,6 +159,18 @@ def run_gptqmodel(args) -> dict[str, torch.Tensor]:
             raise RuntimeError(f"EoRA wrote no factors for {len(missing)} weights, e.g. {missing[:2]}")
         weights = {k: w + delta[k] for k, w in weights.items()}
     return decoder_state(_plain_linears(load_fp32(args.model_dir), weights), weights)
+
+
+def gptq_weights(quant_dir: Path) -> dict[str, torch.Tensor]:
+    """The de-quantised (d_out, d_in) weights of a saved GPTQModel checkpoint. Loaded with the pure-torch
+    kernel (the AUTO choice on CPU compiles a native int4 kernel first) and de-quantised by the packing
+    code every GPTQ kernel shares (PackableQuantLinear), not the torch.compile'd override."""
+    from gptqmodel import BACKEND, GPTQModel
+    from gptqmodel.nn_modules.qlinear import PackableQuantLinear
+
+    quantized = GPTQModel.load(str(quant_dir), device="cpu", backend=BACKEND.GPTQ_TORCH)
+    return {f"{n}.weight": PackableQuantLinear.dequantize_weight(m).T.float() for n, m in quantized.model.named_modules()
+            if n.startswith("model.layers.") and n.rsplit(".", 1)[-1] in TARGETS}
 
 
 def eora_delta(args, quant_dir: Path, calib: list[dict]) -> dict[str, torch.Tensor]:

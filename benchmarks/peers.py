@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", default="rtn,ldlq,caldera", help="calderalab methods ('' for none)")
     p.add_argument("--ranks", default="32,64,128", help="calderalab caldera ranks")
     p.add_argument("--groups", default="row,128,64", help="calderalab group sizes ('row' = one per row)")
+    p.add_argument("--codebooks", default="scalar,e8p", help="calderalab backbone quantisers: scalar, e8p (2-bit rows)")
     p.add_argument("--quick", action="store_true", help="calderalab ldlq and caldera rank 64, row groups only")
     p.add_argument("--cached-only", action="store_true", help="report peers from cached outputs only, run none")
     p.add_argument("--peer-timeout", type=float, default=3600.0, help="seconds one peer run may take")
@@ -71,9 +72,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def calderalab_specs(methods: list[str], bits: list[int], ranks: list[int], groups: list[str]) -> list[core.CompressionSpec]:
+def calderalab_specs(methods: list[str], bits: list[int], ranks: list[int], groups: list[str],
+                     codebooks: tuple[str, ...] = ("scalar",)) -> list[core.CompressionSpec]:
     specs = []
     for b in bits:
+        if b == 2 and "e8p" in codebooks:  # the E8P lattice backbone: 2 bits, its own per-matrix scale
+            specs += [core.CompressionSpec(m, 2, rank=k, codebook="e8p") for m in methods if m != "rtn"
+                      for k in (ranks if m == "caldera" else [0])]
+        if "scalar" not in codebooks:
+            continue
         for g in groups:
             group = None if g == "row" else int(g)
             for method in methods:
@@ -147,7 +154,7 @@ def worker_code_hash(peer: str) -> str:
     import peer_worker as w
 
     parts = [w.load_fp32, w.target_linears, w.decoder_state, w._plain_linears, w.calibration_rows, w.main, w.RUNNERS[peer]]
-    parts += [w.eora_delta] if peer.startswith("gptq") else []
+    parts += [w.gptq_weights, w.eora_delta] if peer.startswith("gptq") else []
     return hashlib.sha256("".join(inspect.getsource(f) for f in parts).encode()).hexdigest()[:12]
 
 
@@ -225,10 +232,11 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
     n_layers = models.num_layers(model)
     rows = []
     specs = calderalab_specs(args.methods.split(","), [int(b) for b in args.bits.split(",")],
-                             [int(k) for k in args.ranks.split(",")], args.groups.split(","))
+                             [int(k) for k in args.ranks.split(",")], args.groups.split(","), tuple(args.codebooks.split(",")))
     for spec in specs:
         group = "row" if spec.group_size is None else str(spec.group_size)
-        fields = dict(method=spec.method, series=f"{spec.method}{f' r{spec.rank}' if spec.rank else ''} {group}",
+        book = "" if spec.codebook == "scalar" else f" {spec.codebook}"
+        fields = dict(method=spec.method + book, series=f"{spec.method}{f' r{spec.rank}' if spec.rank else ''} {group}{book}",
                       bits=str(spec.bits), group=group, rank=str(spec.rank or "-"), version=f"calderalab {__version__}")
         try:
             [core.expected_bpw(spec, m, n) for m, n in shapes_of(model)]

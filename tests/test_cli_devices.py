@@ -66,3 +66,44 @@ def test_cli_dtype_and_offload_dir(tmp_path, capsys):
     assert spill.is_dir() and not list(spill.rglob("*.pt"))  # used and cleaned up
     code, stdout, _ = run_main(compress_args(model, calib, tmp_path / "c") + ["--dtype", "bfloat16"], capsys)
     assert code == 0 and "(cpu, bfloat16)" in stdout
+
+
+def _commands(model: Path, text: Path, tmp_path: Path) -> dict[str, list[str]]:
+    """Every command that loads the model for forward passes, with options that would otherwise run."""
+    return {
+        "eval": ["eval", str(model), "--canonical", "--db", str(tmp_path / "r.sqlite")],
+        "sensitivity": ["sensitivity", str(model), "--samples", "2", "--out", str(tmp_path / "s")],
+        "ppl": ["ppl", str(model), "--data", str(text), "--max-tokens", "64", "--context", "32", "--stride", "32"],
+        "activations": ["activations", str(model), "--artifacts", str(tmp_path / "store"), "--out", str(tmp_path / "a")],
+        "study": ["study", "--model", str(model), "--out", str(tmp_path / "study")],
+    }
+
+
+@pytest.mark.parametrize("command", ["eval", "sensitivity", "ppl", "activations", "study"])
+def test_every_forward_command_refuses_a_missing_gpu_before_loading(command, tmp_path, refuse_loading, capsys):
+    argv = _commands(tiny_checkpoint(tmp_path), calibration_text(tmp_path), tmp_path)[command] + ["--device", "cuda"]
+    code, _, stderr = run_main(argv, capsys)
+    assert code == 2 and "--device cuda: no CUDA GPU is visible here" in stderr and "Traceback" not in stderr
+    code, _, stderr = run_main(argv[:-2] + ["--dtype", "float16"], capsys)
+    assert code == 2 and "--dtype 'float16' is not supported" in stderr and "Traceback" not in stderr
+
+
+def test_ppl_and_eval_run_in_bfloat16_and_say_so(tmp_path, capsys):
+    """bfloat16 forward passes on CPU: the perplexity differs a little from float32 (other numerics),
+    the command says where it ran, and an evaluation records it with the run."""
+    import sqlite3
+
+    model, text = tiny_checkpoint(tmp_path), calibration_text(tmp_path)
+    argv = _commands(model, text, tmp_path)["ppl"]
+    code, fp32, _ = run_main(argv, capsys)
+    assert code == 0 and "on cpu, float32" in fp32
+    code, bf16, _ = run_main(argv + ["--dtype", "bfloat16"], capsys)
+    assert code == 0 and "on cpu, bfloat16" in bf16
+    ppl = lambda out: float(out.split("perplexity")[1].split()[0].strip(":="))  # noqa: E731
+    assert ppl(fp32) != ppl(bf16) and abs(ppl(bf16) / ppl(fp32) - 1) < 0.05
+
+    db = tmp_path / "r.sqlite"
+    assert run_main(_commands(model, text, tmp_path)["eval"] + ["--dtype", "bfloat16"], capsys)[0] == 0
+    with sqlite3.connect(db) as con:
+        configs = [row[0] for row in con.execute("SELECT config_json FROM runs")]
+    assert len(configs) == 1 and '"device": "cpu, bfloat16"' in configs[0]

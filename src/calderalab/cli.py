@@ -16,6 +16,7 @@ import typer
 
 from calderalab import devices
 from calderalab.commands import register
+from calderalab.commands.common import DEVICE_OPTION, DTYPE_OPTION
 from calderalab.errors import CalderalabError
 from calderalab.progress import make_progress
 
@@ -129,8 +130,8 @@ def compress(
     seq_len: int = typer.Option(None, "--seq-len", help="tokens per calibration sequence"),
     executor: str = typer.Option("local", help="local | ray"),
     num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs for a local Ray instance"),
-    device: str = typer.Option(None, "--device", help=devices.DEVICES_HELP),
-    dtype: str = typer.Option(None, "--dtype", help=devices.DTYPES_HELP),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
     offload_dir: str = typer.Option(None, "--offload-dir", help="keep the calibration activations between layers as "
                                     "files in this folder instead of in memory"),
 ) -> None:
@@ -147,8 +148,7 @@ def compress(
     from calderalab.plans import spec_with
 
     console = Console()
-    run_device = devices.resolve_device(device)  # a missing GPU fails here, before the model loads
-    run_dtype = devices.resolve_dtype(dtype, run_device)
+    run_device, run_dtype = devices.resolve(device, dtype)  # a missing GPU fails here, before the model loads
     calib_config = CompressSettings().with_options(calib_source=calib, calib_samples=calib_samples, calib_seq_len=seq_len,
                                                    seed=seed).calib
     fields = {"bits": bits, "rank": rank, "method": method, "lr_bits": lr_bits, "group_size": group_size,
@@ -164,7 +164,7 @@ def compress(
     the_store = open_for_writing(out, model)  # missing bucket, denied write, newer format: fail before the load
     t0 = time.perf_counter()
     model_obj, tokenizer = models.open_model(model, run_dtype, run_device)
-    console.print(f"opened {model} in {time.perf_counter() - t0:.1f}s ({run_device}, {str(run_dtype).removeprefix('torch.')})")
+    console.print(f"opened {model} in {time.perf_counter() - t0:.1f}s ({devices.describe(run_device, run_dtype)})")
     identity = models.model_identity(model)
 
     def run(a_plan, label: str, calib_data=None, hessians=None):
@@ -235,6 +235,8 @@ def sensitivity_cmd(
                                     "intervals of this metric (no threshold); also intervals.png (default: fidelity threshold)"),
     by_family: bool = typer.Option(False, "--by-family", help="also per-layer metrics per task family: heatmap, zones, test"),
     family_key: str = typer.Option("family", "--family-key", help="--by-family groups by 'family' (23) or 'category' (5)"),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
 ) -> None:
     """Per-layer sensitivity profile: fidelity / margin / KL, critical zone, tables and U-shape plot."""
     from calderalab.allocation import ultra_ranks
@@ -249,6 +251,7 @@ def sensitivity_cmd(
 
     if by_family and family_key not in GROUP_KEYS:
         raise ValueError(f"--family-key must be one of {', '.join(GROUP_KEYS)}, got {family_key!r}")
+    run_device, run_dtype = devices.resolve(device, dtype)
     settings = merged(SensitivitySettings(), n_samples=samples, threshold=threshold, zone_metric=zone_metric)
     settings = merged(settings, measure=merged(settings.measure, max_new_tokens=max_new_tokens))
     if artifacts is not None:  # the store is opened and checked now, so a bad store fails before the model loads
@@ -259,8 +262,8 @@ def sensitivity_cmd(
         chosen_compress = CompressSettings().with_options(bits=bits, rank=rank, calib_source=calib, calib_samples=calib_samples)
         weights = CompressOnTheFly(chosen_compress.base, chosen_compress.calib)
     clock = _StageClock()
-    net, tok = load_model(model)
-    clock.done("load model")
+    net, tok = load_model(model, run_dtype, run_device)
+    clock.done(f"load model ({devices.describe(run_device, run_dtype)})")
     chosen = parse_layer_set(layers, num_layers(net)) if layers else None
     with _progress() as bar:
         task = bar.add_task("layers", total=len(chosen) if chosen else num_layers(net))

@@ -41,6 +41,17 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+def resolve(device: str | None, dtype: str | None) -> tuple[str, Any]:
+    """(device, torch dtype) of `--device` / `--dtype`, resolved before any model loads."""
+    run_device = resolve_device(device)
+    return run_device, resolve_dtype(dtype, run_device)
+
+
+def describe(device: str, dtype: Any) -> str:
+    """"cpu, float32": where a command ran, for its output and its records."""
+    return f"{device}, {str(dtype).removeprefix('torch.')}"
+
+
 def resolve_dtype(dtype: str | None, device: str) -> Any:
     """The torch dtype of the forward passes on `device` (a resolved device)."""
     import torch

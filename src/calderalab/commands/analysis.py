@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from calderalab.commands.common import MODEL_ARG
+from calderalab.commands.common import DEVICE_OPTION, DTYPE_OPTION, MODEL_ARG
 
 
 def activations(
@@ -17,14 +17,17 @@ def activations(
     seed: int = typer.Option(None, "--seed", help="probe instance seed (default 0)"),
     plan: str = typer.Option(None, "--plan", help="plan file choosing among several stored specs"),
     out: str = typer.Option("reports/activations", "--out", help="folder for drift.json, drift.md, drift.png"),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
 ) -> None:
     """Per decoder layer, how far the compressed model's hidden state is from the original's on
     the probe prompts (cosine, relative norm; answer tokens and all tokens), uniform against selective."""
-    from calderalab import models, plans
+    from calderalab import devices, models, plans
     from calderalab.artifacts import ArtifactStore
     from calderalab.report.activation_report import drift_table, write_outputs
     from calderalab.sensitivity.activations import ActivationSettings, activation_drift
 
+    run_device, run_dtype = devices.resolve(device, dtype)
     given = {k: v for k, v in {"n_samples": samples, "seed": seed}.items() if v is not None}
     settings = ActivationSettings(**given)
     store = ArtifactStore(artifacts)
@@ -32,7 +35,7 @@ def activations(
     n_layers = models.num_layers(models.load_skeleton(models.resolve_model_ref(model)))
     protected = plans.parse_layer_set(protect, n_layers) if protect else ()
     the_plan = plans.load_plan(plan, n_layers) if plan else None
-    model_obj, tokenizer = models.load_model(model)
+    model_obj, tokenizer = models.load_model(model, run_dtype, run_device)
     profiles = activation_drift(model_obj, tokenizer, store, protected, settings, the_plan)
     typer.echo(drift_table(profiles))
     provenance = {"model": models.model_identity(model), "artifacts": artifacts, "protected": list(protected),

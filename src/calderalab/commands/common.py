@@ -8,10 +8,13 @@ from typing import Any, Callable
 
 import typer
 
+from calderalab import devices
 from calderalab.progress import make_progress
 from calderalab.results import FOLDER_DB
 
 MODEL_ARG = typer.Argument("smollm2", help="model reference: smollm2, a HF id, a local dir or a .gguf")
+DEVICE_OPTION = typer.Option(None, "--device", help=devices.DEVICES_HELP)
+DTYPE_OPTION = typer.Option(None, "--dtype", help=devices.DTYPES_HELP)
 
 # The options every experiment command shares (ablate, sweep, min-protect, grid, study): name ->
 # (type, typer option). Each defaults to None, which keeps the settings' own default
@@ -20,7 +23,8 @@ EXPERIMENT_OPTIONS: dict[str, tuple[type, Any]] = {
     "out": (str, typer.Option(None, "--out", help="report folder (default reports/study)")),
     "artifacts": (str, typer.Option(None, "--artifacts", help="artifact store dir or URL (default <out>/artifacts)")),
     "db": (str, typer.Option(None, "--db", help=f"results database (default <out>/{FOLDER_DB})")),
-    "device": (str, typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ... (default auto)")),
+    "device": (str, DEVICE_OPTION),
+    "dtype": (str, DTYPE_OPTION),
     "bits": (int, typer.Option(None, "--bits", help="b_Q of the uniform spec (default 3)")),
     "rank": (int, typer.Option(None, "--rank", help="rank k of L·R (default 32; 0 = ldlq)")),
     "outer_iters": (int, typer.Option(None, "--outer-iters", help="CALDERA outer iterations (default 2; `compress`: 4)")),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from calderalab.commands.common import MODEL_ARG, echo_blocks, stage_progress
+from calderalab.commands.common import DEVICE_OPTION, DTYPE_OPTION, MODEL_ARG, echo_blocks, stage_progress
 from calderalab.results import DEFAULT_DB
 
 DB_OPTION = typer.Option(DEFAULT_DB, "--db", help="results database file")
@@ -30,6 +30,8 @@ def eval_cmd(
     db: str = DB_OPTION,
     label: str = typer.Option(None, help="row label, e.g. '3-bit selective'"),
     experiment: str = typer.Option(None, help="experiment name to group runs"),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
 ) -> None:
     """Evaluate understanding and execution (Goodhart Gap) with chance levels and validity, store the run."""
     from rich.console import Console
@@ -40,7 +42,7 @@ def eval_cmd(
 
     job = eval_job(model, suite=suite, canonical=canonical, ladder=ladder, n=n, seeds=seeds, scoring=scoring,
                    batch_size=batch_size, data=data, tasks_dirs=tasks_dir, artifacts=artifacts, protect=protect,
-                   label=label, experiment=experiment)
+                   label=label, experiment=experiment, device=device, dtype=dtype)
     stage = f"evaluating {model} ({job.settings.suite}, {job.settings.scoring} scoring)"
     bar, update = stage_progress(transient=True)
     with bar:

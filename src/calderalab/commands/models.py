@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from calderalab.commands.common import DEVICE_OPTION, DTYPE_OPTION
+
 
 def inspect(
     model: str = typer.Argument(..., help="smollm2, an HF id in the local cache, a model directory, or a .gguf file"),
@@ -133,23 +135,27 @@ def ppl(
     batch_size: int = typer.Option(None, "--batch-size", help="windows per forward pass (default 4)"),
     reference_cache: str = typer.Option(None, "--reference-cache",
                                         help="where the original model's reference is cached (default $CALDERALAB_CACHE/ppl-reference)"),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
 ) -> None:
     """Sliding-window perplexity of MODEL on a text file; with --artifacts, also the perplexity ratio,
     KL(original ‖ compressed) per token and top-1 agreement against the original on the same windows."""
     from pathlib import Path
 
-    from calderalab import models
+    from calderalab import devices, models
     from calderalab.eval.fidelity import perplexity_lines
     from calderalab.eval.perplexity import token_ids
 
     if protect and not artifacts:
         raise ValueError("--protect only makes sense with --artifacts")
+    run_device, run_dtype = devices.resolve(device, dtype)
     text = Path(data).read_text(encoding="utf-8")
     if artifacts:
         from calderalab.artifacts.preflight import open_for_model
 
         open_for_model(artifacts, model)  # a missing, unreadable or mismatched store fails before the model load
-    model_obj, tokenizer = models.load_model(model)
+    model_obj, tokenizer = models.load_model(model, run_dtype, run_device)
+    typer.echo(f"{model} on {devices.describe(run_device, run_dtype)}")
     ids = token_ids(tokenizer, text, max_tokens)
     given = {k: v for k, v in {"context_len": context, "stride": stride, "batch_size": batch_size}.items() if v is not None}
     for line in perplexity_lines(model_obj, ids, artifacts, protect, reference_cache, **given):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from calderalab import devices
 from calderalab.eval.suite import EvalSettings
 from calderalab.sensitivity.settings import SensitivitySettings
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from calderalab.core import CompressionSpec
 
 Device = str  # "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1", ...
-DType = Literal["auto", "float32", "bfloat16", "float16"]
+DType = Literal["auto", "float32", "bfloat16"]  # devices.DTYPES
 
 T = TypeVar("T")
 
@@ -114,8 +115,8 @@ class RunSettings:
     def __post_init__(self) -> None:
         if not self.model:
             raise ValueError("model reference is empty: pass e.g. 'smollm2' or 'Qwen/Qwen2-7B-Instruct'")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype not in devices.DTYPES:
+            raise ValueError(f"--dtype {self.dtype!r} is not supported: use {devices.DTYPES_HELP}")
 
     @property
     def artifacts_url(self) -> str:

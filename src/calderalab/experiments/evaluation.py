@@ -57,13 +57,19 @@ def decoding_record(config: EvalConfig, results: Sequence[ProbeResult], seconds:
             "seconds": round(seconds, 2)}
 
 
+def _placement(model: Any) -> tuple[str, Any]:
+    """(device, dtype) the model's weights are on: what a run records, whoever loaded the model."""
+    weight = next(model.parameters())
+    return str(weight.device), weight.dtype
+
+
 def evaluate_and_store(db_path: str | Path, model: Any, tokenizer: Any, settings: EvalSettings,
                        instances: Sequence[Instance], evaluated: Evaluated, label: str, experiment: str = "",
                        config: dict[str, Any] | None = None, evaluator: Evaluator = default_evaluator,
                        progress: Progress | None = None) -> tuple[int, RunOutcomes]:
     """Run the probes on `instances` with the model as it stands and store the run; returns its id and
     its per-instance outcomes."""
-    from calderalab import __version__
+    from calderalab import __version__, devices
 
     started = time.perf_counter()
     results = list(evaluator(model, tokenizer, instances, settings.decoding, progress))
@@ -72,7 +78,7 @@ def evaluate_and_store(db_path: str | Path, model: Any, tokenizer: Any, settings
         n_requested=settings.n, model_fingerprint=evaluated.fingerprint, artifacts_manifest_hash=evaluated.manifest_hash,
         protected_layers=tuple(sorted(evaluated.protected)), plan_hash=evaluated.plan_hash,
         decoding=decoding_record(settings.decoding, results, time.perf_counter() - started), label=label,
-        config=dict(config or {}), experiment=experiment, tool_version=__version__, git_sha=detect_git_sha(),
+        config={**(config or {}), "device": devices.describe(*_placement(model))}, experiment=experiment, tool_version=__version__, git_sha=detect_git_sha(),
     )
     with ResultsDB(db_path) as db:
         run_id = db.add_run(record, results, instances)
@@ -90,6 +96,8 @@ class EvalJob:
     protect: str | None = None
     label: str = ""
     experiment: str = ""
+    device: str = "auto"  # devices.resolve: the GPU when one is visible
+    dtype: str = "auto"  # float32 on cpu, bfloat16 on cuda
 
     def __post_init__(self) -> None:
         if self.protect is not None and self.artifacts is None:
@@ -122,14 +130,16 @@ def run_eval_job(job: EvalJob, db_path: str | Path = DEFAULT_DB, loaded: tuple[A
     `loaded` = (model, tokenizer) already loaded from job.model_ref (tests share one); it must
     hold the original weights, and with job.artifacts it is modified in place.
     """
+    from calderalab import devices
     from calderalab.eval.target import apply_stored, model_fingerprint
     from calderalab.models import load_model
 
+    device, dtype = devices.resolve(job.device, job.dtype)  # a missing GPU fails before anything loads
     instances = build_instances(job.settings)
     check_outputs_early(db_path, job.artifacts, job.model_ref)
     log.info("evaluating %s on %d instances (%s, %s scoring)", job.model_ref, len(instances), job.settings.suite,
              job.settings.scoring)
-    model, tokenizer = loaded if loaded is not None else load_model(job.model_ref)
+    model, tokenizer = loaded if loaded is not None else load_model(job.model_ref, dtype, device)
     evaluated = Evaluated(job.model_ref, model_fingerprint(model))
     config: dict[str, Any] = {"artifacts": job.artifacts, "protect": job.protect,
                               "tasks_dirs": list(job.settings.tasks_dirs), "data": job.settings.data_path}

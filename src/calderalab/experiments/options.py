@@ -54,7 +54,7 @@ def check_layer_sets(model: str, sets: Sequence[str]) -> None:
 
 
 def study_config(model: str | None = None, out: str | None = None, artifacts: str | None = None, db: str | None = None,
-                 device: str | None = None, bits: int | None = None, rank: int | None = None,
+                 device: str | None = None, dtype: str | None = None, bits: int | None = None, rank: int | None = None,
                  outer_iters: int | None = None, inner_iters: int | None = None, calib: str | None = None,
                  scoring: str | None = None, n_per_family: int | None = None, seeds: str | None = None,
                  generate_canonical: bool | None = None, samples: int | None = None, threshold: float | None = None,
@@ -68,7 +68,7 @@ def study_config(model: str | None = None, out: str | None = None, artifacts: st
                    decoding=merged(base.eval.decoding, scoring=scoring))
     return merged(
         base,
-        run=merged(base.run, model=model, out=out, artifacts=artifacts, db=db, device=device),
+        run=merged(base.run, model=model, out=out, artifacts=artifacts, db=db, device=device, dtype=dtype),
         compress=base.compress.with_options(bits=bits, rank=rank, outer_iters=outer_iters, inner_iters=inner_iters,
                                            calib_source=calib),
         sensitivity=merged(base.sensitivity, n_samples=samples, threshold=threshold),
@@ -120,7 +120,8 @@ def check_grid_model(model: str, config: StudyConfig, bits: Sequence[Any], profi
 def eval_job(model: str, suite: str | None = None, canonical: bool = False, ladder: bool = False, n: int | None = None,
              seeds: str | None = None, scoring: str | None = None, batch_size: int | None = None,
              data: str | None = None, tasks_dirs: Sequence[str] = (), artifacts: str | None = None,
-             protect: str | None = None, label: str | None = None, experiment: str | None = None) -> Any:
+             protect: str | None = None, label: str | None = None, experiment: str | None = None,
+             device: str | None = None, dtype: str | None = None) -> Any:
     """`calderalab eval`'s job from its options (--canonical and --ladder are shorthands for --suite)."""
     from calderalab.eval.suite import EvalSettings
     from calderalab.experiments.evaluation import EvalJob
@@ -132,4 +133,4 @@ def eval_job(model: str, suite: str | None = None, canonical: bool = False, ladd
     settings = merged(base, suite=chosen, n=n, seeds=parse_seeds(seeds), data_path=data, tasks_dirs=tuple(tasks_dirs) or None,
                       decoding=merged(base.decoding, scoring=scoring, batch_size=batch_size))
     return merged(EvalJob(model_ref=model, settings=settings), artifacts=artifacts, protect=protect, label=label,
-                  experiment=experiment)
+                  experiment=experiment, device=device, dtype=dtype)
