@@ -38,7 +38,7 @@ from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, me
 from calderalab.eval.perplexity import PerplexityResult, token_ids
 from peer_envs import ensure_env, run_worker
 from peer_specs import PEERS, PeerConfig, model_bpw, output_key, peer_configs, unsupported
-from peer_table import Row, format_table, leads, plot
+from peer_table import Row, format_table, leads, plot, speed
 from ppl import cached_hessians
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
@@ -289,7 +289,7 @@ def main() -> None:
           f"({reference.baseline.n_scored_tokens} scored); calibration {calib.description}; torch {torch.__version__}")
     print(format_table(rows))
     print()
-    print("\n".join(leads(rows)))
+    print("\n".join(leads(rows) + speed(rows)))
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     plot(rows, args.plot, f"{args.model}, WikiText-2 test, {reference.baseline.n_windows}×{args.context} tokens; "
                           f"calibration {args.calib_samples}×{args.seq_len} tokens of valid.txt")

@@ -77,6 +77,16 @@ def test_store_of_another_model_is_refused(tmp_path):
         run(model_b, plan, tmp_path / "s")
 
 
+def test_finished_store_of_another_calibration_is_refused(tmp_path):
+    """Reuse by store path (benchmarks key stores by spec) must not hand back modules of other tokens."""
+    model, _ = tiny_model("llama", n_layers=2)
+    plan = plans.uniform_plan(2, core.CompressionSpec("rtn", 4))
+    run(model, plan, tmp_path / "s")
+    assert run(model, plan, tmp_path / "s").n_resumed == 14  # same tokens: everything reused
+    with pytest.raises(ArtifactError, match="with calibration .* use a new store URL"):
+        compress_model(model, plan, ArtifactStore(str(tmp_path / "s")), calib_data(seed=1))
+
+
 def test_other_families(tmp_path):
     for family in ("qwen2", "gemma"):
         model, _ = tiny_model(family, n_layers=2)

@@ -207,6 +207,8 @@ def compress_model(
     plan_bpw = plans.plan_bpw(plan, shapes)
     if store.exists():
         store.header()  # a store of a newer format version is refused before any work
+        if isinstance(calib, CalibData):  # ready tokens: a store of another calibration is refused even
+            store.init(_model_record(model, model_ref), calib.manifest_entry())  # when nothing is left to do
     store.remove_dead_temp_files()
     done, todo = _check_resumed(model, store, targets, plan)
     emit(CompressStarted(plan.hash(), plan_bpw, len(targets), len(done) + sum(map(len, todo.values())),

@@ -137,3 +137,13 @@ def test_last_line_is_one_table_cell(mods):
     envs = mods["peer_envs"]
     assert envs.last_line("ok\nERROR: No matching distribution | x\nWARNING: cache\n") == "ERROR: No matching distribution / x"
     assert envs.last_line("") == "no output"
+
+
+def test_speed_ratio_pairs_rows_of_the_same_bits(mods):
+    Row, speed = mods["peer_table"].Row, mods["peer_table"].speed
+    row = lambda series, bits, seconds, version="x 1": Row(method=series, series=series, bits=bits, group="-", rank="-",  # noqa: E731
+                                                           version=version, bpw=3.0, ppl=1.0, ppl_ratio=1.0, kl=0.1,
+                                                           kl_lo=0.1, kl_hi=0.1, top1=0.9, seconds=seconds)
+    rows = [row("caldera r64 row", "3", 120.0, "calderalab 0.1"), row("gptqmodel g64", "3", 300.0),
+            row("caldera r64 row", "4", 100.0, "calderalab 0.1"), row("gptqmodel g64", "2", 50.0)]
+    assert speed(rows) == ["compression time, caldera r64 row b3 / gptqmodel g64 b3: 0.40 (120 s / 300 s)"]
