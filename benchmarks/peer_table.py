@@ -76,7 +76,10 @@ def best_below(rows: list[Row], bpw_limit: float, calderalab: bool) -> Row | Non
 
 def leads(rows: list[Row]) -> list[str]:
     """Per measured peer row: calderalab's lowest-KL row at the same or lower bpw, and who wins.
-    calderalab leads at a point when it beats that peer without using more bits."""
+    calderalab leads at a point when it beats that peer without using more bits and beyond the
+    noise: its KL interval lies wholly below the peer's (95% window-bootstrap intervals; rows are
+    scored on the same windows, so this is conservative). A lower KL whose interval overlaps the
+    peer's is "no lead shown"."""
     lines = []
     for peer in sorted((r for r in rows if not r.failure and r.kl > 0 and not r.version.startswith("calderalab")),
                        key=lambda r: (r.bpw, r.series)):
@@ -85,7 +88,13 @@ def leads(rows: list[Row]) -> list[str]:
             lines.append(f"{peer.series} b{peer.bits} ({peer.bpw:.3f} bpw, KL {peer.kl:.4f}): no calderalab row at "
                          f"≤ {peer.bpw:.3f} bpw measured")
             continue
-        verdict = "calderalab leads" if ours.kl < peer.kl else "calderalab does NOT lead"
+        overlap = ours.kl_hi >= peer.kl_lo and peer.kl_hi >= ours.kl_lo
+        if ours.kl_hi < peer.kl_lo:
+            verdict = "calderalab leads"
+        elif ours.kl < peer.kl:
+            verdict = "calderalab lower, but the intervals overlap: no lead shown"
+        else:
+            verdict = "calderalab does NOT lead" + (" (intervals overlap)" if overlap else "")
         lines.append(f"{peer.series} b{peer.bits} ({peer.bpw:.3f} bpw, KL {peer.kl:.4f}) vs calderalab {ours.series} "
                      f"b{ours.bits} ({ours.bpw:.3f} bpw, KL {ours.kl:.4f}): {verdict}")
     return lines

@@ -140,7 +140,7 @@ def main() -> None:
                                 args.lr_bits, tuple(args.codebooks.split(","))) if s.method in methods]
     for spec in specs:
         t0 = time.perf_counter()
-        store = ArtifactStore(str(cache / f"{n_layers}L-{spec.key()}"))
+        store = ArtifactStore(str(cache / f"{n_layers}L-{calib.sha256[:12]}-{spec.key()}"))  # one store per calibration
         report = compress_model(model, plans.uniform_plan(n_layers, spec), store, calib, hessians=hessians)
         seconds_compress = time.perf_counter() - t0
         bpw = sum(m.bpw * m.n_params for m in report.modules) / sum(m.n_params for m in report.modules)

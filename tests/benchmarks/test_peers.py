@@ -131,6 +131,8 @@ def test_series_and_lead_verdicts(mods):
     better = rows + [make_row(table, "caldera r64 row", 3.0, 0.1, "calderalab 0.1")]
     assert all("calderalab leads" in v for v in table.leads(better))  # 3.0 bpw counts as "same or lower"
     assert "no calderalab row" in table.leads([make_row(table, "hqq g64", 2.0, 1.0)])[0]
+    close = [make_row(table, "caldera r64 row", 3.0, 0.19, "calderalab 0.1"), make_row(table, "gptqmodel g64", 3.0, 0.20)]
+    assert "no lead shown" in table.leads(close)[0]  # 0.19 ± 10% against 0.20 ± 10%: within the noise
 
 
 def test_last_line_is_one_table_cell(mods):
