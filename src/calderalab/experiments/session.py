@@ -68,8 +68,7 @@ class Session:
             from calderalab.artifacts.preflight import open_for_writing
             from calderalab.models import load_model, model_identity
 
-            device = devices.resolve_device(run.device)
-            dtype = devices.resolve_dtype(run.dtype, device)
+            device, dtype = devices.resolve(run.device, run.dtype)
             store = open_for_writing(run.artifacts_url, run.model)
             model_and_tokenizer = load_model(run.model, dtype=dtype, device=device)
             # The same header `calderalab compress` writes, so its stores and the study's are interchangeable.
