@@ -18,6 +18,11 @@
 --compress-layers last:K decomposes only the last K layers; every earlier layer is still read
 from disk and run (the calibration activations flow through the whole stack), which shows the
 streaming over the full checkpoint when decomposing all of it would take hours on a small CPU.
+
+--job sensitivity runs the layer-sensitivity measurement instead (`calderalab sensitivity --load
+layers`): greedy reference answers to --samples random prompts, the noise pass, and the per-layer
+runs of the --compress-layers layers, every forward inside `models.streamed_forward` (each decoder
+layer read as the forward reaches it). It prints the same memory figures.
 """
 
 from __future__ import annotations
@@ -174,6 +179,45 @@ def child(args: argparse.Namespace) -> None:
     }), flush=True)
 
 
+def child_sensitivity(args: argparse.Namespace) -> None:
+    """Runs under the cap: open lazily, profile the chosen layers with streamed forwards, print figures."""
+    from calderalab import core, models, plans
+    from calderalab.models.lazy import layer_weights
+    from calderalab.sensitivity import SensitivityConfig, SensitivitySettings
+    from calderalab.sensitivity.pipeline import CompressOnTheFly, profile_prompts
+
+    started = time.perf_counter()
+    model, _ = models.open_model(args.checkpoint)
+    rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    n_layers = models.num_layers(model)
+    layers = plans.parse_layer_set(args.compress_layers, n_layers)
+    spec = core.CompressionSpec("caldera", 3, rank=32, outer_iters=args.outer_iters)
+    gen = torch.Generator().manual_seed(0)
+    calib = [torch.randint(0, VOCAB, (args.calib_samples, args.seq_len), generator=gen)]
+    prompts = [torch.randint(0, VOCAB, (16,), generator=gen).tolist() for _ in range(args.samples)]
+    settings = SensitivitySettings(n_samples=args.samples, measure=SensitivityConfig(batch_size=args.samples,
+                                                                                     max_new_tokens=args.new_tokens))
+    stages: dict[str, float] = {}
+    last = [time.perf_counter()]
+
+    def stage(name: str) -> None:
+        now = time.perf_counter()
+        stages[name] = now - last[0]
+        last[0] = now
+        print(f"{name}: {stages[name]:.0f} s", file=sys.stderr, flush=True)
+
+    with models.streamed_forward(model):
+        run = profile_prompts(model, prompts, settings, CompressOnTheFly(spec, calib), layers=layers, stage=stage)
+    reader = layer_weights(model)
+    print(json.dumps({
+        "n_layers": n_layers, "profiled_layers": list(layers), "stages": stages,
+        "kl": {str(r.layer): r.metrics.kl for r in run.profile.rows},
+        "rss_after_open": rss_open, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "vm_peak": _vm_peak_bytes(), "peak_layers_in_memory": reader.peak_loaded, "layers_read": reader.n_reads,
+        "seconds": time.perf_counter() - started,
+    }), flush=True)
+
+
 def _spread(seconds: list[float]) -> str:
     return f"median {seconds[len(seconds) // 2]:.1f} s (min {seconds[0]:.1f}, max {seconds[-1]:.1f}, n={len(seconds)})"
 
@@ -189,12 +233,15 @@ def parent(args: argparse.Namespace) -> None:
     prefix, how = memory_cap_prefix(cap)
     command = [*prefix, sys.executable, __file__, "--child", "--checkpoint", str(folder), "--scratch", str(folder.parent),
                "--compress-layers", args.compress_layers, "--outer-iters", str(args.outer_iters),
-               "--calib-samples", str(args.calib_samples), "--seq-len", str(args.seq_len), *(["--offload"] if args.offload else [])]
-    print(f"compressing {folder} under {how}", file=sys.stderr, flush=True)
+               "--calib-samples", str(args.calib_samples), "--seq-len", str(args.seq_len), *(["--offload"] if args.offload else []),
+               "--job", args.job, "--samples", str(args.samples), "--new-tokens", str(args.new_tokens)]
+    print(f"{args.job} of {folder} under {how}", file=sys.stderr, flush=True)
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True)  # the child's progress goes to stderr
     if done.returncode != 0:
         sys.exit(f"the capped run failed (exit {done.returncode}) under {how}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
+    if args.job == "sensitivity":
+        return print_sensitivity(args, folder, size, cap, how, figures)
     compressed, streamed = sorted(figures["compressed_seconds"]), sorted(figures["streamed_seconds"])
     print(f"| streaming compression, 3-bit rank 32 CALDERA (LDLQ), outer_iters {args.outer_iters} | value |")
     print("|---|---|")
@@ -215,6 +262,21 @@ def parent(args: argparse.Namespace) -> None:
     print(f"| mean weight correlation | {figures['mean_weight_correlation']:.4f} |")
 
 
+def print_sensitivity(args, folder: Path, size: int, cap: int, how: str, figures: dict) -> None:
+    print("| streamed sensitivity (`--load layers`), 3-bit rank 32 CALDERA per layer | value |")
+    print("|---|---|")
+    print(f"| checkpoint | {folder.name}: {_gib(size)} float32, {figures['n_layers']} decoder layers of "
+          f"{_gib(layer_params(args.hidden) * BYTES_PER_WEIGHT)} |")
+    print(f"| memory cap | {how} = {cap / size:.0%} of the checkpoint |")
+    print(f"| probe | {args.samples} random prompts x 16 tokens, {args.new_tokens} greedy answer tokens; layers profiled "
+          f"{args.compress_layers}; {figures['layers_read']} layer reads |")
+    print(f"| peak RSS | {_gib(figures['peak_rss'])} = {figures['peak_rss'] / size:.0%} of the checkpoint "
+          f"(after open: {_gib(figures['rss_after_open'])}; peak address space {_gib(figures['vm_peak'])}) |")
+    print(f"| decoder layers in memory at once (most) | {figures['peak_layers_in_memory']} |")
+    print("| wall time per stage | " + ", ".join(f"{k} {v:.0f} s" for k, v in figures["stages"].items()) + " |")
+    print(f"| total wall time (child) | {figures['seconds']:.0f} s |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gb", type=float, default=8.0, help="checkpoint size to build (default 8)")
@@ -227,13 +289,21 @@ def main() -> None:
     parser.add_argument("--offload", action="store_true", help="spill calibration activations to disk")
     parser.add_argument("--hidden", type=int, default=HIDDEN, help="hidden size (default 2048; smaller for a quick try)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--job", choices=("compress", "sensitivity"), default="compress")
+    parser.add_argument("--samples", type=int, default=4, help="--job sensitivity: probe prompts")
+    parser.add_argument("--new-tokens", type=int, default=4, help="--job sensitivity: greedy answer tokens")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.compress_layers == "all":
         args.compress_layers = "first:" + str(bench_config(args.size_gb, args.hidden).num_hidden_layers)
-    child(args) if args.child else parent(args)
+    if not args.child:
+        parent(args)
+    elif args.job == "sensitivity":
+        child_sensitivity(args)
+    else:
+        child(args)
 
 
 if __name__ == "__main__":

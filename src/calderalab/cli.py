@@ -16,7 +16,7 @@ import typer
 
 from calderalab import devices
 from calderalab.commands import register
-from calderalab.commands.common import DEVICE_OPTION, DTYPE_OPTION
+from calderalab.commands.common import DEVICE_OPTION, DTYPE_OPTION, LOAD_OPTION
 from calderalab.errors import CalderalabError
 from calderalab.progress import make_progress
 
@@ -237,11 +237,12 @@ def sensitivity_cmd(
     family_key: str = typer.Option("family", "--family-key", help="--by-family groups by 'family' (23) or 'category' (5)"),
     device: str = DEVICE_OPTION,
     dtype: str = DTYPE_OPTION,
+    load: str = LOAD_OPTION,
 ) -> None:
     """Per-layer sensitivity profile: fidelity / margin / KL, critical zone, tables and U-shape plot."""
     from calderalab.allocation import ultra_ranks
     from calderalab.experiments.config import CompressSettings, merged
-    from calderalab.models import load_model, module_shapes, num_layers
+    from calderalab.models import LOAD_MODES, module_shapes, num_layers, open_to_run, streamed_forward
     from calderalab.plans import parse_layer_set
     from calderalab.report.sensitivity_report import write_outputs
     from calderalab.sensitivity import SensitivitySettings
@@ -249,6 +250,8 @@ def sensitivity_cmd(
 
     from calderalab.sensitivity.families import GROUP_KEYS
 
+    if load not in LOAD_MODES:
+        raise ValueError(f"--load must be one of {', '.join(LOAD_MODES)}, got {load!r}")
     if by_family and family_key not in GROUP_KEYS:
         raise ValueError(f"--family-key must be one of {', '.join(GROUP_KEYS)}, got {family_key!r}")
     run_device, run_dtype = devices.resolve(device, dtype)
@@ -262,13 +265,14 @@ def sensitivity_cmd(
         chosen_compress = CompressSettings().with_options(bits=bits, rank=rank, calib_source=calib, calib_samples=calib_samples)
         weights = CompressOnTheFly(chosen_compress.base, chosen_compress.calib)
     clock = _StageClock()
-    net, tok = load_model(model, run_dtype, run_device)
+    net, tok = open_to_run(model, run_dtype, run_device, load)
     clock.done(f"load model ({devices.describe(run_device, run_dtype)})")
     chosen = parse_layer_set(layers, num_layers(net)) if layers else None
     with _progress() as bar:
         task = bar.add_task("layers", total=len(chosen) if chosen else num_layers(net))
-        run = run_sensitivity(net, tok, settings, weights, chosen, model_ref=model, stage=clock.done,
-                              progress=lambda done, total: bar.update(task, completed=done))
+        with streamed_forward(net):  # a lazily opened model reads each decoder layer as it runs
+            run = run_sensitivity(net, tok, settings, weights, chosen, model_ref=model, stage=clock.done,
+                                  progress=lambda done, total: bar.update(task, completed=done))
     rank = weights.spec.rank
     max_rank = min(min(shape) for shape in module_shapes(net).values())
     ultra = ultra_ranks(run.profile, rank, run.zone, max_rank=max_rank) if run.zone and rank > 0 else None

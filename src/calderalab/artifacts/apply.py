@@ -8,6 +8,7 @@ every file, and only then swap weights. Model access goes through calderalab.mod
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -89,7 +90,16 @@ def select_entries(
 
 
 def check_fingerprints(model: torch.nn.Module, entries: list[ModuleEntry], store_url: str) -> None:
-    """Refuse artifacts made from another model: the FIRST module whose weight differs raises."""
+    """Refuse artifacts made from another model: the FIRST module whose weight differs raises.
+    (On a lazily opened model each layer is read for its check and released.)"""
+    models = _models()
+    targets = models.discover_layers(model)
+    for layer, group in itertools.groupby(entries, key=lambda e: e.layer):
+        with models.onloaded(model, targets[layer]):
+            _check_layer(model, list(group), store_url)
+
+
+def _check_layer(model: torch.nn.Module, entries: list[ModuleEntry], store_url: str) -> None:
     for entry in entries:
         W = _models().target_linear(model, entry.layer, entry.module).weight
         if tuple(W.shape) != tuple(entry.shape):
@@ -109,11 +119,12 @@ def check_fingerprints(model: torch.nn.Module, entries: list[ModuleEntry], store
 def _assemble(store, model, protect, layers, plan) -> tuple[list[ModuleEntry], dict]:
     entries = select_entries(store.manifest(), _models().num_layers(model), protect, layers, plan)
     check_fingerprints(model, entries, store.url)
-    weights = {}
-    for entry in entries:
-        decomposition = decomposition_from_bytes(store.read_verified(entry))
-        weights[(entry.layer, entry.module)] = decomposition.reconstruct().to(torch.float32)
-    return entries, weights
+    return entries, {(entry.layer, entry.module): _reconstruct(store, entry) for entry in entries}
+
+
+def _reconstruct(store: ArtifactStore, entry: ModuleEntry) -> torch.Tensor:
+    """Ŵ float32 (d_out, d_in) of one stored module, its file checksummed first."""
+    return decomposition_from_bytes(store.read_verified(entry)).reconstruct().to(torch.float32)
 
 
 def assemble_weights(
@@ -144,8 +155,16 @@ def apply_artifacts(
     (an ApplyRecord), so provenance travels with the model into evaluation.
     """
     protect = tuple(sorted(set(protect)))
-    entries, weights = _assemble(store, model, protect, layers, plan)
-    _models().set_weights(model, weights)
+    reader = _models().layer_weights(model)
+    if reader is None:
+        entries, weights = _assemble(store, model, protect, layers, plan)
+        _models().set_weights(model, weights)
+    else:  # a lazy model: one layer's Ŵ in memory at a time, persisted; a failure forgets them all
+        entries = select_entries(store.manifest(), _models().num_layers(model), protect, layers, plan)
+        check_fingerprints(model, entries, store.url)
+        with reader.all_or_nothing():
+            for _, group in itertools.groupby(entries, key=lambda e: e.layer):
+                _models().set_weights(model, {(e.layer, e.module): _reconstruct(store, e) for e in group})
     applied = tuple((e.layer, e.module, e.spec_key) for e in entries)
     record = ApplyRecord(store_url=store.url, applied=applied, protected_layers=protect)
     model.calderalab_applied = record

@@ -15,6 +15,9 @@ from calderalab.results import FOLDER_DB
 MODEL_ARG = typer.Argument("smollm2", help="model reference: smollm2, a HF id, a local dir or a .gguf")
 DEVICE_OPTION = typer.Option(None, "--device", help=devices.DEVICES_HELP)
 DTYPE_OPTION = typer.Option(None, "--dtype", help=devices.DTYPES_HELP)
+LOAD_OPTION = typer.Option("auto", "--load", help="memory: every weight in memory; layers: decoder layers read from the "
+                           "safetensors shards one at a time during each forward (larger-than-memory models; slower); "
+                           "auto: layers when the checkpoint exceeds half the memory available")
 
 # The options every experiment command shares (ablate, sweep, min-protect, grid, study): name ->
 # (type, typer option). Each defaults to None, which keeps the settings' own default

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from calderalab.commands.common import DEVICE_OPTION, DTYPE_OPTION, MODEL_ARG, echo_blocks, stage_progress
+from calderalab.commands.common import DEVICE_OPTION, DTYPE_OPTION, LOAD_OPTION, MODEL_ARG, echo_blocks, stage_progress
 from calderalab.results import DEFAULT_DB
 
 DB_OPTION = typer.Option(DEFAULT_DB, "--db", help="results database file")
@@ -32,6 +32,7 @@ def eval_cmd(
     experiment: str = typer.Option(None, help="experiment name to group runs"),
     device: str = DEVICE_OPTION,
     dtype: str = DTYPE_OPTION,
+    load: str = LOAD_OPTION,
 ) -> None:
     """Evaluate understanding and execution (Goodhart Gap) with chance levels and validity, store the run."""
     from rich.console import Console
@@ -42,7 +43,7 @@ def eval_cmd(
 
     job = eval_job(model, suite=suite, canonical=canonical, ladder=ladder, n=n, seeds=seeds, scoring=scoring,
                    batch_size=batch_size, data=data, tasks_dirs=tasks_dir, artifacts=artifacts, protect=protect,
-                   label=label, experiment=experiment, device=device, dtype=dtype)
+                   label=label, experiment=experiment, device=device, dtype=dtype, load=load)
     stage = f"evaluating {model} ({job.settings.suite}, {job.settings.scoring} scoring)"
     bar, update = stage_progress(transient=True)
     with bar:

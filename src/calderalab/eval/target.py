@@ -18,8 +18,10 @@ def model_fingerprint(model: Any) -> str:
     """
     import torch
 
+    from calderalab.models import state_tensors
+
     h = hashlib.sha256()
-    for name, param in sorted(model.state_dict().items()):
+    for name, param in state_tensors(model):  # a lazy model's layers are read one tensor at a time
         t = param.detach().to("cpu").contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: works for bf16 too

@@ -98,8 +98,13 @@ class EvalJob:
     experiment: str = ""
     device: str = "auto"  # devices.resolve: the GPU when one is visible
     dtype: str = "auto"  # float32 on cpu, bfloat16 on cuda
+    load: str = "auto"  # models.open_to_run: memory, layers (one decoder layer in memory at a time) or auto
 
     def __post_init__(self) -> None:
+        from calderalab.models import LOAD_MODES
+
+        if self.load not in LOAD_MODES:
+            raise ValueError(f"--load must be one of {', '.join(LOAD_MODES)}, got {self.load!r}")
         if self.protect is not None and self.artifacts is None:
             raise ValueError("--protect only makes sense with --artifacts (the uncompressed model protects everything)")
 
@@ -132,14 +137,14 @@ def run_eval_job(job: EvalJob, db_path: str | Path = DEFAULT_DB, loaded: tuple[A
     """
     from calderalab import devices
     from calderalab.eval.target import apply_stored, model_fingerprint
-    from calderalab.models import load_model
+    from calderalab.models import open_to_run, streamed_forward
 
     device, dtype = devices.resolve(job.device, job.dtype)  # a missing GPU fails before anything loads
     instances = build_instances(job.settings)
     check_outputs_early(db_path, job.artifacts, job.model_ref)
     log.info("evaluating %s on %d instances (%s, %s scoring)", job.model_ref, len(instances), job.settings.suite,
              job.settings.scoring)
-    model, tokenizer = loaded if loaded is not None else load_model(job.model_ref, dtype, device)
+    model, tokenizer = loaded if loaded is not None else open_to_run(job.model_ref, dtype, device, job.load)
     evaluated = Evaluated(job.model_ref, model_fingerprint(model))
     config: dict[str, Any] = {"artifacts": job.artifacts, "protect": job.protect,
                               "tasks_dirs": list(job.settings.tasks_dirs), "data": job.settings.data_path}
@@ -148,5 +153,6 @@ def run_eval_job(job: EvalJob, db_path: str | Path = DEFAULT_DB, loaded: tuple[A
         evaluated = Evaluated(job.model_ref, evaluated.fingerprint, applied.manifest_hash, applied.protected)
         config.update(applied.summary)
     label = job.label or job.default_label
-    return evaluate_and_store(db_path, model, tokenizer, job.settings, instances, evaluated, label, job.experiment,
-                              config, evaluator, progress)
+    with streamed_forward(model):  # a lazily opened model reads each decoder layer as it runs
+        return evaluate_and_store(db_path, model, tokenizer, job.settings, instances, evaluated, label, job.experiment,
+                                  config, evaluator, progress)

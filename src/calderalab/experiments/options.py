@@ -121,7 +121,7 @@ def eval_job(model: str, suite: str | None = None, canonical: bool = False, ladd
              seeds: str | None = None, scoring: str | None = None, batch_size: int | None = None,
              data: str | None = None, tasks_dirs: Sequence[str] = (), artifacts: str | None = None,
              protect: str | None = None, label: str | None = None, experiment: str | None = None,
-             device: str | None = None, dtype: str | None = None) -> Any:
+             device: str | None = None, dtype: str | None = None, load: str | None = None) -> Any:
     """`calderalab eval`'s job from its options (--canonical and --ladder are shorthands for --suite)."""
     from calderalab.eval.suite import EvalSettings
     from calderalab.experiments.evaluation import EvalJob
@@ -133,4 +133,4 @@ def eval_job(model: str, suite: str | None = None, canonical: bool = False, ladd
     settings = merged(base, suite=chosen, n=n, seeds=parse_seeds(seeds), data_path=data, tasks_dirs=tuple(tasks_dirs) or None,
                       decoding=merged(base.decoding, scoring=scoring, batch_size=batch_size))
     return merged(EvalJob(model_ref=model, settings=settings), artifacts=artifacts, protect=protect, label=label,
-                  experiment=experiment, device=device, dtype=dtype)
+                  experiment=experiment, device=device, dtype=dtype, load=load)

@@ -11,6 +11,11 @@ GPTQModel onload layers sequentially).
 On a model that is fully in memory (`load_model`, a tiny test model) `onloaded` does nothing,
 so compression has one code path whichever way the model was opened.
 
+Forward passes (sensitivity, evaluation) run inside `streamed_forward`, which onloads each layer as
+it runs. Weights that replace a layer's for good (stored artifacts applied for an evaluation) are
+written once to a scratch safetensors file by `LayerWeights.persist`, and later loads read that
+file instead of the checkpoint (accelerate's offload folder, for one layer at a time).
+
 Imports torch and safetensors; transformers only inside `open_lazy`.
 """
 
@@ -18,6 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +102,7 @@ class LayerWeights:
         self.dtype = dtype
         self.device = torch.device(device)
         self._depth: dict[str, int] = {}
+        self._scratch: Path | None = None
         self.peak_loaded = 0
         self.n_reads = 0
 
@@ -124,6 +133,33 @@ class LayerWeights:
         for name, param in list(layer.named_parameters()):
             _set_parameter(layer, name, torch.empty_like(param, device="meta"))
 
+    def persist(self, layer: nn.Module, path: str) -> None:
+        """Make the loaded layer's current weights (e.g. compressed ones set in place) what every
+        later load reads: they are written to a scratch safetensors file (removed with the reader)
+        and the index points there for this layer's tensors."""
+        from safetensors.torch import save_file
+
+        if path not in self._depth:
+            raise RuntimeError(f"persist({path!r}): the layer is not loaded")
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="calderalab-layers-"))
+            weakref.finalize(self, shutil.rmtree, str(self._scratch), True)
+        tensors = {f"{path}.{n}": p.detach().to("cpu").contiguous() for n, p in layer.named_parameters()}
+        file = self._scratch / f"{path}.safetensors"
+        save_file(tensors, str(file))
+        self.index = ShardIndex(self.index.directory, {**self.index.weight_map, **dict.fromkeys(tensors, str(file))})
+
+    @contextlib.contextmanager
+    def all_or_nothing(self) -> Iterator[None]:
+        """Layers persisted inside the block are forgotten again if the block raises: the model then
+        reads its checkpoint's weights as before."""
+        before = self.index
+        try:
+            yield
+        except BaseException:
+            self.index = before
+            raise
+
 
 def layer_weights(model: nn.Module) -> LayerWeights | None:
     """The reader of a lazily opened model; None for a model fully in memory."""
@@ -143,6 +179,17 @@ def onloaded(model: nn.Module, target: Any) -> Iterator[nn.Module]:
         yield target.layer
     finally:
         reader.release(target.layer, target.path)
+
+
+def state_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of `model.state_dict()` in name order. On a lazy model each decoder-layer tensor
+    is read from the shards (or a persisted layer) on its own, so hashing every weight never holds
+    more than one tensor of the stack."""
+    reader = layer_weights(model)
+    for name, tensor in sorted(model.state_dict().items()):
+        if tensor.is_meta and reader is not None:
+            tensor = read_tensors(reader.index, [name], reader.dtype, "cpu")[name]
+        yield name, tensor
 
 
 @contextlib.contextmanager

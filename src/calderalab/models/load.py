@@ -205,3 +205,62 @@ def open_model(ref: str | ModelRef, dtype: torch.dtype = torch.float32, device: 
     except (OSError, ValueError, KeyError) as err:
         raise ModelRefError(f"cannot open {model_ref.ref!r} from {directory} as a causal language model: {err}") from err
     return model, prepare_tokenizer(tokenizer, model)
+
+
+LOAD_MODES = ("auto", "memory", "layers")
+
+
+def open_to_run(ref: str | ModelRef, dtype: torch.dtype = torch.float32, device: str = "cpu", load: str = "auto"):
+    """Open a model for forward passes (sensitivity, evaluation) as (model, tokenizer).
+
+    load = "memory": every weight in memory (`load_model`). "layers": decoder layers stay on the meta
+    device and are read one at a time inside `lazy.streamed_forward` (`open_model`; a GGUF not
+    de-quantised yet, or a .bin checkpoint, still loads whole). "auto": layers when the checkpoint's
+    weight files exceed half of the memory this process may still use (`available_bytes`), else memory.
+    Callers run their forwards inside `streamed_forward(model)`, a no-op for a model in memory.
+    """
+    if load not in LOAD_MODES:
+        raise ValueError(f"--load must be one of {', '.join(LOAD_MODES)}, got {load!r}")
+    if load == "auto":
+        model_ref = ref if isinstance(ref, ModelRef) else resolve_model_ref(ref)
+        size, available = checkpoint_bytes(model_ref), available_bytes()
+        load = "layers" if size > available / 2 else "memory"
+        log.info("--load auto: checkpoint %.2f GiB, %.2f GiB available -> %s", size / 2**30, available / 2**30, load)
+        ref = model_ref
+    if load == "layers":
+        return open_model(ref, dtype, device)
+    return load_model(ref, dtype, device)
+
+
+def checkpoint_bytes(model_ref: ModelRef) -> int:
+    """Bytes of the weight files a load would read (the de-quantised copy of a GGUF once cached)."""
+    directory = model_ref.path
+    if model_ref.is_gguf:
+        cached = gguf_cache_path(model_ref)
+        if not _cache_is_valid(cached):
+            return model_ref.path.stat().st_size
+        directory = cached
+    return sum(p.stat().st_size for p in Path(directory).glob("*.safetensors")) or \
+        sum(p.stat().st_size for p in Path(directory).glob("*.bin"))
+
+
+def available_bytes() -> int:
+    """Memory this process may still take: MemAvailable, capped by an address-space limit
+    (`prlimit --as`, `ulimit -v`) less what the process has mapped already."""
+    import resource
+
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        try:
+            mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            mapped = 0
+        available = min(available, max(soft - mapped, 0))
+    return available

@@ -5,6 +5,10 @@ Every entry is validated before any weight changes, so a bad mapping leaves the 
 W_hat is cast to the module's dtype and device (CALDERA reconstructs in float32; a bf16 model
 stores bf16), and copied in place so the Parameter objects and their storage stay the same
 (hooks, tied references and accelerate offload keep working).
+
+On a lazily opened model (`lazy.open_lazy`) the layers a mapping touches are onloaded for the
+block of `swapped_weights` (so a `streamed_forward` inside it runs the swapped layer, not a fresh
+read), and `set_weights` persists each changed layer so that later reads return the new weights.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 from torch import nn
 
 from calderalab.models.layers import check_layer_index, check_module_name, discover_layers
+from calderalab.models.lazy import layer_weights, onloaded
 
 WeightMapping = Mapping[tuple[int, str], torch.Tensor]
 
@@ -48,11 +53,28 @@ def _prepare(model: nn.Module, mapping: WeightMapping) -> list[tuple[nn.Linear, 
     return prepared
 
 
+def _held(model: nn.Module, mapping: WeightMapping) -> contextlib.ExitStack:
+    """The mapping's layers onloaded (a no-op on a model in memory) until the stack closes."""
+    stack = contextlib.ExitStack()
+    if layer_weights(model) is not None and isinstance(mapping, Mapping):
+        layers = discover_layers(model)
+        for index in sorted({key[0] for key in mapping if isinstance(key, tuple) and key and isinstance(key[0], int)}):
+            if 0 <= index < len(layers):
+                stack.enter_context(onloaded(model, layers[index]))
+    return stack
+
+
 @torch.no_grad()
 def set_weights(model: nn.Module, mapping: WeightMapping) -> nn.Module:
     """Permanently overwrite the given target weights (in place). Returns the model."""
-    for module, W_cast, _ in _prepare(model, mapping):
-        module.weight.copy_(W_cast)
+    reader = layer_weights(model)
+    with _held(model, mapping):
+        for module, W_cast, _ in _prepare(model, mapping):
+            module.weight.copy_(W_cast)
+        if reader is not None:
+            layers = discover_layers(model)
+            for index in sorted({key[0] for key in mapping}):
+                reader.persist(layers[index].layer, layers[index].path)
     return model
 
 
@@ -60,6 +82,13 @@ def set_weights(model: nn.Module, mapping: WeightMapping) -> nn.Module:
 def swapped_weights(model: nn.Module, mapping: WeightMapping) -> Iterator[nn.Module]:
     """Within the block the model uses the given weights; on exit (also on exception) the
     original weights are restored bit for bit. Nested use restores in reverse order."""
+    with _held(model, mapping):
+        with _swapped(model, mapping):
+            yield model
+
+
+@contextlib.contextmanager
+def _swapped(model: nn.Module, mapping: WeightMapping) -> Iterator[nn.Module]:
     prepared = _prepare(model, mapping)
     originals: list[tuple[nn.Linear, torch.Tensor]] = []
     try:

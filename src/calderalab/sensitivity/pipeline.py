@@ -183,11 +183,12 @@ class CompressOnTheFly:
         else:
             data = load_calibration(model, tokenizer, self.calib)
             batches, learned = list(data.batches), {"calib": data.description}
-        out: dict[int, dict[tuple[int, str], torch.Tensor]] = {}
-        for layer, hessians in collect_hessians(model, batches, layers=layers):
+        # Decompositions, not Ŵ, are kept: codes and factors; each layer's Ŵ is rebuilt when it is run
+        out: dict[int, dict[str, Any]] = {}
+        for layer, hessians in collect_hessians(model, batches, layers=layers):  # the layer is in memory here
             W = {name: target_linear(model, layer, name).weight.detach().float() for name in hessians}
-            out[layer] = {(layer, name): decompose(W[name], H.float(), self.spec).reconstruct() for name, H in hessians.items()}
-        return out.__getitem__, learned
+            out[layer] = {name: decompose(W[name], H.float(), self.spec) for name, H in hessians.items()}
+        return (lambda layer: {(layer, name): d.reconstruct() for name, d in out[layer].items()}), learned
 
 
 class StoredWeights:
