@@ -21,8 +21,8 @@ streaming over the full checkpoint when decomposing all of it would take hours o
 
 --job sensitivity runs the layer-sensitivity measurement instead (`calderalab sensitivity --load
 layers`): greedy reference answers to --samples random prompts, the noise pass, and the per-layer
-runs of the --compress-layers layers, every forward inside `models.streamed_forward` (each decoder
-layer read as the forward reaches it). It prints the same memory figures.
+runs of the --compress-layers layers, each forward reading every decoder layer as it reaches it.
+It prints the same memory figures.
 """
 
 from __future__ import annotations
@@ -206,8 +206,7 @@ def child_sensitivity(args: argparse.Namespace) -> None:
         last[0] = now
         print(f"{name}: {stages[name]:.0f} s", file=sys.stderr, flush=True)
 
-    with models.streamed_forward(model):
-        run = profile_prompts(model, prompts, settings, CompressOnTheFly(spec, calib), layers=layers, stage=stage)
+    run = profile_prompts(model, prompts, settings, CompressOnTheFly(spec, calib), layers=layers, stage=stage)
     reader = layer_weights(model)
     print(json.dumps({
         "n_layers": n_layers, "profiled_layers": list(layers), "stages": stages,

@@ -109,13 +109,11 @@ def test_offload_dir_compress_bytes_equal(sharded, tmp_path):
     assert store_files(tmp_path / "spilled") == store_files(tmp_path / "plain")
 
 
-def test_streamed_forward_gives_the_eager_logits_one_layer_at_a_time(sharded):
-    from calderalab.models import streamed_forward
-
+def test_a_lazy_forward_gives_the_eager_logits_one_layer_at_a_time(sharded):
     eager, _ = load_model(str(sharded))
     lazy, _ = open_model(str(sharded))
     ids = torch.arange(4, 36).reshape(2, 16)
-    with torch.no_grad(), streamed_forward(lazy):
+    with torch.no_grad():
         first, again = lazy(input_ids=ids).logits, lazy(input_ids=ids).logits
         want = eager(input_ids=ids).logits
     assert torch.equal(first, want) and torch.equal(again, want)

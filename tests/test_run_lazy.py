@@ -12,7 +12,7 @@ from calderalab import core, plans
 from calderalab.artifacts import ArtifactStore
 from calderalab.calib import CalibData
 from calderalab.compress import compress_model
-from calderalab.models import load_model, open_to_run, streamed_forward, tiny_model, tiny_tokenizer
+from calderalab.models import load_model, open_to_run, tiny_model, tiny_tokenizer
 from calderalab.models.lazy import layer_weights
 
 N_LAYERS = 4  # the sensitivity groups need four
@@ -48,8 +48,7 @@ def profile(model, tokenizer, provider):
     from calderalab.sensitivity.pipeline import run_sensitivity
 
     settings = SensitivitySettings(n_samples=6, measure=SensitivityConfig(batch_size=3, max_new_tokens=5))
-    with streamed_forward(model):
-        return run_sensitivity(model, tokenizer, settings, provider).profile
+    return run_sensitivity(model, tokenizer, settings, provider).profile
 
 
 def test_open_to_run_modes(sharded):
@@ -76,7 +75,7 @@ def test_lazy_sensitivity_equals_eager(sharded, store, source):
     assert got.rows == eager.rows and got.noise == eager.noise
     assert any(row.metrics.kl > 0 for row in got.rows)  # the compressed layers did change the answers' log-probs
     reader = layer_weights(lazy)
-    assert reader.peak_loaded == 2  # the swapped layer held, plus the one the stream is running
+    assert reader.peak_loaded == 1  # the swapped layer is persisted and read back when the pass reaches it
     assert all_released(lazy)
 
 
@@ -143,3 +142,74 @@ def test_eval_and_sensitivity_commands_run_with_load_layers(sharded, store, tmp_
                                       "--max-new-tokens", "4", "--load", "layers", "--out", str(tmp_path / "sens")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "sens" / "profile.json").is_file()
+
+
+def test_a_pass_stopped_by_a_hook_or_an_error_leaves_no_layer_loaded(sharded):
+    lazy, _ = open_to_run(str(sharded), load="layers")
+    layers = lazy.model.layers
+    ids = torch.arange(4, 20).reshape(1, 16)
+
+    class Stop(Exception):
+        pass
+
+    def stop(*_args):
+        raise Stop
+
+    for hook in (layers[2].register_forward_pre_hook(stop), layers[1].mlp.register_forward_hook(stop)):
+        with pytest.raises(Stop), torch.no_grad():
+            lazy(input_ids=ids)
+        hook.remove()
+        assert all_released(lazy)
+
+
+def test_lazy_swap_over_every_layer_holds_one_and_restores(sharded):
+    from calderalab.core import MODULE_NAMES
+    from calderalab.models import swapped_weights, target_linear
+
+    eager, _ = load_model(str(sharded))
+    lazy, _ = open_to_run(str(sharded), load="layers")
+    gen = torch.Generator().manual_seed(1)
+    mapping = {(l, n): torch.randn(target_linear(eager, l, n).weight.shape, generator=gen) * 0.05
+               for l in range(N_LAYERS) for n in MODULE_NAMES}
+    ids = torch.arange(4, 20).reshape(1, 16)
+    with torch.no_grad():
+        before = lazy(input_ids=ids).logits
+        with swapped_weights(eager, mapping), swapped_weights(lazy, mapping):
+            assert torch.equal(lazy(input_ids=ids).logits, eager(input_ids=ids).logits)
+            inner = {(0, "q"): torch.zeros_like(mapping[(0, "q")])}
+            with swapped_weights(eager, inner), swapped_weights(lazy, inner):
+                assert torch.equal(lazy(input_ids=ids).logits, eager(input_ids=ids).logits)
+            assert torch.equal(lazy(input_ids=ids).logits, eager(input_ids=ids).logits)  # the outer swap again
+        assert torch.equal(lazy(input_ids=ids).logits, before)
+    assert layer_weights(lazy).peak_loaded == 1 and all_released(lazy)
+    with pytest.raises(ValueError, match="expected"):
+        with swapped_weights(lazy, {(1, "q"): torch.zeros(3, 3)}):
+            pass
+
+
+def test_ppl_and_activations_with_load_layers_print_what_memory_prints(sharded, store, tmp_path, shared_data):
+    from typer.testing import CliRunner
+
+    from calderalab.cli import app
+
+    text = shared_data / "wikitext-2" / "valid.txt"
+    out = {}
+    for load in ("memory", "layers"):
+        ppl = CliRunner().invoke(app, ["ppl", str(sharded), "--data", str(text), "--max-tokens", "600", "--context", "128",
+                                       "--stride", "64", "--artifacts", store, "--load", load,
+                                       "--reference-cache", str(tmp_path / f"ref-{load}")])
+        assert ppl.exit_code == 0, ppl.output
+        drift = CliRunner().invoke(app, ["activations", str(sharded), "--artifacts", store, "--protect", "2-3",
+                                         "--samples", "2", "--load", load, "--out", str(tmp_path / f"act-{load}")])
+        assert drift.exit_code == 0, drift.output
+        printed = ppl.output[ppl.output.index("perplexity "):].strip()  # after transformers' loading bar
+        out[load] = (printed, (tmp_path / f"act-{load}" / "drift.md").read_text())
+    assert out["layers"] == out["memory"] and "\nKL(original" in out["memory"][0]
+
+
+def test_study_settings_refuse_an_unknown_load_mode():
+    from calderalab.experiments.config import RunSettings
+
+    assert RunSettings(load="layers").load == "layers"
+    with pytest.raises(ValueError, match="--load must be one of auto, memory, layers, got 'swap'"):
+        RunSettings(load="swap")

@@ -189,11 +189,8 @@ def _budget_plan(console, request, run, model_obj, tokenizer, calib_config, offl
     """Compress the budget's candidate specs (calibration and Hessians made once), choose, print the map."""
     from calderalab import budget
     from calderalab.calib import collect_hessians, load_calibration
-    from calderalab.models import streamed_forward
-
     settings, the_profile, shapes = request
-    with streamed_forward(model_obj):
-        calib = load_calibration(model_obj, tokenizer, calib_config)
+    calib = load_calibration(model_obj, tokenizer, calib_config)
     hessians = list(collect_hessians(model_obj, calib.batches, offload_dir=offload_dir))  # every candidate reuses them
     chosen = budget.budget_plan(the_profile, settings, shapes,
                                 lambda p: run(p, f"candidate {budget.option_name(p.spec(0, 'q'))}", calib, hessians))
@@ -242,7 +239,7 @@ def sensitivity_cmd(
     """Per-layer sensitivity profile: fidelity / margin / KL, critical zone, tables and U-shape plot."""
     from calderalab.allocation import ultra_ranks
     from calderalab.experiments.config import CompressSettings, merged
-    from calderalab.models import LOAD_MODES, module_shapes, num_layers, open_to_run, streamed_forward
+    from calderalab.models import module_shapes, num_layers, open_to_run
     from calderalab.plans import parse_layer_set
     from calderalab.report.sensitivity_report import write_outputs
     from calderalab.sensitivity import SensitivitySettings
@@ -250,8 +247,7 @@ def sensitivity_cmd(
 
     from calderalab.sensitivity.families import GROUP_KEYS
 
-    if load not in LOAD_MODES:
-        raise ValueError(f"--load must be one of {', '.join(LOAD_MODES)}, got {load!r}")
+    load = devices.check_load(load or "auto")
     if by_family and family_key not in GROUP_KEYS:
         raise ValueError(f"--family-key must be one of {', '.join(GROUP_KEYS)}, got {family_key!r}")
     run_device, run_dtype = devices.resolve(device, dtype)
@@ -270,9 +266,8 @@ def sensitivity_cmd(
     chosen = parse_layer_set(layers, num_layers(net)) if layers else None
     with _progress() as bar:
         task = bar.add_task("layers", total=len(chosen) if chosen else num_layers(net))
-        with streamed_forward(net):  # a lazily opened model reads each decoder layer as it runs
-            run = run_sensitivity(net, tok, settings, weights, chosen, model_ref=model, stage=clock.done,
-                                  progress=lambda done, total: bar.update(task, completed=done))
+        run = run_sensitivity(net, tok, settings, weights, chosen, model_ref=model, stage=clock.done,
+                              progress=lambda done, total: bar.update(task, completed=done))
     rank = weights.spec.rank
     max_rank = min(min(shape) for shape in module_shapes(net).values())
     ultra = ultra_ranks(run.profile, rank, run.zone, max_rank=max_rank) if run.zone and rank > 0 else None

@@ -215,8 +215,7 @@ def compress_model(
                          sum(map(len, todo.values())), tuple(sorted(todo))))
     calibration = None
     if todo:
-        with models.streamed_forward(model):  # self-generated text runs the whole model
-            calib_data = calib if isinstance(calib, CalibData) else load_calibration(model, tokenizer, calib)
+        calib_data = calib if isinstance(calib, CalibData) else load_calibration(model, tokenizer, calib)
         calibration = calib_data.manifest_entry()
         store.init(_model_record(model, model_ref), calibration)
         emit(CalibrationReady(calib_data.description, calib_data.n_tokens, calib_data.sha256))

@@ -16,6 +16,16 @@ from typing import Any
 DEVICES_HELP = "auto, cpu, cuda or cuda:N (default auto: cuda when a GPU is visible, else cpu)"
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
 DTYPES_HELP = "auto, float32 or bfloat16 (default auto: float32 on cpu, bfloat16 on cuda)"
+LOAD_MODES = ("auto", "memory", "layers")  # how a model is opened for forward passes: models.open_to_run
+
+
+def check_load(load: str) -> str:
+    """`load` when it is one of LOAD_MODES; a clear error naming them otherwise."""
+    if load not in LOAD_MODES:
+        raise ValueError(f"--load must be one of {', '.join(LOAD_MODES)}, got {load!r}")
+    return load
+
+
 _CUDA = re.compile(r"^cuda(:(?P<index>\d+))?$")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from calderalab.commands.common import DEVICE_OPTION, DTYPE_OPTION, MODEL_ARG
+from calderalab.commands.common import DEVICE_OPTION, DTYPE_OPTION, LOAD_OPTION, MODEL_ARG
 
 
 def activations(
@@ -19,6 +19,7 @@ def activations(
     out: str = typer.Option("reports/activations", "--out", help="folder for drift.json, drift.md, drift.png"),
     device: str = DEVICE_OPTION,
     dtype: str = DTYPE_OPTION,
+    load: str = LOAD_OPTION,
 ) -> None:
     """Per decoder layer, how far the compressed model's hidden state is from the original's on
     the probe prompts (cosine, relative norm; answer tokens and all tokens), uniform against selective."""
@@ -28,6 +29,7 @@ def activations(
     from calderalab.sensitivity.activations import ActivationSettings, activation_drift
 
     run_device, run_dtype = devices.resolve(device, dtype)
+    load = devices.check_load(load or "auto")
     given = {k: v for k, v in {"n_samples": samples, "seed": seed}.items() if v is not None}
     settings = ActivationSettings(**given)
     store = ArtifactStore(artifacts)
@@ -35,7 +37,7 @@ def activations(
     n_layers = models.num_layers(models.load_skeleton(models.resolve_model_ref(model)))
     protected = plans.parse_layer_set(protect, n_layers) if protect else ()
     the_plan = plans.load_plan(plan, n_layers) if plan else None
-    model_obj, tokenizer = models.load_model(model, run_dtype, run_device)
+    model_obj, tokenizer = models.open_to_run(model, run_dtype, run_device, load)
     profiles = activation_drift(model_obj, tokenizer, store, protected, settings, the_plan)
     typer.echo(drift_table(profiles))
     provenance = {"model": models.model_identity(model), "artifacts": artifacts, "protected": list(protected),

@@ -15,7 +15,7 @@ from calderalab.results import FOLDER_DB
 MODEL_ARG = typer.Argument("smollm2", help="model reference: smollm2, a HF id, a local dir or a .gguf")
 DEVICE_OPTION = typer.Option(None, "--device", help=devices.DEVICES_HELP)
 DTYPE_OPTION = typer.Option(None, "--dtype", help=devices.DTYPES_HELP)
-LOAD_OPTION = typer.Option("auto", "--load", help="memory: every weight in memory; layers: decoder layers read from the "
+LOAD_OPTION = typer.Option(None, "--load", help="memory: every weight in memory; layers: decoder layers read from the "
                            "safetensors shards one at a time during each forward (larger-than-memory models; slower); "
                            "auto: layers when the checkpoint exceeds half the memory available")
 
@@ -28,6 +28,7 @@ EXPERIMENT_OPTIONS: dict[str, tuple[type, Any]] = {
     "db": (str, typer.Option(None, "--db", help=f"results database (default <out>/{FOLDER_DB})")),
     "device": (str, DEVICE_OPTION),
     "dtype": (str, DTYPE_OPTION),
+    "load": (str, LOAD_OPTION),
     "bits": (int, typer.Option(None, "--bits", help="b_Q of the uniform spec (default 3)")),
     "rank": (int, typer.Option(None, "--rank", help="rank k of L·R (default 32; 0 = ldlq)")),
     "outer_iters": (int, typer.Option(None, "--outer-iters", help="CALDERA outer iterations (default 2; `compress`: 4)")),

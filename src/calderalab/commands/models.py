@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from calderalab.commands.common import DEVICE_OPTION, DTYPE_OPTION
+from calderalab.commands.common import DEVICE_OPTION, DTYPE_OPTION, LOAD_OPTION
 
 
 def inspect(
@@ -137,6 +137,7 @@ def ppl(
                                         help="where the original model's reference is cached (default $CALDERALAB_CACHE/ppl-reference)"),
     device: str = DEVICE_OPTION,
     dtype: str = DTYPE_OPTION,
+    load: str = LOAD_OPTION,
 ) -> None:
     """Sliding-window perplexity of MODEL on a text file; with --artifacts, also the perplexity ratio,
     KL(original ‖ compressed) per token and top-1 agreement against the original on the same windows."""
@@ -149,12 +150,13 @@ def ppl(
     if protect and not artifacts:
         raise ValueError("--protect only makes sense with --artifacts")
     run_device, run_dtype = devices.resolve(device, dtype)
+    load = devices.check_load(load or "auto")
     text = Path(data).read_text(encoding="utf-8")
     if artifacts:
         from calderalab.artifacts.preflight import open_for_model
 
         open_for_model(artifacts, model)  # a missing, unreadable or mismatched store fails before the model load
-    model_obj, tokenizer = models.load_model(model, run_dtype, run_device)
+    model_obj, tokenizer = models.open_to_run(model, run_dtype, run_device, load)
     typer.echo(f"{model} on {devices.describe(run_device, run_dtype)}")
     ids = token_ids(tokenizer, text, max_tokens)
     given = {k: v for k, v in {"context_len": context, "stride": stride, "batch_size": batch_size}.items() if v is not None}

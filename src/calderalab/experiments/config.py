@@ -111,10 +111,12 @@ class RunSettings:
     db: str | None = None
     device: Device = "auto"
     dtype: DType = "auto"
+    load: str = "auto"  # models.open_to_run: memory, layers (one decoder layer in memory at a time) or auto
 
     def __post_init__(self) -> None:
         if not self.model:
             raise ValueError("model reference is empty: pass e.g. 'smollm2' or 'Qwen/Qwen2-7B-Instruct'")
+        devices.check_load(self.load)
         if self.dtype not in devices.DTYPES:
             raise ValueError(f"--dtype {self.dtype!r} is not supported: use {devices.DTYPES_HELP}")
 

@@ -101,10 +101,9 @@ class EvalJob:
     load: str = "auto"  # models.open_to_run: memory, layers (one decoder layer in memory at a time) or auto
 
     def __post_init__(self) -> None:
-        from calderalab.models import LOAD_MODES
+        from calderalab import devices
 
-        if self.load not in LOAD_MODES:
-            raise ValueError(f"--load must be one of {', '.join(LOAD_MODES)}, got {self.load!r}")
+        devices.check_load(self.load)
         if self.protect is not None and self.artifacts is None:
             raise ValueError("--protect only makes sense with --artifacts (the uncompressed model protects everything)")
 
@@ -137,7 +136,7 @@ def run_eval_job(job: EvalJob, db_path: str | Path = DEFAULT_DB, loaded: tuple[A
     """
     from calderalab import devices
     from calderalab.eval.target import apply_stored, model_fingerprint
-    from calderalab.models import open_to_run, streamed_forward
+    from calderalab.models import open_to_run
 
     device, dtype = devices.resolve(job.device, job.dtype)  # a missing GPU fails before anything loads
     instances = build_instances(job.settings)
@@ -153,6 +152,5 @@ def run_eval_job(job: EvalJob, db_path: str | Path = DEFAULT_DB, loaded: tuple[A
         evaluated = Evaluated(job.model_ref, evaluated.fingerprint, applied.manifest_hash, applied.protected)
         config.update(applied.summary)
     label = job.label or job.default_label
-    with streamed_forward(model):  # a lazily opened model reads each decoder layer as it runs
-        return evaluate_and_store(db_path, model, tokenizer, job.settings, instances, evaluated, label, job.experiment,
-                                  config, evaluator, progress)
+    return evaluate_and_store(db_path, model, tokenizer, job.settings, instances, evaluated, label, job.experiment,
+                              config, evaluator, progress)

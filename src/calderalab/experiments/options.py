@@ -54,7 +54,7 @@ def check_layer_sets(model: str, sets: Sequence[str]) -> None:
 
 
 def study_config(model: str | None = None, out: str | None = None, artifacts: str | None = None, db: str | None = None,
-                 device: str | None = None, dtype: str | None = None, bits: int | None = None, rank: int | None = None,
+                 device: str | None = None, dtype: str | None = None, load: str | None = None, bits: int | None = None, rank: int | None = None,
                  outer_iters: int | None = None, inner_iters: int | None = None, calib: str | None = None,
                  scoring: str | None = None, n_per_family: int | None = None, seeds: str | None = None,
                  generate_canonical: bool | None = None, samples: int | None = None, threshold: float | None = None,
@@ -68,7 +68,7 @@ def study_config(model: str | None = None, out: str | None = None, artifacts: st
                    decoding=merged(base.eval.decoding, scoring=scoring))
     return merged(
         base,
-        run=merged(base.run, model=model, out=out, artifacts=artifacts, db=db, device=device, dtype=dtype),
+        run=merged(base.run, model=model, out=out, artifacts=artifacts, db=db, device=device, dtype=dtype, load=load),
         compress=base.compress.with_options(bits=bits, rank=rank, outer_iters=outer_iters, inner_iters=inner_iters,
                                            calib_source=calib),
         sensitivity=merged(base.sensitivity, n_samples=samples, threshold=threshold),

@@ -66,11 +66,11 @@ class Session:
         if model_and_tokenizer is None:
             from calderalab import devices
             from calderalab.artifacts.preflight import open_for_writing
-            from calderalab.models import load_model, model_identity
+            from calderalab.models import model_identity, open_to_run
 
             device, dtype = devices.resolve(run.device, run.dtype)
             store = open_for_writing(run.artifacts_url, run.model)
-            model_and_tokenizer = load_model(run.model, dtype=dtype, device=device)
+            model_and_tokenizer = open_to_run(run.model, dtype, device, run.load)
             # The same header `calderalab compress` writes, so its stores and the study's are interchangeable.
             identity = model_identity(run.model)
         else:

@@ -8,13 +8,17 @@ the model's dtype and device, and put back on the meta device when the block end
 is then about one decoder layer plus whatever the caller keeps (the way llm-compressor and
 GPTQModel onload layers sequentially).
 
+Every decoder layer's `forward` is wrapped the same way, so any forward pass (generation,
+sensitivity, evaluation) works on a lazy model as on any other, reading each layer as the pass
+reaches it (slow: every pass reads every layer; the page cache makes repeats cheap). The wrapper
+sits inside the module call, after forward pre-hooks, so a hook that stops a pass early never
+leaves a layer loaded. Weights that replace a layer's (stored artifacts applied or swapped in) are
+written to a scratch safetensors file by `LayerWeights.persist`, and later loads read that file
+instead of the checkpoint (accelerate's offload folder, one layer at a time); `restoring` forgets
+them again.
+
 On a model that is fully in memory (`load_model`, a tiny test model) `onloaded` does nothing,
 so compression has one code path whichever way the model was opened.
-
-Forward passes (sensitivity, evaluation) run inside `streamed_forward`, which onloads each layer as
-it runs. Weights that replace a layer's for good (stored artifacts applied for an evaluation) are
-written once to a scratch safetensors file by `LayerWeights.persist`, and later loads read that
-file instead of the checkpoint (accelerate's offload folder, for one layer at a time).
 
 Imports torch and safetensors; transformers only inside `open_lazy`.
 """
@@ -22,6 +26,7 @@ Imports torch and safetensors; transformers only inside `open_lazy`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import tempfile
@@ -102,7 +107,9 @@ class LayerWeights:
         self.dtype = dtype
         self.device = torch.device(device)
         self._depth: dict[str, int] = {}
+        self._loaded: dict[str, nn.Module] = {}
         self._scratch: Path | None = None
+        self._n_persisted = 0
         self.peak_loaded = 0
         self.n_reads = 0
 
@@ -122,6 +129,7 @@ class LayerWeights:
         for name in names:
             _set_parameter(layer, name, tensors[f"{path}.{name}"])
         self._depth[path] = 1
+        self._loaded[path] = layer
         self.n_reads += 1
         self.peak_loaded = max(self.peak_loaded, self.n_loaded)
 
@@ -130,6 +138,7 @@ class LayerWeights:
         if self._depth[path] > 0:
             return
         del self._depth[path]
+        del self._loaded[path]
         for name, param in list(layer.named_parameters()):
             _set_parameter(layer, name, torch.empty_like(param, device="meta"))
 
@@ -145,20 +154,57 @@ class LayerWeights:
             self._scratch = Path(tempfile.mkdtemp(prefix="calderalab-layers-"))
             weakref.finalize(self, shutil.rmtree, str(self._scratch), True)
         tensors = {f"{path}.{n}": p.detach().to("cpu").contiguous() for n, p in layer.named_parameters()}
-        file = self._scratch / f"{path}.safetensors"
+        self._n_persisted += 1  # a new file each time: an outer swap's file must survive an inner one
+        file = self._scratch / f"{path}.{self._n_persisted}.safetensors"
         save_file(tensors, str(file))
         self.index = ShardIndex(self.index.directory, {**self.index.weight_map, **dict.fromkeys(tensors, str(file))})
 
     @contextlib.contextmanager
     def all_or_nothing(self) -> Iterator[None]:
         """Layers persisted inside the block are forgotten again if the block raises: the model then
-        reads its checkpoint's weights as before."""
+        reads the weights it read before."""
         before = self.index
         try:
             yield
         except BaseException:
-            self.index = before
+            self._reset(before)
             raise
+
+    @contextlib.contextmanager
+    def restoring(self) -> Iterator[None]:
+        """Layers persisted inside the block are forgotten when it ends, however it ends."""
+        before = self.index
+        try:
+            yield
+        finally:
+            self._reset(before)
+
+    def _reset(self, index: ShardIndex) -> None:
+        """Read from `index` again; a layer in memory now is re-read from it (so it holds what
+        later loads return)."""
+        changed = {name for name, file in self.index.weight_map.items() if index.weight_map.get(name) != file}
+        dropped = {self.index.weight_map[name] for name in changed} - set(index.weight_map.values())
+        self.index = index
+        for file in dropped:  # scratch files nothing reads any more
+            Path(file).unlink(missing_ok=True)
+        for path, layer in list(self._loaded.items()):
+            names = [f"{path}.{n}" for n, _ in layer.named_parameters()]
+            if changed.intersection(names):
+                for name, tensor in read_tensors(index, names, self.dtype, self.device).items():
+                    _set_parameter(layer, name[len(path) + 1:], tensor)
+
+    def streamed(self, forward: Any, layer: nn.Module, path: str) -> Any:
+        """`forward` of a decoder layer, reading the layer for the call and releasing it after."""
+
+        @functools.wraps(forward)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            self.load(layer, path)
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                self.release(layer, path)
+
+        return run
 
 
 def layer_weights(model: nn.Module) -> LayerWeights | None:
@@ -192,34 +238,6 @@ def state_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         yield name, tensor
 
 
-@contextlib.contextmanager
-def streamed_forward(model: nn.Module) -> Iterator[nn.Module]:
-    """Any forward pass (generation included) works on a lazy model inside this block: each decoder
-    layer is read before it runs and dropped after. Slow (every forward reads every layer), so it
-    serves only short jobs such as self-generated calibration text. A no-op for an in-memory model."""
-    if layer_weights(model) is None:
-        yield model
-        return
-    from calderalab.models.layers import discover_layers
-
-    handles = []
-    for target in discover_layers(model):
-        stack = contextlib.ExitStack()
-
-        def before(_module: nn.Module, _args: Any, target: Any = target, stack: contextlib.ExitStack = stack) -> None:
-            stack.enter_context(onloaded(model, target))
-
-        def after(_module: nn.Module, _args: Any, _out: Any, stack: contextlib.ExitStack = stack) -> None:
-            stack.close()
-
-        handles += [target.layer.register_forward_pre_hook(before), target.layer.register_forward_hook(after)]
-    try:
-        yield model
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def _skeleton(directory: Path, dtype: torch.dtype) -> nn.Module:
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
@@ -249,10 +267,31 @@ def _materialise_buffers(model: nn.Module) -> None:
         raise ModelRefError(f"cannot open {type(model).__name__} layer by layer: buffers {still_meta[:4]} stay unset")
 
 
+def fix_mmap_threshold(threshold: int = 128 * 1024) -> bool:
+    """Pin glibc's mmap threshold (its default start value), so every block of `threshold` bytes or
+    more is its own mapping, returned to the system when freed.
+
+    Why: glibc raises the threshold to the size of each large block freed (up to 32 MiB), after
+    which a layer's tensors of a few MiB come from the heap, and reading and dropping layers one
+    after another fragments it: measured on a 153-layer hidden-512 checkpoint (12.8 MB layers,
+    `benchmarks/streaming.py --size-gb 2 --hidden 512`), peak RSS 0.83 GiB with the dynamic
+    threshold, 0.57 GiB pinned (0.45 GiB after open). Returns False where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, threshold))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def open_lazy(directory: Path, dtype: torch.dtype, device: torch.device | str, index: ShardIndex) -> nn.Module:
     """The model at `directory` with only what lies outside the decoder stack in memory (eval mode,
     gradients off); its decoder layers are read by `onloaded`."""
     from calderalab.models.layers import find_decoder_layers
+
+    fix_mmap_threshold()  # process-wide: a lazy model is the large-model path
 
     model = _skeleton(Path(directory), dtype)
     stack_path, _ = find_decoder_layers(model)
@@ -270,5 +309,8 @@ def open_lazy(directory: Path, dtype: torch.dtype, device: torch.device | str, i
         raise ModelRefError(f"checkpoint {directory} lacks {still_meta}: cannot open it layer by layer")
     model.eval()
     model.requires_grad_(False)
-    setattr(model, _ATTRIBUTE, LayerWeights(index, dtype, device))
+    reader = LayerWeights(index, dtype, device)
+    for i, layer in enumerate(model.get_submodule(stack_path)):
+        layer.forward = reader.streamed(layer.forward, layer, f"{stack_path}.{i}")
+    setattr(model, _ATTRIBUTE, reader)
     return model

@@ -207,21 +207,18 @@ def open_model(ref: str | ModelRef, dtype: torch.dtype = torch.float32, device: 
     return model, prepare_tokenizer(tokenizer, model)
 
 
-LOAD_MODES = ("auto", "memory", "layers")
-
 
 def open_to_run(ref: str | ModelRef, dtype: torch.dtype = torch.float32, device: str = "cpu", load: str = "auto"):
     """Open a model for forward passes (sensitivity, evaluation) as (model, tokenizer).
 
     load = "memory": every weight in memory (`load_model`). "layers": decoder layers stay on the meta
-    device and are read one at a time inside `lazy.streamed_forward` (`open_model`; a GGUF not
-    de-quantised yet, or a .bin checkpoint, still loads whole). "auto": layers when the checkpoint's
-    weight files exceed half of the memory this process may still use (`available_bytes`), else memory.
-    Callers run their forwards inside `streamed_forward(model)`, a no-op for a model in memory.
+    device and each forward reads them one at a time (`open_model`, `lazy`; a GGUF not de-quantised
+    yet, or a .bin checkpoint, still loads whole). "auto": layers when the checkpoint's weight files
+    exceed half of the memory this process may still use (`available_bytes`), else memory.
     """
-    if load not in LOAD_MODES:
-        raise ValueError(f"--load must be one of {', '.join(LOAD_MODES)}, got {load!r}")
-    if load == "auto":
+    from calderalab.devices import check_load
+
+    if check_load(load) == "auto":
         model_ref = ref if isinstance(ref, ModelRef) else resolve_model_ref(ref)
         size, available = checkpoint_bytes(model_ref), available_bytes()
         load = "layers" if size > available / 2 else "memory"

@@ -6,9 +6,10 @@ W_hat is cast to the module's dtype and device (CALDERA reconstructs in float32;
 stores bf16), and copied in place so the Parameter objects and their storage stay the same
 (hooks, tied references and accelerate offload keep working).
 
-On a lazily opened model (`lazy.open_lazy`) the layers a mapping touches are onloaded for the
-block of `swapped_weights` (so a `streamed_forward` inside it runs the swapped layer, not a fresh
-read), and `set_weights` persists each changed layer so that later reads return the new weights.
+On a lazily opened model (`lazy.open_lazy`) a change is made one layer at a time: the layer is
+read, its weights set, the layer written to a scratch file that later reads return
+(`LayerWeights.persist`) and released; `swapped_weights` forgets those files on exit. So even a
+mapping over every layer never holds more than one decoder layer beyond the mapping itself.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from calderalab.models.lazy import layer_weights, onloaded
 WeightMapping = Mapping[tuple[int, str], torch.Tensor]
 
 
-def _prepare(model: nn.Module, mapping: WeightMapping) -> list[tuple[nn.Linear, torch.Tensor, str]]:
-    """Validate every entry and return (module, W cast to the module's dtype/device, qualified name)."""
+def _prepare(model: nn.Module, mapping: WeightMapping) -> list[tuple[int, nn.Linear, torch.Tensor, str]]:
+    """Validate every entry and return (layer, module, W cast to the module's dtype/device, qualified name)."""
     if not isinstance(mapping, Mapping):
         raise TypeError(f"weights must be a mapping {{(layer, name): tensor}}, got {type(mapping).__name__}")
     layers = discover_layers(model)
+    reader = layer_weights(model)
     prepared = []
     for key, W_hat in mapping.items():
         if not (isinstance(key, tuple) and len(key) == 2):
@@ -46,35 +48,30 @@ def _prepare(model: nn.Module, mapping: WeightMapping) -> list[tuple[nn.Linear, 
             )
         if not W_hat.is_floating_point():
             raise ValueError(f"weight for {where} has dtype {W_hat.dtype}; a floating dtype is required")
-        W_cast = W_hat.detach().to(device=module.weight.device, dtype=module.weight.dtype)
+        device = reader.device if module.weight.is_meta and reader is not None else module.weight.device
+        W_cast = W_hat.detach().to(device=device, dtype=module.weight.dtype)
         if not torch.isfinite(W_cast).all():
             raise ValueError(f"weight for {where} contains NaN or Inf (after casting to {module.weight.dtype})")
-        prepared.append((module, W_cast, where))
+        prepared.append((layer, module, W_cast, where))
     return prepared
-
-
-def _held(model: nn.Module, mapping: WeightMapping) -> contextlib.ExitStack:
-    """The mapping's layers onloaded (a no-op on a model in memory) until the stack closes."""
-    stack = contextlib.ExitStack()
-    if layer_weights(model) is not None and isinstance(mapping, Mapping):
-        layers = discover_layers(model)
-        for index in sorted({key[0] for key in mapping if isinstance(key, tuple) and key and isinstance(key[0], int)}):
-            if 0 <= index < len(layers):
-                stack.enter_context(onloaded(model, layers[index]))
-    return stack
 
 
 @torch.no_grad()
 def set_weights(model: nn.Module, mapping: WeightMapping) -> nn.Module:
     """Permanently overwrite the given target weights (in place). Returns the model."""
+    prepared = _prepare(model, mapping)
     reader = layer_weights(model)
-    with _held(model, mapping):
-        for module, W_cast, _ in _prepare(model, mapping):
+    if reader is None:
+        for _, module, W_cast, _ in prepared:
             module.weight.copy_(W_cast)
-        if reader is not None:
-            layers = discover_layers(model)
-            for index in sorted({key[0] for key in mapping}):
-                reader.persist(layers[index].layer, layers[index].path)
+        return model
+    targets = discover_layers(model)
+    with reader.all_or_nothing():
+        for index in sorted({entry[0] for entry in prepared}):
+            with onloaded(model, targets[index]):
+                for _, module, W_cast, _ in (entry for entry in prepared if entry[0] == index):
+                    module.weight.copy_(W_cast)
+                reader.persist(targets[index].layer, targets[index].path)
     return model
 
 
@@ -82,18 +79,17 @@ def set_weights(model: nn.Module, mapping: WeightMapping) -> nn.Module:
 def swapped_weights(model: nn.Module, mapping: WeightMapping) -> Iterator[nn.Module]:
     """Within the block the model uses the given weights; on exit (also on exception) the
     original weights are restored bit for bit. Nested use restores in reverse order."""
-    with _held(model, mapping):
-        with _swapped(model, mapping):
+    reader = layer_weights(model)
+    if reader is not None:
+        with reader.restoring():
+            set_weights(model, mapping)
             yield model
-
-
-@contextlib.contextmanager
-def _swapped(model: nn.Module, mapping: WeightMapping) -> Iterator[nn.Module]:
+        return
     prepared = _prepare(model, mapping)
     originals: list[tuple[nn.Linear, torch.Tensor]] = []
     try:
         with torch.no_grad():
-            for module, W_cast, _ in prepared:
+            for _, module, W_cast, _ in prepared:
                 originals.append((module, module.weight.detach().clone()))
                 module.weight.copy_(W_cast)
         yield model
