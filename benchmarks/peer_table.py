@@ -7,6 +7,9 @@ import math
 from dataclasses import dataclass
 
 
+ORIGINAL = "original"  # the series of the uncompressed model's row
+
+
 @dataclass(frozen=True)
 class Row:
     """One measured (or failed) configuration. `series` names the plot line it belongs to (one per
@@ -69,7 +72,7 @@ def series(rows: list[Row]) -> dict[str, list[tuple[float, float]]]:
 
 def best_below(rows: list[Row], bpw_limit: float, calderalab: bool) -> Row | None:
     """The lowest-KL measured row at bpw ≤ limit, among calderalab's rows or among the peers'."""
-    pool = [r for r in rows if not r.failure and r.bpw <= bpw_limit and r.kl > 0
+    pool = [r for r in rows if not r.failure and r.bpw <= bpw_limit and r.series != ORIGINAL
             and r.version.startswith("calderalab") == calderalab]
     return min(pool, key=lambda r: r.kl, default=None)
 
@@ -81,7 +84,8 @@ def leads(rows: list[Row]) -> list[str]:
     scored on the same windows, so this is conservative). A lower KL whose interval overlaps the
     peer's is "no lead shown"."""
     lines = []
-    for peer in sorted((r for r in rows if not r.failure and r.kl > 0 and not r.version.startswith("calderalab")),
+    # the original is left out by name, not by KL = 0: a peer that scores 0 must win its verdict
+    for peer in sorted((r for r in rows if not r.failure and r.series != ORIGINAL and not r.version.startswith("calderalab")),
                        key=lambda r: (r.bpw, r.series)):
         ours = best_below(rows, peer.bpw, True)
         if ours is None:
@@ -122,10 +126,12 @@ def plot(rows: list[Row], path: str, title: str) -> None:
     import matplotlib.pyplot as plt
 
     version_of = {r.series: r.version for r in rows}
+    colours = plt.get_cmap("tab20").colors  # 20 distinct colours: tab10's 10 repeat with 12+ series
     fig, ax = plt.subplots(figsize=(9, 6))
-    for name, points in series(rows).items():
+    for i, (name, points) in enumerate(series(rows).items()):
         ours = version_of[name].startswith("calderalab")
-        ax.plot(*zip(*points), marker="o" if ours else "s", linestyle="-" if ours else "--", label=name)
+        ax.plot(*zip(*points), marker="o" if ours else "s", linestyle="-" if ours else "--", label=name,
+                color=colours[(2 * i) % 20 + (i // 10) % 2])
     ax.set_yscale("log")
     ax.set_xlabel("bits per weight (every stored bit)")
     ax.set_ylabel("KL(original ‖ compressed), nats per token")

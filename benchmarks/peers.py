@@ -38,7 +38,7 @@ from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, me
 from calderalab.eval.perplexity import PerplexityResult, token_ids
 from peer_envs import ensure_env, run_worker
 from peer_specs import PEERS, PeerConfig, model_bpw, output_key, peer_configs, unsupported
-from peer_table import Row, format_table, leads, plot, speed
+from peer_table import ORIGINAL, Row, format_table, leads, plot, speed
 from ppl import cached_hessians
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
@@ -280,7 +280,7 @@ def main() -> None:
     print(f"original ppl {reference.baseline.perplexity:.3f} on {reference.baseline.n_scored_tokens} tokens "
           f"in {reference.baseline.n_windows} windows; calibration: {calib.description}", flush=True)
     timings = Timings(cache / "timings.json")
-    rows = [Row(method="original (fp32)", series="original", bits="-", group="-", rank="-", version="-", bpw=32.0,
+    rows = [Row(method="original (fp32)", series=ORIGINAL, bits="-", group="-", rank="-", version="-", bpw=32.0,
                 ppl=reference.baseline.perplexity, ppl_ratio=1.0, kl=0.0, kl_lo=0.0, kl_hi=0.0, top1=1.0)]
     rows += calderalab_rows(args, model, calib, reference, ids, cache, timings)
     rows += peer_rows(args, model, tokenizer, calib, reference, ids, cache)

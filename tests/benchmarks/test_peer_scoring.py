@@ -1,0 +1,65 @@
+"""benchmarks/peers.py scores planted peers on a tiny model: a peer that hands back the original weights
+(it "knows the answer") must score KL 0 and beat calderalab's verdict, a peer that hands back broken
+weights must score far from the original and lose it, and a peer whose output misses a tensor is
+refused. The scoring path is the one every real peer row goes through (`measure_state` -> `row_from`
+-> `peer_table.leads`)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture()
+def peers(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module("peers")
+
+
+@pytest.fixture()
+def scored(tmp_path):
+    from calderalab.eval.fidelity import load_or_build_reference
+    from calderalab.models import tiny_model
+
+    model, _ = tiny_model("llama", n_layers=2, seed=0)
+    ids = torch.randint(1, 64, (4 * 32,), generator=torch.Generator().manual_seed(0))
+    reference = load_or_build_reference(model, ids, 32, 32, tmp_path)
+    return model, reference, ids
+
+
+def decoder_weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith("model.layers.") and k.endswith("proj.weight")}
+
+
+def test_planted_peers_score_as_planted_and_the_verdicts_follow(peers, scored):
+    model, reference, ids = scored
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    gen = torch.Generator().manual_seed(1)
+    oracle = decoder_weights(model)
+    broken = {k: v + torch.randn(v.shape, generator=gen) * v.std() * 2 for k, v in oracle.items()}
+    fields = dict(bits="3", group="64", rank="-", version="planted 0", seconds=1.0, bpw=3.5)
+    rows = {}
+    for name, state in (("oracle", oracle), ("broken", broken)):
+        result = peers.measure_state(model, state, reference, ids)
+        rows[name] = peers.row_from(result, method=name, series=f"{name} g64", **fields)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # the original is back
+    assert rows["oracle"].kl == 0 and rows["oracle"].top1 == 1 and rows["oracle"].ppl_ratio == pytest.approx(1)
+    assert rows["broken"].kl_lo > 0.05 and rows["broken"].top1 < 0.9
+
+    ours = peers.Row(method="ldlq", series="ldlq row", bits="3", group="row", rank="-", version="calderalab 0.1",
+                     bpw=3.05, ppl=1.0, ppl_ratio=1.0, kl=0.02, kl_lo=0.015, kl_hi=0.025, top1=0.95, seconds=1.0)
+    verdicts = {v.split(" ")[0]: v for v in peers.leads([ours, rows["oracle"], rows["broken"]])}
+    assert "does NOT lead" in verdicts["oracle"] and "calderalab leads" in verdicts["broken"]
+
+
+def test_a_peer_output_missing_a_tensor_is_refused(peers, scored):
+    model, reference, ids = scored
+    state = decoder_weights(model)
+    state.pop(next(iter(state)))
+    with pytest.raises(ValueError, match="does not match the model"):
+        peers.measure_state(model, state, reference, ids)
