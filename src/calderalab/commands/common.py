@@ -17,7 +17,7 @@ DEVICE_OPTION = typer.Option(None, "--device", help=devices.DEVICES_HELP)
 DTYPE_OPTION = typer.Option(None, "--dtype", help=devices.DTYPES_HELP)
 LOAD_OPTION = typer.Option(None, "--load", help="memory: every weight in memory; layers: decoder layers read from the "
                            "safetensors shards one at a time during each forward (larger-than-memory models; slower); "
-                           "auto: layers when the checkpoint exceeds half the memory available")
+                           "auto (default): layers when the checkpoint exceeds half the memory available")
 
 # The options every experiment command shares (ablate, sweep, min-protect, grid, study): name ->
 # (type, typer option). Each defaults to None, which keeps the settings' own default
