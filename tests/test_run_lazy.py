@@ -60,18 +60,19 @@ def test_open_to_run_modes(sharded):
 
 
 @pytest.mark.parametrize("source", ["compress", "store"])
-def test_lazy_sensitivity_equals_eager(sharded, store, source):
+def test_lazy_sensitivity_equals_eager(sharded, store, source, tmp_path):
     from calderalab.artifacts.preflight import open_for_model
     from calderalab.sensitivity.pipeline import CompressOnTheFly, StoredWeights
 
-    def provider():
+    def provider(offload_dir=None):
         if source == "store":
             return StoredWeights(open_for_model(store, str(sharded)))
-        return CompressOnTheFly(SPEC, [torch.randint(4, 260, (4, 16), generator=torch.Generator().manual_seed(2))])
+        batches = [torch.randint(4, 260, (4, 16), generator=torch.Generator().manual_seed(2))]
+        return CompressOnTheFly(SPEC, batches, offload_dir)
 
     eager = profile(*load_model(str(sharded)), provider())
     lazy, tok = open_to_run(str(sharded), load="layers")
-    got = profile(lazy, tok, provider())
+    got = profile(lazy, tok, provider(str(tmp_path / "spill")))  # the activations also spilled to disk
     assert got.rows == eager.rows and got.noise == eager.noise
     assert any(row.metrics.kl > 0 for row in got.rows)  # the compressed layers did change the answers' log-probs
     reader = layer_weights(lazy)

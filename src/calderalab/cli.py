@@ -16,7 +16,7 @@ import typer
 
 from calderalab import devices
 from calderalab.commands import register
-from calderalab.commands.common import DEVICE_OPTION, DTYPE_OPTION, LOAD_OPTION
+from calderalab.commands.common import DEVICE_OPTION, DTYPE_OPTION, LOAD_OPTION, OFFLOAD_DIR_OPTION
 from calderalab.errors import CalderalabError
 from calderalab.progress import make_progress
 
@@ -132,8 +132,7 @@ def compress(
     num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs for a local Ray instance"),
     device: str = DEVICE_OPTION,
     dtype: str = DTYPE_OPTION,
-    offload_dir: str = typer.Option(None, "--offload-dir", help="keep the calibration activations between layers as "
-                                    "files in this folder instead of in memory"),
+    offload_dir: str = OFFLOAD_DIR_OPTION,
 ) -> None:
     """Compress MODEL into an artifact store (resumes an interrupted run). A safetensors checkpoint is
     read one decoder layer at a time, so it may be larger than memory."""
@@ -235,6 +234,7 @@ def sensitivity_cmd(
     device: str = DEVICE_OPTION,
     dtype: str = DTYPE_OPTION,
     load: str = LOAD_OPTION,
+    offload_dir: str = OFFLOAD_DIR_OPTION,
 ) -> None:
     """Per-layer sensitivity profile: fidelity / margin / KL, critical zone, tables and U-shape plot."""
     from calderalab.allocation import ultra_ranks
@@ -259,7 +259,7 @@ def sensitivity_cmd(
         weights = StoredWeights(open_for_model(artifacts, model))
     else:
         chosen_compress = CompressSettings().with_options(bits=bits, rank=rank, calib_source=calib, calib_samples=calib_samples)
-        weights = CompressOnTheFly(chosen_compress.base, chosen_compress.calib)
+        weights = CompressOnTheFly(chosen_compress.base, chosen_compress.calib, offload_dir)
     clock = _StageClock()
     net, tok = open_to_run(model, run_dtype, run_device, load)
     clock.done(f"load model ({devices.describe(run_device, run_dtype)})")

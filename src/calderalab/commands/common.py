@@ -15,6 +15,8 @@ from calderalab.results import FOLDER_DB
 MODEL_ARG = typer.Argument("smollm2", help="model reference: smollm2, a HF id, a local dir or a .gguf")
 DEVICE_OPTION = typer.Option(None, "--device", help=devices.DEVICES_HELP)
 DTYPE_OPTION = typer.Option(None, "--dtype", help=devices.DTYPES_HELP)
+OFFLOAD_DIR_OPTION = typer.Option(None, "--offload-dir", help="keep the calibration activations between layers as "
+                                    "files in this folder instead of in memory")
 LOAD_OPTION = typer.Option(None, "--load", help="memory: every weight in memory; layers: decoder layers read from the "
                            "safetensors shards one at a time during each forward (larger-than-memory models; slower); "
                            "auto (default): layers when the checkpoint exceeds half the memory available")

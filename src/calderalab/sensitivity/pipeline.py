@@ -168,6 +168,7 @@ class CompressOnTheFly:
 
     spec: Any  # core.CompressionSpec
     calib: Any  # calib.CalibConfig | Sequence[torch.Tensor]
+    offload_dir: str | None = None  # calibration activations between layers as files here (collect_hessians)
 
     def record(self) -> dict[str, Any]:
         source = getattr(self.calib, "source", "batches")
@@ -185,7 +186,7 @@ class CompressOnTheFly:
             batches, learned = list(data.batches), {"calib": data.description}
         # Decompositions, not Ŵ, are kept: codes and factors; each layer's Ŵ is rebuilt when it is run
         out: dict[int, dict[str, Any]] = {}
-        for layer, hessians in collect_hessians(model, batches, layers=layers):  # the layer is in memory here
+        for layer, hessians in collect_hessians(model, batches, layers=layers, offload_dir=self.offload_dir):
             W = {name: target_linear(model, layer, name).weight.detach().float() for name in hessians}
             out[layer] = {name: decompose(W[name], H.float(), self.spec) for name, H in hessians.items()}
         return (lambda layer: {(layer, name): d.reconstruct() for name, d in out[layer].items()}), learned
