@@ -22,6 +22,8 @@ def test_execution_plots_write_png(tmp_path):
     assert execution_vs_protected_plot(pts, tmp_path / "p.png", baseline=0.43).read_bytes().startswith(PNG)
     series = {"uniform": {3.0: [0.14, 0.2, 0.1], 4.0: [0.29, 0.3]}, "selective": {3.0: [0.57], 4.0: [0.29, 0.35]}}
     assert execution_vs_bits_plot(series, tmp_path / "b.png").read_bytes().startswith(PNG)
+    with_lines = execution_vs_bits_plot(series, tmp_path / "c.png", baseline=0.4, chance=0.25)
+    assert with_lines.read_bytes().startswith(PNG) and with_lines.read_bytes() != (tmp_path / "b.png").read_bytes()
     with pytest.raises(ValueError, match="no points"):
         execution_vs_protected_plot([], tmp_path / "x.png")
     with pytest.raises(ValueError, match="no runs"):

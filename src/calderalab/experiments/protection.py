@@ -238,6 +238,7 @@ def grid(session: Session, bits: Sequence[Any] = (2, 3, 4), plans: Sequence[str]
     from calderalab.plans import plan_bpw
     from calderalab.report import tables
     from calderalab.report.experiment_report import Section
+    from calderalab.eval.validity import probe_validity
     from calderalab.report.plots import execution_vs_bits_plot
     from calderalab.run_record import format_layers
     from calderalab.sensitivity.profile import LayerGroups
@@ -269,8 +270,11 @@ def grid(session: Session, bits: Sequence[Any] = (2, 3, 4), plans: Sequence[str]
             per_seed = [run.for_seed(s) for s in run.seeds()] or [run]
             series.setdefault(kinds[run.label], {})[bpw[run.label]] = [r.n_executed / r.n for r in per_seed if r.n]
         slug = note.split(",")[0].replace(" ", "_")
+        validity = probe_validity(rs[0].outcomes, "execution")  # rs[0]: the uncompressed baseline
         plots[note] = execution_vs_bits_plot(series, Path(session.run.out) / f"execution_vs_bits_{slug}.png",
-                                             title=f"Execution vs bits per weight ({note})")
+                                             title=f"Execution vs bits per weight ({note})",
+                                             baseline=rs[0].n_executed / rs[0].n if rs[0].n else None,
+                                             chance=validity.chance if validity is not None else None)
     return ExperimentResult("grid", runs, sections + _goodhart(runs, session.run.out), plots,
                             data={"bpw": bpw, "protect": list(layers), "bits": [bits_label(b) for b in map(Fraction, bits)]})
 

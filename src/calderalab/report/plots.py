@@ -102,9 +102,12 @@ def execution_vs_protected_plot(
 
 
 def execution_vs_bits_plot(
-    series: Mapping[str, Mapping[float, Sequence[float]]], path: str | Path, title: str = "Execution vs bits per weight"
+    series: Mapping[str, Mapping[float, Sequence[float]]], path: str | Path, title: str = "Execution vs bits per weight",
+    baseline: float | None = None, chance: float | None = None,
 ) -> Path:
-    """One line per configuration: mean ± std (ddof=1) of execution over seeds at each bpw."""
+    """One line per configuration: mean ± std (ddof=1) of execution over seeds at each bpw; the
+    uncompressed baseline (dashed) and the execution probe's chance level (dotted), when given, so a
+    line at chance is seen as such."""
     if not series:
         raise ValueError("no series to plot")
     fig = Figure(figsize=(7, 4))
@@ -121,6 +124,10 @@ def execution_vs_bits_plot(
             means.append(mean)
             stds.append(var**0.5)
         ax.errorbar(xs, means, yerr=stds, fmt="o-", capsize=4, label=label)
+    if baseline is not None:
+        ax.axhline(100 * baseline, ls="--", color="#888", label="uncompressed baseline")
+    if chance is not None:
+        ax.axhline(100 * chance, ls=":", color="#444", label="chance (uniform guess)")
     ax.set_xlabel("Bits per weight")
     ax.set_ylabel("Execution (%, mean ± std over seeds)")
     ax.set_ylim(0, 105)
