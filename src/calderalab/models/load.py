@@ -207,7 +207,6 @@ def open_model(ref: str | ModelRef, dtype: torch.dtype = torch.float32, device: 
     return model, prepare_tokenizer(tokenizer, model)
 
 
-
 def open_to_run(ref: str | ModelRef, dtype: torch.dtype = torch.float32, device: str = "cpu", load: str = "auto"):
     """Open a model for forward passes (sensitivity, evaluation) as (model, tokenizer).
 
