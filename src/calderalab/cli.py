@@ -188,6 +188,7 @@ def _budget_plan(console, request, run, model_obj, tokenizer, calib_config, offl
     """Compress the budget's candidate specs (calibration and Hessians made once), choose, print the map."""
     from calderalab import budget
     from calderalab.calib import collect_hessians, load_calibration
+
     settings, the_profile, shapes = request
     calib = load_calibration(model_obj, tokenizer, calib_config)
     hessians = list(collect_hessians(model_obj, calib.batches, offload_dir=offload_dir))  # every candidate reuses them
@@ -247,7 +248,7 @@ def sensitivity_cmd(
 
     from calderalab.sensitivity.families import GROUP_KEYS
 
-    load = devices.check_load(load or "auto")
+    load = devices.check_load(load)
     if by_family and family_key not in GROUP_KEYS:
         raise ValueError(f"--family-key must be one of {', '.join(GROUP_KEYS)}, got {family_key!r}")
     run_device, run_dtype = devices.resolve(device, dtype)

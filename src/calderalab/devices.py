@@ -19,8 +19,9 @@ DTYPES_HELP = "auto, float32 or bfloat16 (default auto: float32 on cpu, bfloat16
 LOAD_MODES = ("auto", "memory", "layers")  # how a model is opened for forward passes: models.open_to_run
 
 
-def check_load(load: str) -> str:
-    """`load` when it is one of LOAD_MODES; a clear error naming them otherwise."""
+def check_load(load: str | None) -> str:
+    """`load` when it is one of LOAD_MODES (None: "auto", an option not given); a clear error otherwise."""
+    load = "auto" if load is None else load
     if load not in LOAD_MODES:
         raise ValueError(f"--load must be one of {', '.join(LOAD_MODES)}, got {load!r}")
     return load

@@ -29,7 +29,7 @@ def activations(
     from calderalab.sensitivity.activations import ActivationSettings, activation_drift
 
     run_device, run_dtype = devices.resolve(device, dtype)
-    load = devices.check_load(load or "auto")
+    load = devices.check_load(load)
     given = {k: v for k, v in {"n_samples": samples, "seed": seed}.items() if v is not None}
     settings = ActivationSettings(**given)
     store = ArtifactStore(artifacts)

@@ -150,7 +150,7 @@ def ppl(
     if protect and not artifacts:
         raise ValueError("--protect only makes sense with --artifacts")
     run_device, run_dtype = devices.resolve(device, dtype)
-    load = devices.check_load(load or "auto")
+    load = devices.check_load(load)
     text = Path(data).read_text(encoding="utf-8")
     if artifacts:
         from calderalab.artifacts.preflight import open_for_model
