@@ -30,6 +30,18 @@ def tiny_checkpoint(root: Path, seed: int = 0, n_layers: int = N_LAYERS) -> Path
     return path
 
 
+def sharded_checkpoint(root: Path, n_layers: int, seed: int) -> Path:
+    """A seeded tiny Llama saved as sharded safetensors (a few tensors per shard, so layers are split
+    across shards) with its tokenizer: what a lazily opened checkpoint is tested on."""
+    from calderalab.models import tiny_model, tiny_tokenizer
+
+    model, _ = tiny_model("llama", n_layers=n_layers, seed=seed)
+    path = root / "model"
+    model.save_pretrained(path, max_shard_size="40KB")
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
 def calibration_text(root: Path) -> Path:
     """A small seeded word salad: enough bytes for 4 windows of 32 byte-level tokens."""
     rng = random.Random(0)

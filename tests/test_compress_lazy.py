@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_cli import sharded_checkpoint
 
 from calderalab import core, plans
 from calderalab.artifacts import ArtifactStore
 from calderalab.calib import CalibData, collect_hessians
 from calderalab.compress import compress_model
-from calderalab.models import load_model, open_model, tiny_model, tiny_tokenizer
+from calderalab.models import load_model, open_model, tiny_model
 from calderalab.models.lazy import layer_weights, onloaded
 
 SPEC = core.CompressionSpec("caldera", 3, rank=4, outer_iters=2, inner_iters=2)
@@ -27,10 +28,7 @@ def calib_data() -> CalibData:
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory) -> Path:
     """A seeded tiny Llama saved as sharded safetensors (a few tensors per shard)."""
-    model, _ = tiny_model("llama", n_layers=N_LAYERS, seed=3)
-    path = tmp_path_factory.mktemp("sharded") / "model"
-    model.save_pretrained(path, max_shard_size="40KB")
-    tiny_tokenizer().save_pretrained(path)
+    path = sharded_checkpoint(tmp_path_factory.mktemp("sharded"), N_LAYERS, seed=3)
     assert len(list(path.glob("*.safetensors"))) > N_LAYERS  # layers are split across shards
     return path
 

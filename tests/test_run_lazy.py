@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_cli import sharded_checkpoint
 
 from calderalab import core, plans
 from calderalab.artifacts import ArtifactStore
 from calderalab.calib import CalibData
 from calderalab.compress import compress_model
-from calderalab.models import load_model, open_to_run, tiny_model, tiny_tokenizer
+from calderalab.models import load_model, open_to_run
 from calderalab.models.lazy import layer_weights
 
 N_LAYERS = 4  # the sensitivity groups need four
@@ -21,11 +22,7 @@ SPEC = core.CompressionSpec("ldlq", 2)
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory) -> Path:
-    model, _ = tiny_model("llama", n_layers=N_LAYERS, seed=5)
-    path = tmp_path_factory.mktemp("lazyrun") / "model"
-    model.save_pretrained(path, max_shard_size="40KB")
-    tiny_tokenizer().save_pretrained(path)
-    return path
+    return sharded_checkpoint(tmp_path_factory.mktemp("lazyrun"), N_LAYERS, seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -116,9 +116,15 @@ def _check_layer(model: torch.nn.Module, entries: list[ModuleEntry], store_url: 
             )
 
 
-def _assemble(store, model, protect, layers, plan) -> tuple[list[ModuleEntry], dict]:
+def _checked_entries(store, model, protect, layers, plan) -> list[ModuleEntry]:
+    """The entries to apply, every original-weight fingerprint checked against `model`."""
     entries = select_entries(store.manifest(), _models().num_layers(model), protect, layers, plan)
     check_fingerprints(model, entries, store.url)
+    return entries
+
+
+def _assemble(store, model, protect, layers, plan) -> tuple[list[ModuleEntry], dict]:
+    entries = _checked_entries(store, model, protect, layers, plan)
     return entries, {(entry.layer, entry.module): _reconstruct(store, entry) for entry in entries}
 
 
@@ -160,8 +166,7 @@ def apply_artifacts(
         entries, weights = _assemble(store, model, protect, layers, plan)
         _models().set_weights(model, weights)
     else:  # a lazy model: one layer's Ŵ in memory at a time, persisted; a failure forgets them all
-        entries = select_entries(store.manifest(), _models().num_layers(model), protect, layers, plan)
-        check_fingerprints(model, entries, store.url)
+        entries = _checked_entries(store, model, protect, layers, plan)
         with reader.all_or_nothing():
             for _, group in itertools.groupby(entries, key=lambda e: e.layer):
                 _models().set_weights(model, {(e.layer, e.module): _reconstruct(store, e) for e in group})

@@ -233,12 +233,12 @@ def grid(session: Session, bits: Sequence[Any] = (2, 3, 4), plans: Sequence[str]
     "mixed", and its selective row the same mix with the protected layers kept original."""
     from fractions import Fraction
 
+    from calderalab.eval.validity import probe_validity
     from calderalab.fractional import bits_label, is_fractional, with_protected
     from calderalab.models import module_shapes
     from calderalab.plans import plan_bpw
     from calderalab.report import tables
     from calderalab.report.experiment_report import Section
-    from calderalab.eval.validity import probe_validity
     from calderalab.report.plots import execution_vs_bits_plot
     from calderalab.run_record import format_layers
     from calderalab.sensitivity.profile import LayerGroups
