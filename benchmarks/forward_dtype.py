@@ -1,11 +1,17 @@
 """Forward-pass time of a model in float32 against bfloat16 on this machine (the evaluation's unit of work).
 
     PYTHONPATH=src python benchmarks/forward_dtype.py [--model smollm2 --batch 8 --tokens 256 --repeats 4]
+    PYTHONPATH=src python benchmarks/forward_dtype.py --paired [--model smollm2]
 
 Times one forward of a (batch, tokens) block with only the last position's logits kept (as the
 choice scorer runs it), float32 first, then a bfloat16 copy, then float32 again (the two float32
 figures show how much the machine drifts within the run). On CPUs with AMX / AVX512-BF16 bfloat16
 matmuls are native; elsewhere bfloat16 can be slower than float32.
+
+`--paired` answers whether the study could evaluate in bfloat16 instead: it runs the study's
+evaluation passes (the suite and the ladder of `EXPERIMENT_EVAL`) on the uncompressed model in
+float32 and in bfloat16 and prints, per pass and probe, the time, the correct counts and how many
+instances changed their pick or their correctness. A faster dtype is only usable if the picks hold.
 """
 
 from __future__ import annotations
@@ -26,16 +32,41 @@ def seconds_per_forward(model, ids: torch.Tensor, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats
 
 
+def paired(model, tokenizer) -> None:
+    """The study's evaluation passes in float32 and bfloat16, instance by instance."""
+    from calderalab.eval.suite import experiment_passes
+    from calderalab.experiments.config import EXPERIMENT_EVAL
+    from calderalab.experiments.evaluation import default_evaluator
+
+    low = copy.deepcopy(model).to(torch.bfloat16)
+    for settings, instances in experiment_passes(EXPERIMENT_EVAL):
+        runs = {}
+        for name, m in (("float32", model), ("bfloat16", low)):
+            started = time.perf_counter()
+            runs[name] = default_evaluator(m, tokenizer, instances, settings.decoding)
+            print(f"{settings.suite}, N={len(instances)}: {name} {time.perf_counter() - started:.1f} s", flush=True)
+        for probe in sorted({r.probe for r in runs["float32"]}):
+            a, b = ([r for r in runs[name] if r.probe == probe] for name in ("float32", "bfloat16"))
+            picks = sum(x.parsed != y.parsed for x, y in zip(a, b))
+            flips = sum(x.correct != y.correct for x, y in zip(a, b))
+            print(f"  {probe}: correct {sum(x.correct for x in a)} (float32) vs {sum(y.correct for y in b)} "
+                  f"(bfloat16) of {len(a)}; pick changed in {picks}, correctness in {flips}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--paired", action="store_true", help="the study's evaluation in both dtypes, instance by instance")
     args = parser.parse_args()
     from calderalab.models import load_model
 
-    model, _ = load_model(args.model)
+    model, tokenizer = load_model(args.model)
+    if args.paired:
+        paired(model, tokenizer)
+        return
     ids = torch.randint(0, 1000, (args.batch, args.tokens), generator=torch.Generator().manual_seed(0))
     first = seconds_per_forward(model, ids, args.repeats)
     bf16 = seconds_per_forward(copy.deepcopy(model).to(torch.bfloat16), ids, args.repeats)

@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", default="rtn,ldlq,caldera", help="calderalab methods ('' for none)")
     p.add_argument("--ranks", default="32,64,128", help="calderalab caldera ranks")
     p.add_argument("--groups", default="row,128,64", help="calderalab group sizes ('row' = one per row)")
-    p.add_argument("--codebooks", default="scalar,e8p", help="calderalab backbone quantisers: scalar, e8p (2-bit rows)")
+    p.add_argument("--codebooks", default="scalar,e8p", help="calderalab backbone quantisers: scalar, e8p (E8P lattice; "
+                   "residual E8P codebooks at 3 and 4 bits)")
     p.add_argument("--quick", action="store_true", help="calderalab ldlq and caldera rank 64, row groups only")
     p.add_argument("--cached-only", action="store_true", help="report peers from cached outputs only, run none")
     p.add_argument("--peer-timeout", type=float, default=3600.0, help="seconds one peer run may take")
@@ -76,8 +77,8 @@ def calderalab_specs(methods: list[str], bits: list[int], ranks: list[int], grou
                      codebooks: tuple[str, ...] = ("scalar",)) -> list[core.CompressionSpec]:
     specs = []
     for b in bits:
-        if b == 2 and "e8p" in codebooks:  # the E8P lattice backbone: 2 bits, its own per-matrix scale
-            specs += [core.CompressionSpec(m, 2, rank=k, codebook="e8p") for m in methods if m != "rtn"
+        if "e8p" in codebooks and b in (2, 3, 4):  # the E8P lattice backbone (+ a residual code at 3, 4 bits), a scale per row
+            specs += [core.CompressionSpec(m, b, rank=k, codebook="e8p") for m in methods if m != "rtn"
                       for k in (ranks if m == "caldera" else [0])]
         if "scalar" not in codebooks:
             continue

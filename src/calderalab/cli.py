@@ -110,7 +110,7 @@ def compress(
     method: str = typer.Option(None, help="caldera | ldlq | rtn (default: caldera with --rank, else ldlq)"),
     lr_bits: int = typer.Option(None, "--lr-bits", help="bits of L and R"),
     group_size: int = typer.Option(None, "--group-size", help="quantisation group size of Q (default: one group per row)"),
-    codebook: str = typer.Option(None, "--codebook", help="quantiser of Q: scalar (group grid) | e8p (E8 lattice, 2 bits)"),
+    codebook: str = typer.Option(None, "--codebook", help="quantiser of Q: scalar (group grid) | e8p (E8 lattice: 2 bits; 3 and 4 bits with a residual code)"),
     outer_iters: int = typer.Option(None, "--outer-iters"),
     inner_iters: int = typer.Option(None, "--inner-iters"),
     damp: float = typer.Option(None, help="Hessian damping, fraction of the mean diagonal"),

@@ -22,7 +22,9 @@ def results(problem):
     specs = {"rtn": CompressionSpec("rtn", 2), "ldlq": CompressionSpec("ldlq", 2),
              "caldera": CompressionSpec("caldera", 2, rank=32),
              "ldlq-e8p": CompressionSpec("ldlq", 2, codebook="e8p"),
-             "caldera-e8p": CompressionSpec("caldera", 2, rank=32, codebook="e8p")}
+             "caldera-e8p": CompressionSpec("caldera", 2, rank=32, codebook="e8p"),
+             "ldlq-e8p-b3": CompressionSpec("ldlq", 3, codebook="e8p"),
+             "caldera-e8p-b4": CompressionSpec("caldera", 4, rank=8, codebook="e8p", outer_iters=2)}
     return {name: decompose(W, H, spec) for name, spec in specs.items()}
 
 
@@ -83,13 +85,20 @@ def test_packed_size_matches_bit_count(results):
 
 
 def test_e8p_bpw_is_16_bits_per_8_weights_plus_a_scale_per_row(results):
-    for name in ("ldlq-e8p", "caldera-e8p"):
+    for name in ("ldlq-e8p", "caldera-e8p", "ldlq-e8p-b3", "caldera-e8p-b4"):
         d = results[name]
-        t = d.to_tensors()
+        t, bits, k = d.to_tensors(), d.spec.bits, d.spec.rank
         assert "Q.offset" not in t and 8 * t["Q.codes"].numel() == 2 * 256 * 512
-        rank_bits = 0 if d.factors is None else 4 * 32 * (256 + 512) + 2 * 32 * 32
-        exact = 2 * 256 * 512 + 16 * 256 + rank_bits + 32 + 2 * 64
+        assert 8 * t["Q.resid"].numel() == (bits - 2) * 256 * 512 if bits > 2 else "Q.resid" not in t
+        rank_bits = 0 if d.factors is None else 4 * k * (256 + 512) + 2 * 32 * k
+        exact = bits * 256 * 512 + 16 * 256 + rank_bits + 32 + 2 * 64
         assert d.bpw == exact / (256 * 512) == expected_bpw(d.spec, 256, 512)
+
+
+def test_e8p_residual_stages_lower_the_error(problem, results):
+    W, H = problem
+    err = {name: d.relative_error(W, H) for name, d in results.items()}
+    assert err["caldera-e8p-b4"] < err["ldlq-e8p-b3"] < err["ldlq-e8p"], err
 
 
 def test_deterministic(problem):

@@ -11,6 +11,7 @@ from calderalab.core.e8p_matrix import E8PMatrix, e8p_group_size, fit_scale, qua
 from calderalab.core.pack import pack_codes16, unpack_codes16
 
 LLOYD_MAX_2BIT = 0.1175  # MSE/σ² of the optimal scalar 2-bit quantiser of a Gaussian (Max, 1960)
+LLOYD_MAX_3BIT = 0.03454  # the same at 3 bits
 
 
 def test_abs_patterns_are_227_small_d8hat_norms_plus_29_of_norm_12():
@@ -127,3 +128,52 @@ def test_e8p_matrix_is_frozen():
     q = E8PMatrix(torch.zeros(1, 1, dtype=torch.int64), torch.ones(1, 1, dtype=torch.float16), 8)
     with pytest.raises(AttributeError):
         q.group_size = 16  # type: ignore[misc]
+
+
+def test_e81b_is_256_distinct_points_of_e8_of_smallest_norm():
+    C = e8p.e81b_codebook()
+    assert C.shape == (256, 8) and len(torch.unique(C, dim=0)) == 256
+    doubled = 2 * C
+    integer = (doubled.remainder(2) == 0).all(dim=1)
+    half = (doubled.remainder(2) == 1).all(dim=1)
+    assert (integer | half).all() and (C.sum(dim=1).remainder(2) == 0).all()  # E8 = D8 ∪ D8^
+    norms = C.pow(2).sum(dim=1)
+    assert norms.unique(return_counts=True)[1].tolist() == [1, 240, 15]  # 0, the 240 roots, 15 of ±2·e_i
+
+
+def test_nearest_e81b_matches_brute_force():
+    X = torch.randn(4000, 8, generator=torch.Generator().manual_seed(5))
+    codes = e8p.nearest_e81b(X)
+    brute = torch.cdist(X, e8p.e81b_codebook()).argmin(dim=1)
+    d_fast = (e8p.decode_e81b(codes) - X).pow(2).sum(dim=1)
+    d_brute = (e8p.decode_e81b(brute) - X).pow(2).sum(dim=1)
+    assert torch.allclose(d_fast, d_brute, atol=1e-5)
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_residual_stages_sit_between_the_bound_and_the_scalar_grid(bits):
+    """D(R) = 2^(−2R)σ² bounds every quantiser; the residual stage must beat the scalar grid of the same
+    bits (at 3 bits also Lloyd–Max's optimal scalar quantiser) and cut the 2-bit error by over 3x per bit."""
+    from calderalab.core.quantize import quantize_rtn
+
+    X = torch.randn(512, 1024, generator=torch.Generator().manual_seed(0))
+    q = quantize_e8p(X, None, bits)
+    mse = float((q.dequantize() - X).pow(2).mean())
+    mse2 = float((quantize_e8p(X, None).dequantize() - X).pow(2).mean())
+    scalar = float((quantize_rtn(X, bits, None).dequantize() - X).pow(2).mean())
+    assert 2.0 ** (-2 * bits) < mse < scalar and mse < mse2 / 3 ** (bits - 2)
+    if bits == 3:
+        assert mse < LLOYD_MAX_3BIT
+    assert q.bits == bits and q.resid is not None and q.storage_bits() == X.numel() * bits + 512 * 16
+
+
+def test_residual_codes_decode_as_first_plus_scaled_second():
+    X = torch.randn(4, 32, generator=torch.Generator().manual_seed(3))
+    for bits, second in ((3, e8p.decode_e81b), (4, e8p.decode)):
+        q = quantize_e8p(X, 16, bits)
+        V = e8p.decode(q.codes) + second(q.resid) / e8p.RESID_SCALE[bits]  # (4, 4, 8)
+        assert torch.equal(q.dequantize(), V.reshape(4, 32) * q.scale.float().repeat_interleave(16, dim=1))
+    with pytest.raises(ValueError, match="needs residual"):
+        E8PMatrix(q.codes, q.scale, 16, 3)
+    with pytest.raises(ValueError, match="takes no residual"):
+        E8PMatrix(q.codes, q.scale, 16, 2, q.resid)

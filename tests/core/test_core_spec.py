@@ -45,7 +45,7 @@ def test_keys_differ_when_results_differ():
         (dict(method="ldlq", bits=3, damp=-1.0), "damp=-1.0"),
         (dict(method="ldlq", bits=3, seed=-2), "seed=-2"),
         (dict(method="ldlq", bits=2, codebook="e8"), "codebook='e8'"),
-        (dict(method="ldlq", bits=3, codebook="e8p"), "set bits=2"),
+        (dict(method="ldlq", bits=5, codebook="e8p"), "2, 3 and 4-bit codebooks"),
         (dict(method="ldlq", bits=2, codebook="e8p", group_size=12), "group_size=12 must be a multiple of 8"),
     ],
 )

@@ -1,7 +1,8 @@
 """Bits per weight, counted honestly and by the paper's convention. Imports torch only.
 
 Honest count (what `to_tensors` stores, bit for bit, apart from byte padding):
-  bpw = ( b_Q·m·n                         codes of Q (E8P: 16 bits per 8 weights, b_Q = 2)
+  bpw = ( b_Q·m·n                         codes of Q (E8P: 16 bits per 8 weights, b_Q = 2; with the
+                                          residual code, 24 or 32 bits per 8 weights, b_Q = 3 or 4)
         + 32·m·n/g                        fp16 scale + fp16 offset per group of Q (g = group size;
                                           E8P: 16·m·n/g, a scale and no offset)
         + k·(m·b_L + n·b_R)               codes of L (m, k) and R (k, n)

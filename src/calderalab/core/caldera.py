@@ -42,9 +42,9 @@ class SolveResult:
 
 
 def _ldlq_backbone(W: Tensor, U: Tensor, bits: int, group_size: int | None, codebook: str) -> QuantizedMatrix | E8PMatrix:
-    """LDLQ of W (d_out, d_in) onto the scalar grid or, for codebook "e8p", the E8P codebook (2 bits)."""
+    """LDLQ of W (d_out, d_in) onto the scalar grid or, for codebook "e8p", the E8P codebooks (2-4 bits)."""
     if codebook == "e8p":
-        return ldlq_quantize_e8p(W, U, group_size)
+        return ldlq_quantize_e8p(W, U, group_size, bits)
     return ldlq_quantize(W, U, bits, group_size)
 
 

@@ -86,7 +86,7 @@ def decompose(W: Tensor, H: Tensor | None, spec: CompressionSpec) -> Decompositi
     seeds = rotation_seeds(spec)
     Wr, Hr = _rotate(W32 / w_scale, None if H is None else H.detach(), seeds)
     if spec.method == "rtn":
-        Q = quantize_e8p(Wr, spec.group_size) if spec.codebook == "e8p" else quantize_rtn(Wr, spec.bits, spec.group_size)
+        Q = quantize_e8p(Wr, spec.group_size, spec.bits) if spec.codebook == "e8p" else quantize_rtn(Wr, spec.bits, spec.group_size)
         result = SolveResult(Q, None, (relative_error(Wr, Q.dequantize(), Hr),), 0)
     elif spec.method == "ldlq":
         result = ldlq_solve(Wr, Hr, spec.bits, spec.group_size, spec.damp, spec.codebook)

@@ -7,7 +7,8 @@ Serialised form (`to_tensors` + `metadata`, safetensors-ready: contiguous tensor
   Q.codes / L.codes / R.codes  uint8, bit-packed codes (core.pack) of Q (d_out, d_in), Lᵀ (k, d_out), R (k, d_in)
   Q.scale, Q.offset            float16 (d_out, n_groups);  L.* (k, 1), R.* (k, 1) likewise
                                (codebook "e8p": Q.codes holds 16-bit codes of 8-vectors, core.pack.pack_codes16,
-                               and Q.offset is absent)
+                               and Q.offset is absent; at 3 and 4 bits Q.resid holds the residual codes:
+                               uint8 (one E81B code per 8-vector) at 3 bits, pack_codes16 at 4 bits)
   w_scale                      float32 (1,)
   rotation_seeds               int64 (2,): seeds of the d_out and d_in sides (only when rotated)
   metadata: format, spec (JSON), shape, errors (JSON), best_iter, q_group_size
@@ -94,6 +95,9 @@ class Decomposition:
             out[f"{name}.scale"] = qm.scale.contiguous()
             if isinstance(qm, E8PMatrix):
                 out[f"{name}.codes"] = pack_codes16(qm.codes).contiguous()
+                if qm.resid is not None:  # 3 bits: one byte per 8 weights (E81B); 4 bits: a second 16-bit code
+                    out[f"{name}.resid"] = (qm.resid.reshape(-1).to(torch.uint8) if qm.bits == 3
+                                            else pack_codes16(qm.resid)).contiguous()
                 continue
             out[f"{name}.codes"] = pack_codes(qm.codes, qm.bits).contiguous()
             out[f"{name}.offset"] = qm.offset.contiguous()
@@ -125,7 +129,7 @@ class Decomposition:
         d_out, d_in = (int(x) for x in json.loads(metadata["shape"]))
         q_group = int(metadata["q_group_size"])
         if spec.codebook == "e8p":
-            Q = _read_e8p(tensors, "Q", (d_out, d_in), q_group)
+            Q = _read_e8p(tensors, "Q", (d_out, d_in), q_group, spec.bits)
         else:
             Q = _read_quantized(tensors, "Q", spec.bits, (d_out, d_in), q_group)
         factors = None
@@ -162,8 +166,8 @@ def _read_quantized(tensors: dict[str, Tensor], name: str, bits: int, shape: tup
     return QuantizedMatrix(codes, scale.to(torch.float16), offset.to(torch.float16), bits, group)
 
 
-def _read_e8p(tensors: dict[str, Tensor], name: str, shape: tuple[int, int], group: int) -> E8PMatrix:
-    keys = [f"{name}.codes", f"{name}.scale"]
+def _read_e8p(tensors: dict[str, Tensor], name: str, shape: tuple[int, int], group: int, bits: int) -> E8PMatrix:
+    keys = [f"{name}.codes", f"{name}.scale"] + ([f"{name}.resid"] if bits > 2 else [])
     missing = [k for k in keys if k not in tensors]
     if missing:
         raise ValueError(f"decomposition tensors lack {missing}")
@@ -171,5 +175,14 @@ def _read_e8p(tensors: dict[str, Tensor], name: str, shape: tuple[int, int], gro
     scale = tensors[keys[1]]
     if cols % 8 or cols % group or group % 8 or scale.shape != (rows, cols // group):
         raise ValueError(f"{name}: E8P scale {tuple(scale.shape)} does not fit codes {shape} with group {group}")
-    codes = unpack_codes16(tensors[keys[0]], rows * cols // 8).reshape(rows, cols // 8)  # (rows, cols // 8)
-    return E8PMatrix(codes, scale.to(torch.float16), group)
+    n_vec = rows * cols // 8
+    codes = unpack_codes16(tensors[keys[0]], n_vec).reshape(rows, cols // 8)  # (rows, cols // 8)
+    resid = None
+    if bits == 3:
+        packed = tensors[keys[2]]
+        if packed.dtype != torch.uint8 or tuple(packed.shape) != (n_vec,):
+            raise ValueError(f"{name}.resid: {packed.dtype} {tuple(packed.shape)} is not ({n_vec},) uint8 E81B codes")
+        resid = packed.to(torch.int64).reshape(rows, cols // 8)
+    elif bits == 4:
+        resid = unpack_codes16(tensors[keys[2]], n_vec).reshape(rows, cols // 8)
+    return E8PMatrix(codes, scale.to(torch.float16), group, bits, resid)

@@ -21,6 +21,12 @@ allowed one, else sign(y) with the coordinate of smallest a_i|y_i| flipped. So
     ‖y − a⊙s*‖² = ‖y‖² + ‖a‖² − 2(⟨|y|, a⟩ − 2·[parity mismatch]·min_i a_i|y_i|),
 With the flip folded into the candidates (≤ 256·8 per parity of y, half of them valid), the search
 is one (N, 9) @ (9, ~1150) matmul and an argmin per shift, instead of (N, 8) @ (8, 65536).
+
+Residual stages (QuIP#'s E8P12RVQ3B / E8P12RVQ4B, lib/codebook/latticee8_padded12_rvq{3,4}bit.py):
+3 and 4 bits per weight quantise x with E8P, then the residual scaled by RESID_SCALE[bits] with a
+second codebook, and decode as e8p(c₁) + second(c₂) / RESID_SCALE: at 4 bits the second codebook is
+E8P again (16 more bits per 8 weights), at 3 bits it is E81B (`e81b_codebook`, 8 more bits), the 256
+points of E8 of smallest norm (0, the 112 + 128 points of norm² 2, and 15 of the 16 points ±2·e_i).
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ DIM = 8  # coordinates per codeword
 CODE_BITS = 16  # bits per codeword: 2 bits per weight
 N_CODES = 2**CODE_BITS
 _SHIFT = 0.25
+RESID_SCALE = {3: 2.04, 4: 3.45}  # bits -> the residual's scale before its second codebook (QuIP#'s opt_resid_scale)
+RESID_BITS = {3: 8, 4: 16}  # bits -> bits of the residual code per 8 weights
 
 # The 29 norm-12 patterns QuIP# adds to the 227 of D8^ ∩ {‖x‖² ≤ 10} (units of ½), copied from
 # get_norm12() in quip-sharp so the codebook is theirs point for point.
@@ -152,3 +160,36 @@ def nearest_codes(X: Tensor, chunk: int = 8192) -> Tensor:
         d_minus, c_minus = _best_in_shell(x + _SHIFT)
         out[i : i + chunk] = torch.where(d_minus < d_plus, c_minus | (1 << 15), c_plus)
     return out
+
+
+@lru_cache(maxsize=1)
+def e81b_codebook() -> Tensor:
+    """E81B, the 1-bit E8 codebook of QuIP#'s 3-bit residual stage: (256, 8) float32.
+
+    The E8 points (D8 ∪ D8^) with ‖x‖² ≤ 2 (0, the 112 integer and 128 half-integer roots), then
+    ±2·e_i for every i except −2·e_8, which pads the set to 2^8: code c decodes to row c.
+    """
+    ints = torch.cartesian_prod(*[torch.arange(-1, 2)] * DIM).float()  # (3^8, 8)
+    halves = torch.cartesian_prod(*[torch.tensor([-0.5, 0.5])] * DIM)  # (2^8, 8)
+    e8 = torch.cat([ints, halves])
+    keep = (e8.sum(dim=1).remainder(2) == 0) & (e8.pow(2).sum(dim=1) <= 2)
+    axes = torch.cat([2 * torch.eye(DIM), -2 * torch.eye(DIM)[: DIM - 1]])  # (15, 8)
+    return torch.cat([e8[keep], axes]).contiguous()
+
+
+def nearest_e81b(X: Tensor, chunk: int = 8192) -> Tensor:
+    """Nearest E81B codeword of every 8-vector: X (N, 8) → (N,) int64 codes in [0, 256)."""
+    if X.dim() != 2 or X.shape[1] != DIM:
+        raise ValueError(f"X must be (N, {DIM}), got {tuple(X.shape)}")
+    C = e81b_codebook().to(X.device)  # (256, 8)
+    norms = C.pow(2).sum(dim=1)  # (256,)
+    X = X.float()
+    out = torch.empty(X.shape[0], dtype=torch.int64, device=X.device)
+    for i in range(0, X.shape[0], chunk):
+        out[i : i + chunk] = (2 * X[i : i + chunk] @ C.T - norms).argmax(dim=1)  # max ⟨x,c⟩ − ‖c‖²/2
+    return out
+
+
+def decode_e81b(codes: Tensor) -> Tensor:
+    """E81B codewords of integer codes: (...,) → (..., 8) float32."""
+    return e81b_codebook().to(codes.device)[codes.long()]

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from calderalab.core import e8p
-from calderalab.core.e8p_matrix import E8PMatrix, e8p_group_size, encode_vectors, fit_scale
+from calderalab.core.e8p_matrix import E8PMatrix, decode_vectors, e8p_group_size, encode_vectors, fit_scale
 from calderalab.core.quantize import QuantizedMatrix, effective_group_size, fit_grid
 
 
@@ -80,13 +80,14 @@ def ldlq_quantize(
     return QuantizedMatrix(codes.T.contiguous().to(torch.uint8), scale.to(torch.float16), offset.to(torch.float16), bits, g)
 
 
-def ldlq_quantize_e8p(W: Tensor, U: Tensor, group_size: int | None, block_size: int = 64) -> E8PMatrix:
-    """BlockLDLQ codes of W on the E8P codebook (2 bpw), 8 columns at a time.
+def ldlq_quantize_e8p(W: Tensor, U: Tensor, group_size: int | None, bits: int = 2, block_size: int = 64) -> E8PMatrix:
+    """BlockLDLQ codes of W on the E8P codebook (2 bpw; 3 and 4 with a residual stage), 8 columns at a time.
 
     Args:
       W: (d_out, d_in) float32 target, d_in a multiple of 8.
       U: (d_in, d_in) upper triangular, UᵀU = H_damped⁻¹ (`core.hessian.factor_hessian`).
       group_size: columns per fp16 scale (None: one per row); scales are fitted once on W (static).
+      bits: 2 (E8P), 3 (E8P + E81B residual) or 4 (E8P + E8P residual), core.e8p_matrix.
       block_size: columns per lazy update, a multiple of 8.
     Returns:
       E8PMatrix with codes (d_out, d_in // 8) and its scales.
@@ -95,11 +96,12 @@ def ldlq_quantize_e8p(W: Tensor, U: Tensor, group_size: int | None, block_size: 
     if block_size % e8p.DIM:
         raise ValueError(f"block_size={block_size} must be a multiple of {e8p.DIM} for the E8P codebook")
     g = e8p_group_size(d_in, group_size)
-    scale = fit_scale(W, g)  # (d_out, n_groups)
+    scale = fit_scale(W, g, bits)  # (d_out, n_groups)
     col_scale = scale.repeat_interleave(g, dim=1)  # (d_out, d_in)
     U = U.to(torch.float32)
     Wk = W.float().clone()  # working copy receiving the error feedback
     codes = torch.empty(d_out, d_in // e8p.DIM, dtype=torch.int64, device=W.device)
+    resid = None if bits == 2 else torch.empty_like(codes)
     for i1 in range(0, d_in, block_size):
         i2 = min(i1 + block_size, d_in)
         W1 = Wk[:, i1:i2].clone()  # (d_out, B)
@@ -108,11 +110,13 @@ def ldlq_quantize_e8p(W: Tensor, U: Tensor, group_size: int | None, block_size: 
         for j in range(0, i2 - i1, e8p.DIM):
             b = slice(j, j + e8p.DIM)
             s = col_scale[:, i1 + j : i1 + j + e8p.DIM]  # (d_out, 8)
-            c = encode_vectors(W1[:, b], s)  # (d_out, 1)
+            c, r = encode_vectors(W1[:, b], s, bits)  # (d_out, 1) each
             codes[:, (i1 + j) // e8p.DIM] = c[:, 0]
-            delta = W1[:, b] - e8p.decode(c[:, 0]) * s  # (d_out, 8)
+            if resid is not None:
+                resid[:, (i1 + j) // e8p.DIM] = r[:, 0]
+            delta = W1[:, b] - decode_vectors(c[:, 0], None if r is None else r[:, 0], bits) * s  # (d_out, 8)
             err = torch.linalg.solve_triangular(U1[b, b], delta, upper=True, left=False)  # Δ·U_BB⁻¹
             W1[:, j + e8p.DIM :] -= err @ U1[b, j + e8p.DIM :]  # (d_out, B − j − 8)
             E1[:, b] = err
         Wk[:, i2:] -= E1 @ U[i1:i2, i2:]  # (d_out, d_in − i2): the lazy block update
-    return E8PMatrix(codes, scale.to(torch.float16), g)
+    return E8PMatrix(codes, scale.to(torch.float16), g, bits, resid)

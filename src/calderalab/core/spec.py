@@ -47,8 +47,9 @@ class CompressionSpec:
       seed: seeds the random signs of the rotation; same seed, same result bit for bit.
       codebook: the quantiser of Q. "scalar": the uniform group grid (fp16 scale + offset per
         group). "e8p": the QuIP# E8P lattice codebook (core.e8p), 8 weights per 16-bit code, one
-        fp16 scale per group; bits must be 2, and group_size (and d_in) a multiple of 8. Its honest
-        bpw is 2 + 16/group_size (+ the W scale and seeds), vs 2 + 32/group_size for the scalar grid.
+        fp16 scale per group; group_size (and d_in) a multiple of 8. bits 2: E8P alone; 3 and 4:
+        QuIP#'s residual codebooks (E8P + an 8-bit E81B code, E8P + a second E8P code). Its honest
+        bpw is bits + 16/group_size (+ the W scale and seeds), vs bits + 32/group_size for the grid.
     """
 
     method: Method
@@ -88,8 +89,9 @@ class CompressionSpec:
             raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**62)")
         if self.codebook not in CODEBOOKS:
             raise ValueError(f"codebook={self.codebook!r} is not one of {CODEBOOKS}")
-        if self.codebook == "e8p" and self.bits != 2:
-            raise ValueError(f"codebook='e8p' is a 2-bit codebook: set bits=2 (got bits={self.bits}), or codebook='scalar'")
+        if self.codebook == "e8p" and self.bits not in (2, 3, 4):
+            raise ValueError(f"codebook='e8p' has 2, 3 and 4-bit codebooks: set bits to one of them (got bits={self.bits}), "
+                             "or codebook='scalar'")
         if self.codebook == "e8p" and self.group_size is not None and self.group_size % 8:
             raise ValueError(f"codebook='e8p' codes 8 columns at a time: group_size={self.group_size} must be a multiple of 8")
         if self.hadamard is None:
