@@ -33,15 +33,21 @@ class DampedHessian:
 def damped_hessian(H: Tensor, damp: float) -> Tensor:
     """H / mean(diag H) + damp·I as a new float64 tensor, symmetrised.
 
+    Built in place in its one float64 buffer (d_in² · 8 bytes: 512 MiB at d_in = 8192), so the
+    peak is that buffer plus the caller's H; the values equal the out-of-place formula bit for bit.
+
     Args:
       H: (d_in, d_in), symmetric positive semi-definite with mean(diag H) > 0.
     """
-    H = H.to(torch.float64)
-    H = (H + H.T) / 2  # (d_in, d_in): removes float asymmetry from streamed accumulation
-    mean_diag = H.diagonal().mean()
+    Hd = H.to(torch.float64, copy=True)  # (d_in, d_in)
+    Hd += H.T  # cast element by element: removes float asymmetry from streamed accumulation
+    Hd *= 0.5
+    mean_diag = Hd.diagonal().mean()
     if not mean_diag > 0:
         raise ValueError(f"Hessian has mean diagonal {float(mean_diag)}; it must be positive")
-    return H / mean_diag + damp * torch.eye(H.shape[0], dtype=torch.float64, device=H.device)
+    Hd /= mean_diag
+    Hd.diagonal().add_(damp)
+    return Hd
 
 
 def factor_hessian(H: Tensor, damp: float) -> DampedHessian:
@@ -54,9 +60,13 @@ def factor_hessian(H: Tensor, damp: float) -> DampedHessian:
         Hd = damped_hessian(H, lam)
         C, info = torch.linalg.cholesky_ex(Hd)  # (d_in, d_in) lower
         if int(info) == 0:
-            U, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(C), upper=True)  # (d_in, d_in)
+            Hd = Hd.float()  # each float64 matrix is released once its float32 copy exists (peak 3 float64)
+            inverse = torch.cholesky_inverse(C)  # (d_in, d_in) H_d⁻¹
+            C = C.float()
+            U, info = torch.linalg.cholesky_ex(inverse, upper=True)  # (d_in, d_in)
+            del inverse
             if int(info) == 0 and torch.isfinite(U).all():
-                return DampedHessian(Hd.float(), C.float(), U.float(), lam)
+                return DampedHessian(Hd, C, U.float(), lam)
         lam *= 10.0
     raise CompressionError(
         f"cholesky of the damped Hessian failed up to damp={lam / 10:g}; the Hessian is not positive semi-definite"
