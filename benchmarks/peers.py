@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from calderalab.calib import CalibConfig, load_calibration
 from calderalab.compress import compress_model
 from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, measure_against
 from calderalab.eval.perplexity import PerplexityResult, token_ids
+from calderalab.tune.run import tune_store
+from calderalab.tune.train import TuneConfig
 from peer_envs import ensure_env, run_worker
 from peer_specs import PEERS, PeerConfig, model_bpw, output_key, peer_configs, unsupported
 from peer_table import ORIGINAL, Row, format_table, leads, plot, speed
@@ -63,6 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--codebooks", default="scalar,e8p", help="calderalab backbone quantisers: scalar, e8p (E8P lattice; "
                    "residual E8P codebooks at 3 and 4 bits)")
     p.add_argument("--quick", action="store_true", help="calderalab ldlq and caldera rank 64, row groups only")
+    p.add_argument("--tune-steps", type=int, default=0,
+                   help="also recovery-tune every caldera store (calderalab.tune, on the calibration windows) "
+                        "for this many steps and score the tuned store as a row of its own (0: off)")
+    p.add_argument("--tune-lr", type=float, default=None, help="tuning learning rate (default: TuneConfig's)")
     p.add_argument("--cached-only", action="store_true", help="report peers from cached outputs only, run none")
     p.add_argument("--peer-timeout", type=float, default=3600.0, help="seconds one peer run may take")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "calderalab" / "peers"))
@@ -253,6 +260,8 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
             shapes = shapes_of(model)
             bpw = sum(core.expected_bpw(spec, m, n) * m * n for m, n in shapes) / sum(m * n for m, n in shapes)
             rows.append(row_from(cached_result(score, None), bpw=bpw, seconds=timings.get(store_dir.name) + timings.get(key), **fields))
+            if args.tune_steps and spec.rank:
+                rows.append(tuned_row(args, model, calib, reference, ids, store_dir, bpw, timings, key, fields))
             continue
         t0 = time.perf_counter()
         report = compress_model(model, plans.uniform_plan(n_layers, spec), ArtifactStore(str(store_dir)), calib, hessians=hessians)
@@ -267,7 +276,46 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
         result = cached_result(score, measure, fresh)
         rows.append(row_from(result, bpw=bpw, seconds=timings.get(store_dir.name) + timings.get(key), **fields))
         print(format_table([rows[-1]]).splitlines()[-1], flush=True)
+        if args.tune_steps and spec.rank:
+            rows.append(tuned_row(args, model, calib, reference, ids, store_dir, bpw, timings, key, fields))
+            print(format_table([rows[-1]]).splitlines()[-1], flush=True)
     return rows
+
+
+def tuned_paths(args, store_dir: Path, reference) -> tuple[TuneConfig, Path, Path]:
+    """(tuning settings, tuned store dir, its score file), keyed by the settings and the source's manifest."""
+    config = TuneConfig(**{"steps": args.tune_steps, **({"lr": args.tune_lr} if args.tune_lr else {})})
+    manifest_hash = ArtifactStore(str(store_dir)).manifest().content_hash()
+    digest = hashlib.sha256(json.dumps([config.to_dict(), manifest_hash], sort_keys=True).encode()).hexdigest()
+    out_dir = store_dir.parent / f"{store_dir.name}-tune-{digest[:12]}"
+    return config, out_dir, out_dir.parent / f"{out_dir.name}-score-{reference.key[:16]}.json"
+
+
+def tuned_row(args, model, calib, reference, ids, store_dir: Path, bpw: float, timings: Timings, hessian_key: str,
+              fields: dict) -> Row:
+    """The caldera store at `store_dir` recovery-tuned on the calibration windows, scored like every row.
+
+    Its cache key is the tuning settings and the source store's manifest, so a source made anew is
+    tuned anew. Tuning keeps every bit width (Q frozen, L and R re-quantised): the bpw is the source's."""
+    config, out_dir, score = tuned_paths(args, store_dir, reference)
+    tuned_fields = {**fields, "method": fields["method"] + " +tune", "series": fields["series"] + " +tune"}
+    if args.cached_only and not score.exists():
+        return Row(failure=f"--cached-only: {out_dir.name} has no cached score", **tuned_fields)
+    if not score.exists():
+        source = ArtifactStore(str(store_dir))
+        if out_dir.exists():  # an interrupted tuning: its store is incomplete, start it again
+            shutil.rmtree(out_dir)
+        t0 = time.perf_counter()
+        tune_store(model, source, ArtifactStore(str(out_dir)), calib, config,
+                   progress=lambda i, n, loss: print(f"  tune {out_dir.name}: step {i}/{n}, KL {loss:.4f}", flush=True))
+        timings.put(out_dir.name, time.perf_counter() - t0)
+
+    def measure():
+        with models.swapped_weights(model, assemble_weights(ArtifactStore(str(out_dir)), model)):
+            return measure_against(model, reference, ids)
+    result = cached_result(score, measure)
+    seconds = timings.get(store_dir.name) + timings.get(hessian_key) + timings.get(out_dir.name)
+    return row_from(result, bpw=bpw, seconds=seconds, **tuned_fields)
 
 
 def main() -> None:

@@ -63,3 +63,41 @@ def test_a_peer_output_missing_a_tensor_is_refused(peers, scored):
     state.pop(next(iter(state)))
     with pytest.raises(ValueError, match="does not match the model"):
         peers.measure_state(model, state, reference, ids)
+
+
+def test_a_tuned_row_scores_its_own_store_and_is_cached(peers, tmp_path, monkeypatch):
+    """`--tune-steps`: on the planted tuning problem (tests/tune/planted_tune.py: KL 0 is reachable with
+    Q frozen) the "+tune" row must score the tuned store (far below its source), keep the source's bpw,
+    come from the cache on a rerun, and be a failure row under --cached-only when never run."""
+    import argparse
+
+    from calderalab import models
+    from calderalab.artifacts import assemble_weights
+    from calderalab.eval.fidelity import load_or_build_reference, measure_against
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS.parent / "tests" / "tune"))
+    from planted_tune import planted_setup
+
+    model, _, store, calib, heldout, _ = planted_setup(tmp_path)
+    ids = heldout[: 8 * 32]
+    reference = load_or_build_reference(model, ids, 32, 32, tmp_path / "reference")
+    with models.swapped_weights(model, assemble_weights(store, model)):
+        source = peers.row_from(measure_against(model, reference, ids), method="caldera", series="s", bits="2",
+                                group="row", rank="4", version="v", bpw=2.5, seconds=1.0)
+    store_dir = Path(store.url)
+    timings = peers.Timings(tmp_path / "timings.json")
+    timings.put(store_dir.name, 1.0)
+    timings.put("hessians", 1.0)
+    fields = dict(method="caldera", series="caldera r4 row", bits="2", group="row", rank="4", version="v")
+    args = argparse.Namespace(tune_steps=48, tune_lr=1e-2, cached_only=False)
+    row = peers.tuned_row(args, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields)
+    assert row.method == "caldera +tune" and row.bpw == 2.5 and not row.failure
+    assert row.kl < 0.5 * source.kl and row.seconds > 2.0
+
+    def no_tuning(*_args, **_kwargs):
+        raise AssertionError("a cached tuned row was tuned again")
+    monkeypatch.setattr(peers, "tune_store", no_tuning)
+    assert peers.tuned_row(args, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields).kl == row.kl
+    other = argparse.Namespace(tune_steps=48, tune_lr=2e-2, cached_only=True)  # another setting: its own key
+    missing = peers.tuned_row(other, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields)
+    assert missing.failure and "no cached score" in missing.failure
