@@ -268,7 +268,7 @@ def module_metrics(decomposition: Any, W: torch.Tensor, H: torch.Tensor | None) 
     W_hat = decomposition.reconstruct()
     W32 = W.detach().to(torch.float32)
     return {
-        "relative_error": None if H is None else float(decomposition.relative_error(W32, H)),
+        "relative_error": None if H is None else float(core.relative_error(W32, W_hat, H)),  # Ŵ reconstructed once
         "weight_correlation": float(core.weight_correlation(W32, W_hat)),
         "sqnr_db": float(core.sqnr_db(W32, W_hat)),
         "bpw": float(decomposition.bpw),
