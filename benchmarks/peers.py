@@ -261,7 +261,8 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
             bpw = sum(core.expected_bpw(spec, m, n) * m * n for m, n in shapes) / sum(m * n for m, n in shapes)
             rows.append(row_from(cached_result(score, None), bpw=bpw, seconds=timings.get(store_dir.name) + timings.get(key), **fields))
             if args.tune_steps and spec.rank:
-                rows.append(tuned_row(args, model, calib, reference, ids, store_dir, bpw, timings, key, fields))
+                tuned = tuned_row(args, model, calib, reference, ids, store_dir, bpw, timings, key, fields)
+                rows += [tuned] if tuned is not None else []
             continue
         t0 = time.perf_counter()
         report = compress_model(model, plans.uniform_plan(n_layers, spec), ArtifactStore(str(store_dir)), calib, hessians=hessians)
@@ -292,15 +293,17 @@ def tuned_paths(args, store_dir: Path, reference) -> tuple[TuneConfig, Path, Pat
 
 
 def tuned_row(args, model, calib, reference, ids, store_dir: Path, bpw: float, timings: Timings, hessian_key: str,
-              fields: dict) -> Row:
+              fields: dict) -> Row | None:
     """The caldera store at `store_dir` recovery-tuned on the calibration windows, scored like every row.
 
     Its cache key is the tuning settings and the source store's manifest, so a source made anew is
-    tuned anew. Tuning keeps every bit width (Q frozen, L and R re-quantised): the bpw is the source's."""
+    tuned anew. Tuning keeps every bit width (Q frozen, L and R re-quantised): the bpw is the source's.
+    None under --cached-only when it was never tuned."""
     config, out_dir, score = tuned_paths(args, store_dir, reference)
     tuned_fields = {**fields, "method": fields["method"] + " +tune", "series": fields["series"] + " +tune"}
-    if args.cached_only and not score.exists():
-        return Row(failure=f"--cached-only: {out_dir.name} has no cached score", **tuned_fields)
+    if args.cached_only and not score.exists():  # never tuned: left out, as a grid point never run
+        print(f"--cached-only: {out_dir.name} has no cached score; left out", flush=True)
+        return None
     if not score.exists():
         source = ArtifactStore(str(store_dir))
         if out_dir.exists():  # an interrupted tuning: its store is incomplete, start it again

@@ -68,7 +68,7 @@ def test_a_peer_output_missing_a_tensor_is_refused(peers, scored):
 def test_a_tuned_row_scores_its_own_store_and_is_cached(peers, tmp_path, monkeypatch):
     """`--tune-steps`: on the planted tuning problem (tests/tune/planted_tune.py: KL 0 is reachable with
     Q frozen) the "+tune" row must score the tuned store (far below its source), keep the source's bpw,
-    come from the cache on a rerun, and be a failure row under --cached-only when never run."""
+    come from the cache on a rerun, and be left out under --cached-only when never run."""
     import argparse
 
     from calderalab import models
@@ -99,5 +99,4 @@ def test_a_tuned_row_scores_its_own_store_and_is_cached(peers, tmp_path, monkeyp
     monkeypatch.setattr(peers, "tune_store", no_tuning)
     assert peers.tuned_row(args, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields).kl == row.kl
     other = argparse.Namespace(tune_steps=48, tune_lr=2e-2, cached_only=True)  # another setting: its own key
-    missing = peers.tuned_row(other, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields)
-    assert missing.failure and "no cached score" in missing.failure
+    assert peers.tuned_row(other, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields) is None
