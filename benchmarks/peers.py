@@ -35,6 +35,7 @@ from calderalab import __version__, core, models, plans
 from calderalab.artifacts import ArtifactStore, assemble_weights
 from calderalab.calib import CalibConfig, load_calibration
 from calderalab.compress import compress_model
+from calderalab.eval.divergence import window_mean_interval
 from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, measure_against
 from calderalab.eval.perplexity import PerplexityResult, token_ids
 from calderalab.tune.run import tune_store
@@ -228,9 +229,10 @@ def peer_rows(args, model, tokenizer, calib, reference, ids, cache: Path) -> lis
     return rows
 
 
-def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Timings) -> list[Row]:
+def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Timings) -> tuple[list[Row], list[str]]:
+    """The calderalab rows, and one line per tuned row: its paired KL change against its source."""
     if not args.methods:
-        return []
+        return [], []
     key = f"hessians-{calib.sha256[:16]}-v{__version__}"
     if not args.cached_only:
         t0 = time.perf_counter()
@@ -238,7 +240,7 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
         if timings.get(key) is None:
             timings.put(key, time.perf_counter() - t0)
     n_layers = models.num_layers(model)
-    rows = []
+    rows, notes = [], []
     specs = calderalab_specs(args.methods.split(","), [int(b) for b in args.bits.split(",")],
                              [int(k) for k in args.ranks.split(",")], args.groups.split(","), tuple(args.codebooks.split(",")))
     for spec in specs:
@@ -259,10 +261,13 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
                 continue
             shapes = shapes_of(model)
             bpw = sum(core.expected_bpw(spec, m, n) * m * n for m, n in shapes) / sum(m * n for m, n in shapes)
-            rows.append(row_from(cached_result(score, None), bpw=bpw, seconds=timings.get(store_dir.name) + timings.get(key), **fields))
+            result = cached_result(score, None)
+            rows.append(row_from(result, bpw=bpw, seconds=timings.get(store_dir.name) + timings.get(key), **fields))
             if args.tune_steps and spec.rank:
                 tuned = tuned_row(args, model, calib, reference, ids, store_dir, bpw, timings, key, fields)
-                rows += [tuned] if tuned is not None else []
+                if tuned is not None:
+                    rows.append(tuned[0])
+                    notes.append(tuning_line(fields["series"], result, tuned[1]))
             continue
         t0 = time.perf_counter()
         report = compress_model(model, plans.uniform_plan(n_layers, spec), ArtifactStore(str(store_dir)), calib, hessians=hessians)
@@ -278,9 +283,22 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
         rows.append(row_from(result, bpw=bpw, seconds=timings.get(store_dir.name) + timings.get(key), **fields))
         print(format_table([rows[-1]]).splitlines()[-1], flush=True)
         if args.tune_steps and spec.rank:
-            rows.append(tuned_row(args, model, calib, reference, ids, store_dir, bpw, timings, key, fields))
+            tuned, tuned_result = tuned_row(args, model, calib, reference, ids, store_dir, bpw, timings, key, fields)
+            rows.append(tuned)
+            notes.append(tuning_line(fields["series"], result, tuned_result))
             print(format_table([rows[-1]]).splitlines()[-1], flush=True)
-    return rows
+    return rows, notes
+
+
+def tuning_line(series: str, source: FidelityResult, tuned: FidelityResult) -> str:
+    """The tuned store's KL change against its source, paired over the same windows: a resample of
+    windows keeps both scores of each window (eval.divergence.window_mean_interval on differences)."""
+    diff = [b - a for a, b in zip(source.window_kl, tuned.window_kl)]
+    mean, lo, hi = window_mean_interval(diff, source.perplexity.window_tokens)
+    lower = sum(d < 0 for d in diff)
+    verdict = "lower" if hi < 0 else "higher" if lo > 0 else "no change shown"
+    return (f"tuning {series}: KL {mean:+.4f} nats/token (95% {lo:+.4f} .. {hi:+.4f}, paired over windows; "
+            f"lower in {lower} of {len(diff)} windows): {verdict}")
 
 
 def tuned_paths(args, store_dir: Path, reference) -> tuple[TuneConfig, Path, Path]:
@@ -293,12 +311,12 @@ def tuned_paths(args, store_dir: Path, reference) -> tuple[TuneConfig, Path, Pat
 
 
 def tuned_row(args, model, calib, reference, ids, store_dir: Path, bpw: float, timings: Timings, hessian_key: str,
-              fields: dict) -> Row | None:
+              fields: dict) -> tuple[Row, FidelityResult] | None:
     """The caldera store at `store_dir` recovery-tuned on the calibration windows, scored like every row.
 
     Its cache key is the tuning settings and the source store's manifest, so a source made anew is
     tuned anew. Tuning keeps every bit width (Q frozen, L and R re-quantised): the bpw is the source's.
-    None under --cached-only when it was never tuned."""
+    Returns the row and its scores; None under --cached-only when it was never tuned."""
     config, out_dir, score = tuned_paths(args, store_dir, reference)
     tuned_fields = {**fields, "method": fields["method"] + " +tune", "series": fields["series"] + " +tune"}
     if args.cached_only and not score.exists():  # never tuned: left out, as a grid point never run
@@ -318,7 +336,7 @@ def tuned_row(args, model, calib, reference, ids, store_dir: Path, bpw: float, t
             return measure_against(model, reference, ids)
     result = cached_result(score, measure)
     seconds = timings.get(store_dir.name) + timings.get(hessian_key) + timings.get(out_dir.name)
-    return row_from(result, bpw=bpw, seconds=seconds, **tuned_fields)
+    return row_from(result, bpw=bpw, seconds=seconds, **tuned_fields), result
 
 
 def main() -> None:
@@ -334,14 +352,15 @@ def main() -> None:
     timings = Timings(cache / "timings.json")
     rows = [Row(method="original (fp32)", series=ORIGINAL, bits="-", group="-", rank="-", version="-", bpw=32.0,
                 ppl=reference.baseline.perplexity, ppl_ratio=1.0, kl=0.0, kl_lo=0.0, kl_hi=0.0, top1=1.0)]
-    rows += calderalab_rows(args, model, calib, reference, ids, cache, timings)
+    ours, notes = calderalab_rows(args, model, calib, reference, ids, cache, timings)
+    rows += ours
     rows += peer_rows(args, model, tokenizer, calib, reference, ids, cache)
     print()
     print(f"{args.model}, WikiText-2 test: {reference.baseline.n_windows} windows × {args.context} tokens "
           f"({reference.baseline.n_scored_tokens} scored); calibration {calib.description}; torch {torch.__version__}")
     print(format_table(rows))
     print()
-    print("\n".join(leads(rows) + speed(rows)))
+    print("\n".join(leads(rows) + speed(rows) + notes))
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     plot(rows, args.plot, f"{args.model}, WikiText-2 test, {reference.baseline.n_windows}×{args.context} tokens; "
                           f"calibration {args.calib_samples}×{args.seq_len} tokens of valid.txt")

@@ -82,21 +82,25 @@ def test_a_tuned_row_scores_its_own_store_and_is_cached(peers, tmp_path, monkeyp
     ids = heldout[: 8 * 32]
     reference = load_or_build_reference(model, ids, 32, 32, tmp_path / "reference")
     with models.swapped_weights(model, assemble_weights(store, model)):
-        source = peers.row_from(measure_against(model, reference, ids), method="caldera", series="s", bits="2",
-                                group="row", rank="4", version="v", bpw=2.5, seconds=1.0)
+        source_result = measure_against(model, reference, ids)
+    source = peers.row_from(source_result, method="caldera", series="s", bits="2", group="row", rank="4", version="v",
+                            bpw=2.5, seconds=1.0)
     store_dir = Path(store.url)
     timings = peers.Timings(tmp_path / "timings.json")
     timings.put(store_dir.name, 1.0)
     timings.put("hessians", 1.0)
     fields = dict(method="caldera", series="caldera r4 row", bits="2", group="row", rank="4", version="v")
     args = argparse.Namespace(tune_steps=48, tune_lr=1e-2, cached_only=False)
-    row = peers.tuned_row(args, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields)
+    row, result = peers.tuned_row(args, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields)
     assert row.method == "caldera +tune" and row.bpw == 2.5 and not row.failure
     assert row.kl < 0.5 * source.kl and row.seconds > 2.0
+    line = peers.tuning_line("caldera r4 row", source_result, result)
+    assert line.endswith(": lower") and "lower in" in line
+    assert peers.tuning_line("same", source_result, source_result).endswith("no change shown")
 
     def no_tuning(*_args, **_kwargs):
         raise AssertionError("a cached tuned row was tuned again")
     monkeypatch.setattr(peers, "tune_store", no_tuning)
-    assert peers.tuned_row(args, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields).kl == row.kl
+    assert peers.tuned_row(args, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields)[0].kl == row.kl
     other = argparse.Namespace(tune_steps=48, tune_lr=2e-2, cached_only=True)  # another setting: its own key
     assert peers.tuned_row(other, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields) is None
