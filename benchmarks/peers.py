@@ -267,7 +267,7 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
                 tuned = tuned_row(args, model, calib, reference, ids, store_dir, bpw, timings, key, fields)
                 if tuned is not None:
                     rows.append(tuned[0])
-                    notes.append(tuning_line(fields["series"], result, tuned[1]))
+                    notes.append(tuning_line(f"{fields['series']} b{fields['bits']}", result, tuned[1]))
             continue
         t0 = time.perf_counter()
         report = compress_model(model, plans.uniform_plan(n_layers, spec), ArtifactStore(str(store_dir)), calib, hessians=hessians)
@@ -285,7 +285,7 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
         if args.tune_steps and spec.rank:
             tuned, tuned_result = tuned_row(args, model, calib, reference, ids, store_dir, bpw, timings, key, fields)
             rows.append(tuned)
-            notes.append(tuning_line(fields["series"], result, tuned_result))
+            notes.append(tuning_line(f"{fields['series']} b{fields['bits']}", result, tuned_result))
             print(format_table([rows[-1]]).splitlines()[-1], flush=True)
     return rows, notes
 
