@@ -27,7 +27,7 @@ import torch
 
 from calderalab.core import MODULE_NAMES, CompressionSpec, decompose, sqnr_db, weight_correlation
 from calderalab.core.bpw import quantized_matrix_bits
-from calderalab.core.e8p_matrix import quantize_e8p
+from calderalab.core.e8p_matrix import BITS as E8P_BITS, quantize_e8p
 from calderalab.core.quantize import quantize_rtn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def configs(quick: bool, bits: tuple[int, ...] | None = None, methods: tuple[str
     for b in bits_list:
         out += [CompressionSpec("rtn", b), CompressionSpec("ldlq", b)]
         out += [CompressionSpec("caldera", b, rank=k) for k in ranks]
-        if b in (2, 3, 4):  # the E8P lattice backbone (with a residual code at 3 and 4 bits)
+        if b in E8P_BITS:  # the E8P lattice backbone (with a residual code at 3 and 4 bits)
             out += [CompressionSpec("rtn", b, codebook="e8p"), CompressionSpec("ldlq", b, codebook="e8p")]
             out += [CompressionSpec("caldera", b, rank=k, codebook="e8p") for k in ranks]
     return [spec for spec in out if methods is None or spec.method in methods]
@@ -97,16 +97,16 @@ def codebook_rows(X: torch.Tensor, bits: int = 2) -> list[tuple[str, float, floa
     """(quantiser, MSE, honest bpw) of the backbone quantisers at `bits` on X (rows, cols), one scale per row."""
     scalar = quantize_rtn(X, bits, None, clip_search=True)
     lattice = quantize_e8p(X, None, bits)
-    name = "E8P lattice (QuIP#)" if bits == 2 else f"E8P + {'E81B' if bits == 3 else 'E8P'} residual (QuIP#)"
+    lattice_name = "E8P lattice (QuIP#)" if bits == 2 else f"E8P + {'E81B' if bits == 3 else 'E8P'} residual (QuIP#)"
     return [(name, float((q.dequantize() - X).pow(2).mean()), quantized_matrix_bits(q) / X.numel())
-            for name, q in ((f"scalar grid, {bits}-bit, clipped", scalar), (name, lattice))]
+            for name, q in ((f"scalar grid, {bits}-bit, clipped", scalar), (lattice_name, lattice))]
 
 
 def print_codebook_table(seed: int = 0) -> None:
     X = torch.randn(576, 1536, generator=torch.Generator().manual_seed(seed))  # σ² = 1
     print("| quantiser (i.i.d. N(0,1), 576x1536) | MSE | gap to D(bits) dB | bpw | gap to D(bpw) dB |")
     print("|---|---|---|---|---|")
-    for bits in (2, 3, 4):
+    for bits in E8P_BITS:
         for name, mse, bpw in codebook_rows(X, bits):
             gap, gap_bpw = 10 * math.log10(mse / 2.0 ** (-2 * bits)), 10 * math.log10(mse / 2.0 ** (-2 * bpw))
             print(f"| {name} | {mse:.4f} | {gap:.2f} | {bpw:.3f} | {gap_bpw:.2f} |", flush=True)

@@ -35,6 +35,7 @@ from calderalab import __version__, core, models, plans
 from calderalab.artifacts import ArtifactStore, assemble_weights
 from calderalab.calib import CalibConfig, load_calibration
 from calderalab.compress import compress_model
+from calderalab.core.e8p_matrix import BITS as E8P_BITS
 from calderalab.eval.divergence import window_mean_interval
 from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, measure_against
 from calderalab.eval.perplexity import PerplexityResult, token_ids
@@ -85,7 +86,7 @@ def calderalab_specs(methods: list[str], bits: list[int], ranks: list[int], grou
                      codebooks: tuple[str, ...] = ("scalar",)) -> list[core.CompressionSpec]:
     specs = []
     for b in bits:
-        if "e8p" in codebooks and b in (2, 3, 4):  # the E8P lattice backbone (+ a residual code at 3, 4 bits), a scale per row
+        if "e8p" in codebooks and b in E8P_BITS:  # the E8P lattice backbone (+ a residual code at 3, 4 bits), a scale per row
             specs += [core.CompressionSpec(m, b, rank=k, codebook="e8p") for m in methods if m != "rtn"
                       for k in (ranks if m == "caldera" else [0])]
         if "scalar" not in codebooks:
@@ -262,31 +263,28 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
             shapes = shapes_of(model)
             bpw = sum(core.expected_bpw(spec, m, n) * m * n for m, n in shapes) / sum(m * n for m, n in shapes)
             result = cached_result(score, None)
-            rows.append(row_from(result, bpw=bpw, seconds=timings.get(store_dir.name) + timings.get(key), **fields))
-            if args.tune_steps and spec.rank:
-                tuned = tuned_row(args, model, calib, reference, ids, store_dir, bpw, timings, key, fields)
-                if tuned is not None:
-                    rows.append(tuned[0])
-                    notes.append(tuning_line(f"{fields['series']} b{fields['bits']}", result, tuned[1]))
-            continue
-        t0 = time.perf_counter()
-        report = compress_model(model, plans.uniform_plan(n_layers, spec), ArtifactStore(str(store_dir)), calib, hessians=hessians)
-        if timings.get(store_dir.name) is None or report.n_resumed == 0:
-            timings.put(store_dir.name, time.perf_counter() - t0)
-        bpw = sum(m.bpw * m.n_params for m in report.modules) / sum(m.n_params for m in report.modules)
-        def measure():
-            with models.swapped_weights(model, assemble_weights(ArtifactStore(str(store_dir)), model)):
-                return measure_against(model, reference, ids)
-        # a store any of whose modules were (re)made now is scored afresh, never read from an old score
-        fresh = report.n_resumed < len(report.modules)
-        result = cached_result(score, measure, fresh)
+        else:
+            t0 = time.perf_counter()
+            report = compress_model(model, plans.uniform_plan(n_layers, spec), ArtifactStore(str(store_dir)), calib,
+                                    hessians=hessians)
+            if timings.get(store_dir.name) is None or report.n_resumed == 0:
+                timings.put(store_dir.name, time.perf_counter() - t0)
+            bpw = sum(m.bpw * m.n_params for m in report.modules) / sum(m.n_params for m in report.modules)
+            def measure():
+                with models.swapped_weights(model, assemble_weights(ArtifactStore(str(store_dir)), model)):
+                    return measure_against(model, reference, ids)
+            # a store any of whose modules were (re)made now is scored afresh, never read from an old score
+            result = cached_result(score, measure, report.n_resumed < len(report.modules))
         rows.append(row_from(result, bpw=bpw, seconds=timings.get(store_dir.name) + timings.get(key), **fields))
-        print(format_table([rows[-1]]).splitlines()[-1], flush=True)
-        if args.tune_steps and spec.rank:
-            tuned, tuned_result = tuned_row(args, model, calib, reference, ids, store_dir, bpw, timings, key, fields)
-            rows.append(tuned)
-            notes.append(tuning_line(f"{fields['series']} b{fields['bits']}", result, tuned_result))
+        if not args.cached_only:
             print(format_table([rows[-1]]).splitlines()[-1], flush=True)
+        tuned = tuned_row(args, model, calib, reference, ids, store_dir, bpw, timings, key, fields) \
+            if args.tune_steps and spec.rank else None
+        if tuned is not None:
+            rows.append(tuned[0])
+            notes.append(tuning_line(f"{fields['series']} b{fields['bits']}", result, tuned[1]))
+            if not args.cached_only:
+                print(format_table([rows[-1]]).splitlines()[-1], flush=True)
     return rows, notes
 
 
