@@ -26,8 +26,11 @@ def tune(
     batch_size: int = typer.Option(None, "--batch-size", help="calibration windows per step (default 4)"),
     quant_aware: bool = typer.Option(None, "--quant-aware/--no-quant-aware", help="train through the factor quantiser (default on)"),
     seed: int = typer.Option(None, "--seed", help="window order (default 0)"),
+    report_dir_name: str = typer.Option("runs/tune", "--report", help="folder for tuning.json (rows, KL per step) and tuning.png"),
 ) -> None:
     """Keep Q frozen, train L and R to match MODEL's next-token distributions (KL), re-quantise, store in --out."""
+    import json
+    from dataclasses import asdict
     from pathlib import Path
 
     from rich.console import Console
@@ -37,6 +40,7 @@ def tune(
     from calderalab.artifacts import ArtifactStore
     from calderalab.calib import CalibConfig, load_calibration
     from calderalab.eval.perplexity import token_ids
+    from calderalab.report.plots import tuning_plot
     from calderalab.tune import tune_store
     from calderalab.tune.store import check_new_store
 
@@ -64,6 +68,14 @@ def tune(
     console.print(table)
     console.print(f"training KL: step 1 {report.losses[0]:.5f}, step {len(report.losses)} {report.losses[-1]:.5f}")
     console.print(f"tuned store written to {report.out_url}")
+    report_dir = Path(report_dir_name)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "tuning.json").write_text(json.dumps(
+        {"store": source.url, "out": report.out_url, "settings": config.to_dict(), "calibration": calib_data.manifest_entry(),
+         "heldout": heldout, "rows": [asdict(row) for row in report.rows], "losses": list(report.losses)}, indent=2))
+    plot = tuning_plot(report.losses, report.rows, report_dir / "tuning.png",
+                       title=f"Recovery tuning, lr {config.lr:g}, {len(report.losses)} steps")
+    console.print(f"report: {report_dir / 'tuning.json'}, {plot}")
     if report.verdict() is not None:
         console.print(report.verdict(), markup=False)
         raise typer.Exit(1)  # a store worse than its source must not pass a script silently

@@ -4,7 +4,8 @@
 - execution vs number of protected layers with Wilson error bars;
 - execution vs bits per weight with mean ± std over seeds;
 - the difficulty ladder: understanding and execution against the number of steps k;
-- hidden-state drift against depth, uniform against selective (activations).
+- hidden-state drift against depth, uniform against selective (activations);
+- recovery tuning: training KL per step against the source and tuned stores' KL (tune).
 """
 
 from __future__ import annotations
@@ -202,4 +203,33 @@ def drift_plot(profiles: Sequence[Any], path: str | Path, title: str = "Hidden-s
     bottom.set_xlabel("Decoder layer (output of)")
     top.legend(fontsize=8)
     top.set_title(f"{title} (N = {profiles[0].n_samples}; shaded: protected in the selective model)")
+    return _save(fig, path)
+
+
+def tuning_plot(losses: Sequence[float], rows: Sequence[Any], path: str | Path,
+                title: str = "Recovery tuning") -> Path:
+    """Training KL per Adam step (each on its own batch of calibration windows, so it is noisy) with
+    its running mean, against the calibration KL of the source store (before) and of the tuned store
+    as read back from disk (after), and the held-out KL before and after when it was measured.
+
+    rows: the tune job's (original, compressed, tuned) rows (`calib_kl`, `heldout_kl`)."""
+    if not losses:
+        raise ValueError("no training steps to plot")
+    _, before, after = rows
+    steps = range(1, len(losses) + 1)
+    window = max(1, len(losses) // 8)
+    running = [sum(losses[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(losses))]
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    ax.plot(steps, losses, ".", color="#9ab", label="training KL (one batch)")
+    ax.plot(steps, running, "-", color="#357", label=f"running mean of {window}")
+    ax.axhline(before.calib_kl, color="#c33", ls="--", label=f"calibration KL before {before.calib_kl:.4f}")
+    ax.axhline(after.calib_kl, color="#393", ls="--", label=f"calibration KL after {after.calib_kl:.4f}")
+    if before.heldout_kl is not None and after.heldout_kl is not None:
+        ax.axhline(before.heldout_kl, color="#c33", ls=":", label=f"held-out KL before {before.heldout_kl:.4f}")
+        ax.axhline(after.heldout_kl, color="#393", ls=":", label=f"held-out KL after {after.heldout_kl:.4f}")
+    ax.set_xlabel("Adam step")
+    ax.set_ylabel("KL(P_original || P) nats/token")
+    ax.legend(fontsize=7)
+    ax.set_title(title)
     return _save(fig, path)
