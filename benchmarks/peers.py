@@ -43,7 +43,7 @@ from calderalab.tune.run import tune_store
 from calderalab.tune.train import TuneConfig
 from peer_envs import ensure_env, run_worker
 from peer_specs import PEERS, PeerConfig, model_bpw, output_key, peer_configs, unsupported
-from peer_table import ORIGINAL, Row, format_table, leads, plot, speed
+from peer_table import ORIGINAL, Row, format_table, leads, plot, speed, tuning_plot
 from ppl import cached_hessians
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tune-steps", type=int, default=0,
                    help="also recovery-tune every caldera store (calderalab.tune, on the calibration windows) "
                         "for this many steps and score the tuned store as a row of its own (0: off)")
-    p.add_argument("--tune-lr", type=float, default=None, help="tuning learning rate (default: TuneConfig's)")
+    p.add_argument("--tune-lr", default=None, help="tuning learning rates, comma-separated; one tuned row each "
+                   "(default: TuneConfig's)")
     p.add_argument("--cached-only", action="store_true", help="report peers from cached outputs only, run none")
     p.add_argument("--peer-timeout", type=float, default=3600.0, help="seconds one peer run may take")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "calderalab" / "peers"))
@@ -230,8 +231,14 @@ def peer_rows(args, model, tokenizer, calib, reference, ids, cache: Path) -> lis
     return rows
 
 
-def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Timings) -> tuple[list[Row], list[str]]:
-    """The calderalab rows, and one line per tuned row: its paired KL change against its source."""
+def tune_lrs(args) -> list[float]:
+    """The --tune-lr values; TuneConfig's default when none is given."""
+    return [float(lr) for lr in args.tune_lr.split(",")] if args.tune_lr else [TuneConfig().lr]
+
+
+def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Timings
+                    ) -> tuple[list[Row], list[tuple[str, FidelityResult, FidelityResult]]]:
+    """The calderalab rows, and per tuned row (its label, the source's scores, its scores)."""
     if not args.methods:
         return [], []
     key = f"hessians-{calib.sha256[:16]}-v{__version__}"
@@ -241,7 +248,7 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
         if timings.get(key) is None:
             timings.put(key, time.perf_counter() - t0)
     n_layers = models.num_layers(model)
-    rows, notes = [], []
+    rows, tunings = [], []
     specs = calderalab_specs(args.methods.split(","), [int(b) for b in args.bits.split(",")],
                              [int(k) for k in args.ranks.split(",")], args.groups.split(","), tuple(args.codebooks.split(",")))
     for spec in specs:
@@ -278,14 +285,14 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
         rows.append(row_from(result, bpw=bpw, seconds=timings.get(store_dir.name) + timings.get(key), **fields))
         if not args.cached_only:
             print(format_table([rows[-1]]).splitlines()[-1], flush=True)
-        tuned = tuned_row(args, model, calib, reference, ids, store_dir, bpw, timings, key, fields) \
-            if args.tune_steps and spec.rank else None
-        if tuned is not None:
-            rows.append(tuned[0])
-            notes.append(tuning_line(f"{fields['series']} b{fields['bits']}", result, tuned[1]))
-            if not args.cached_only:
-                print(format_table([rows[-1]]).splitlines()[-1], flush=True)
-    return rows, notes
+        for lr in tune_lrs(args) if args.tune_steps and spec.rank else []:
+            tuned = tuned_row(args, lr, model, calib, reference, ids, store_dir, bpw, timings, key, fields)
+            if tuned is not None:
+                rows.append(tuned[0])
+                tunings.append((f"{tuned[0].series} b{fields['bits']}", result, tuned[1]))
+                if not args.cached_only:
+                    print(format_table([rows[-1]]).splitlines()[-1], flush=True)
+    return rows, tunings
 
 
 def tuning_line(series: str, source: FidelityResult, tuned: FidelityResult) -> str:
@@ -299,24 +306,25 @@ def tuning_line(series: str, source: FidelityResult, tuned: FidelityResult) -> s
             f"lower in {lower} of {len(diff)} windows): {verdict}")
 
 
-def tuned_paths(args, store_dir: Path, reference) -> tuple[TuneConfig, Path, Path]:
+def tuned_paths(args, lr: float, store_dir: Path, reference) -> tuple[TuneConfig, Path, Path]:
     """(tuning settings, tuned store dir, its score file), keyed by the settings and the source's manifest."""
-    config = TuneConfig(**{"steps": args.tune_steps, **({"lr": args.tune_lr} if args.tune_lr else {})})
+    config = TuneConfig(steps=args.tune_steps, lr=lr)
     manifest_hash = ArtifactStore(str(store_dir)).manifest().content_hash()
     digest = hashlib.sha256(json.dumps([config.to_dict(), manifest_hash], sort_keys=True).encode()).hexdigest()
     out_dir = store_dir.parent / f"{store_dir.name}-tune-{digest[:12]}"
     return config, out_dir, out_dir.parent / f"{out_dir.name}-score-{reference.key[:16]}.json"
 
 
-def tuned_row(args, model, calib, reference, ids, store_dir: Path, bpw: float, timings: Timings, hessian_key: str,
-              fields: dict) -> tuple[Row, FidelityResult] | None:
+def tuned_row(args, lr: float, model, calib, reference, ids, store_dir: Path, bpw: float, timings: Timings,
+              hessian_key: str, fields: dict) -> tuple[Row, FidelityResult] | None:
     """The caldera store at `store_dir` recovery-tuned on the calibration windows, scored like every row.
 
     Its cache key is the tuning settings and the source store's manifest, so a source made anew is
     tuned anew. Tuning keeps every bit width (Q frozen, L and R re-quantised): the bpw is the source's.
     Returns the row and its scores; None under --cached-only when it was never tuned."""
-    config, out_dir, score = tuned_paths(args, store_dir, reference)
-    tuned_fields = {**fields, "method": fields["method"] + " +tune", "series": fields["series"] + " +tune"}
+    config, out_dir, score = tuned_paths(args, lr, store_dir, reference)
+    label = f" +tune lr {lr:g}"
+    tuned_fields = {**fields, "method": fields["method"] + label, "series": fields["series"] + label}
     if args.cached_only and not score.exists():  # never tuned: left out, as a grid point never run
         print(f"--cached-only: {out_dir.name} has no cached score; left out", flush=True)
         return None
@@ -350,7 +358,7 @@ def main() -> None:
     timings = Timings(cache / "timings.json")
     rows = [Row(method="original (fp32)", series=ORIGINAL, bits="-", group="-", rank="-", version="-", bpw=32.0,
                 ppl=reference.baseline.perplexity, ppl_ratio=1.0, kl=0.0, kl_lo=0.0, kl_hi=0.0, top1=1.0)]
-    ours, notes = calderalab_rows(args, model, calib, reference, ids, cache, timings)
+    ours, tunings = calderalab_rows(args, model, calib, reference, ids, cache, timings)
     rows += ours
     rows += peer_rows(args, model, tokenizer, calib, reference, ids, cache)
     print()
@@ -358,11 +366,16 @@ def main() -> None:
           f"({reference.baseline.n_scored_tokens} scored); calibration {calib.description}; torch {torch.__version__}")
     print(format_table(rows))
     print()
-    print("\n".join(leads(rows) + speed(rows) + notes))
+    print("\n".join(leads(rows) + speed(rows) + [tuning_line(*t) for t in tunings]))
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     plot(rows, args.plot, f"{args.model}, WikiText-2 test, {reference.baseline.n_windows}×{args.context} tokens; "
                           f"calibration {args.calib_samples}×{args.seq_len} tokens of valid.txt")
     print(f"plot: {args.plot}")
+    if tunings:
+        path = Path(args.plot).with_name(Path(args.plot).stem + "-tuning.png")
+        tuning_plot(tunings, str(path), f"{args.model}: KL per test window ({args.context} tokens), "
+                                        f"tuned store against its source; {args.tune_steps} steps")
+        print(f"tuning plot: {path}")
 
 
 if __name__ == "__main__":

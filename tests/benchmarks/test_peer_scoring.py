@@ -90,17 +90,22 @@ def test_a_tuned_row_scores_its_own_store_and_is_cached(peers, tmp_path, monkeyp
     timings.put(store_dir.name, 1.0)
     timings.put("hessians", 1.0)
     fields = dict(method="caldera", series="caldera r4 row", bits="2", group="row", rank="4", version="v")
-    args = argparse.Namespace(tune_steps=48, tune_lr=1e-2, cached_only=False)
-    row, result = peers.tuned_row(args, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields)
-    assert row.method == "caldera +tune" and row.bpw == 2.5 and not row.failure
+    args = argparse.Namespace(tune_steps=48, tune_lr="1e-2", cached_only=False)
+    assert peers.tune_lrs(args) == [1e-2]
+    row, result = peers.tuned_row(args, 1e-2, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields)
+    assert row.method == "caldera +tune lr 0.01" and row.bpw == 2.5 and not row.failure
     assert row.kl < 0.5 * source.kl and row.seconds > 2.0
     line = peers.tuning_line("caldera r4 row", source_result, result)
     assert line.endswith(": lower") and "lower in" in line
     assert peers.tuning_line("same", source_result, source_result).endswith("no change shown")
+    plot = tmp_path / "tuning.png"
+    peers.tuning_plot([("caldera r4 row +tune", source_result, result)], str(plot), "planted")
+    assert plot.stat().st_size > 0
 
     def no_tuning(*_args, **_kwargs):
         raise AssertionError("a cached tuned row was tuned again")
     monkeypatch.setattr(peers, "tune_store", no_tuning)
-    assert peers.tuned_row(args, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields)[0].kl == row.kl
-    other = argparse.Namespace(tune_steps=48, tune_lr=2e-2, cached_only=True)  # another setting: its own key
-    assert peers.tuned_row(other, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields) is None
+    assert peers.tuned_row(args, 1e-2, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields)[0].kl == row.kl
+    other = argparse.Namespace(tune_steps=48, tune_lr=None, cached_only=True)  # another setting: its own key
+    assert peers.tune_lrs(other) == [peers.TuneConfig().lr]
+    assert peers.tuned_row(other, 2e-2, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields) is None
