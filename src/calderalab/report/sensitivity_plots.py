@@ -111,7 +111,9 @@ def overlay_plot(profiles: Sequence[tuple[str, SensitivityProfile]], path: str |
                          lw=5, color=colour, solid_capstyle="butt")
     for ax, (_, label, _) in zip(axes, panels):
         ax.set_ylabel(label, fontsize=9)
-    axes[0].legend(fontsize=8)
+    if zones:  # room for every zone bar below the fidelity values
+        axes[0].set_ylim(bottom=-4 - 4 * len(profiles))
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a line or bar
     axes[-1].set_xlabel("Relative depth (layer + 0.5) / number of layers")
     axes[-1].set_xlim(0, 1)
     axes[0].set_title(title or "Profiles on relative depth (bars under the fidelity panel: critical zones)", fontsize=9)
