@@ -214,7 +214,7 @@ def _print_compress_report(console, out: str, report) -> None:
 
 @app.command("sensitivity")
 def sensitivity_cmd(
-    model: str = typer.Argument("smollm2", help="model reference (smollm2, hub id, local dir, .gguf)"),
+    model: str = typer.Argument("smollm2", help="model reference (smollm2, gemma3-270m, hub id, local dir, .gguf)"),
     bits: int = typer.Option(None, help="b_Q of the per-layer compression (default 3)"),
     rank: int = typer.Option(None, help="rank k of L·R (default 32; 0 = ldlq)"),
     samples: int = typer.Option(None, help="probe samples N (default 24)"),
