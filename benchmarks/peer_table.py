@@ -153,13 +153,15 @@ def tuning_plot(tunings: list, path: str, title: str) -> None:
 
     fig, axes = plt.subplots(1, len(tunings), figsize=(3.6 * len(tunings), 3.8), squeeze=False)
     for ax, (label, source, tuned) in zip(axes[0], tunings):
-        before, after = source.window_kl, tuned.window_kl
+        tokens = source.perplexity.window_tokens  # window_kl holds each window's KL sum
+        before = [k / n for k, n in zip(source.window_kl, tokens)]
+        after = [k / n for k, n in zip(tuned.window_kl, tokens)]
         lower = sum(a < b for a, b in zip(after, before))
         ax.loglog(before, after, "o", ms=3, color="#357")
         lo, hi = min(min(before), min(after)), max(max(before), max(after))
         ax.plot([lo, hi], [lo, hi], "-", color="#999", lw=1)
         ax.set_title(f"{label}\nlower in {lower} of {len(before)} windows", fontsize=8)
-        ax.set_xlabel("KL before tuning (per window)", fontsize=8)
+        ax.set_xlabel("KL before tuning (nats/token, per window)", fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("KL after tuning", fontsize=8)
     fig.suptitle(title, fontsize=9)

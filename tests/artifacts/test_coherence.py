@@ -143,3 +143,14 @@ def test_validate_exits_1_when_the_compressed_model_writes_gibberish(tmp_path):
     assert skipped.exit_code == 0, skipped.output
     good = CliRunner().invoke(app, [*args, str(tmp_path / "good")])
     assert good.exit_code == 0 and "coherence check: coherent" in good.output, good.output
+
+
+def test_coherence_plot_draws_one_bar_per_model(tmp_path):
+    from calderalab.report.plots import coherence_plot
+
+    reports = {"fluent": _report(FLUENT, math.log(2.0)), "loop": _report('"c' * 16, math.log(2.0)),
+               "salad": _report("Fish bicycle seven under lamp purple.", math.log(50.0))}
+    path = coherence_plot(reports, tmp_path / "coherence.png")
+    assert path.stat().st_size > 0
+    with pytest.raises(ValueError, match="no coherence reports"):
+        coherence_plot({}, tmp_path / "none.png")

@@ -5,7 +5,8 @@
 - execution vs bits per weight with mean ± std over seeds;
 - the difficulty ladder: understanding and execution against the number of steps k;
 - hidden-state drift against depth, uniform against selective (activations);
-- recovery tuning: training KL per step against the source and tuned stores' KL (tune).
+- recovery tuning: training KL per step against the source and tuned stores' KL (tune);
+- the coherence check's three measures per compressed model against their flag thresholds.
 """
 
 from __future__ import annotations
@@ -232,4 +233,32 @@ def tuning_plot(losses: Sequence[float], rows: Sequence[Any], path: str | Path,
     ax.set_ylabel("KL(P_original || P) nats/token")
     ax.legend(fontsize=7)
     ax.set_title(title)
+    return _save(fig, path)
+
+
+def coherence_plot(reports: Mapping[str, Any], path: str | Path, title: str = "Coherence check") -> Path:
+    """Three panels (perplexity ratio under the original, log scale; repeated n-gram increase; script
+    increase): one bar per model, red when that measure crosses its threshold (dashed line).
+
+    reports: name -> artifacts.coherence.CoherenceReport."""
+    if not reports:
+        raise ValueError("no coherence reports to plot")
+    config = next(iter(reports.values())).config
+    panels = (("ppl_ratio", "perplexity ratio (log)", config.max_ppl_ratio),
+              ("repetition_increase", f"repeated {config.ngram}-gram ratio, increase", config.max_repetition_increase),
+              ("script_increase", "letters outside the script, increase", config.max_script_increase))
+    names = list(reports)
+    fig = Figure(figsize=(4 + 1.1 * len(names), 3.8))
+    axes = fig.subplots(1, 3)
+    for ax, (attr, label, threshold) in zip(axes, panels):
+        values = [getattr(reports[n], attr) for n in names]
+        ax.bar(range(len(names)), values, color=["#c33" if v > threshold else "#357" for v in values])
+        ax.axhline(threshold, color="#888", ls="--", lw=1, label=f"flag > {threshold:g}")
+        if attr == "ppl_ratio":
+            ax.set_yscale("log")
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_title(label, fontsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     return _save(fig, path)
