@@ -144,7 +144,7 @@ def plot(rows: list[Row], path: str, title: str) -> None:
 
 
 def tuning_plot(tunings: list, path: str, title: str) -> None:
-    """One panel per tuned row: each test window's KL after tuning against before (log-log), with the
+    """One panel per tuned row: each test window's KL after tuning against before (nats/token), with the
     diagonal; points below it are windows the tuning improved. tunings: (label, source, tuned) scores."""
     import matplotlib
 
@@ -157,7 +157,7 @@ def tuning_plot(tunings: list, path: str, title: str) -> None:
         before = [k / n for k, n in zip(source.window_kl, tokens)]
         after = [k / n for k, n in zip(tuned.window_kl, tokens)]
         lower = sum(a < b for a, b in zip(after, before))
-        ax.loglog(before, after, "o", ms=3, color="#357")
+        ax.plot(before, after, "o", ms=3, color="#357")
         lo, hi = min(min(before), min(after)), max(max(before), max(after))
         ax.plot([lo, hi], [lo, hi], "-", color="#999", lw=1)
         ax.set_title(f"{label}\nlower in {lower} of {len(before)} windows", fontsize=8)
