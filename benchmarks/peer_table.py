@@ -143,7 +143,7 @@ def plot(rows: list[Row], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def tuning_plot(tunings: list, path: str, title: str) -> None:
+def tuning_windows_plot(tunings: list, path: str, title: str) -> None:
     """One panel per tuned row: each test window's KL after tuning against before (nats/token), with the
     diagonal; points below it are windows the tuning improved. tunings: (label, source, tuned) scores."""
     import matplotlib

@@ -43,7 +43,7 @@ from calderalab.tune.run import tune_store
 from calderalab.tune.train import TuneConfig
 from peer_envs import ensure_env, run_worker
 from peer_specs import PEERS, PeerConfig, model_bpw, output_key, peer_configs, unsupported
-from peer_table import ORIGINAL, Row, format_table, leads, plot, speed, tuning_plot
+from peer_table import ORIGINAL, Row, format_table, leads, plot, speed, tuning_windows_plot
 from ppl import cached_hessians
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
@@ -373,7 +373,7 @@ def main() -> None:
     print(f"plot: {args.plot}")
     if tunings:
         path = Path(args.plot).with_name(Path(args.plot).stem + "-tuning.png")
-        tuning_plot(tunings, str(path), f"{args.model}: KL per test window ({args.context} tokens), "
+        tuning_windows_plot(tunings, str(path), f"{args.model}: KL per test window ({args.context} tokens), "
                                         f"tuned store against its source; {args.tune_steps} steps")
         print(f"tuning plot: {path}")
 

