@@ -26,16 +26,18 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from calderalab import __version__, core, models, plans
+from calderalab import __version__, core, kl_budget, models, plans
 from calderalab.artifacts import ArtifactStore, assemble_weights
 from calderalab.calib import CalibConfig, load_calibration
 from calderalab.compress import compress_model
 from calderalab.core.e8p_matrix import BITS as E8P_BITS
+from calderalab.calib.fisher import output_sensitivity
 from calderalab.eval.divergence import window_mean_interval
 from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, measure_against
 from calderalab.eval.perplexity import PerplexityResult, token_ids
@@ -73,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "for this many steps and score the tuned store as a row of its own (0: off)")
     p.add_argument("--tune-lr", default=None, help="tuning learning rates, comma-separated; one tuned row each "
                    "(default: TuneConfig's)")
+    p.add_argument("--kl-plans", default="", help="also calderalab's KL plan (compress --plan kl: LDLQ bits per module, "
+                   "least predicted KL) at these target bpw, comma-separated, e.g. 2.5,3.3,4.3; its candidates are "
+                   "the ldlq E8P / scalar stores of this benchmark")
     p.add_argument("--cached-only", action="store_true", help="report peers from cached outputs only, run none")
     p.add_argument("--peer-timeout", type=float, default=3600.0, help="seconds one peer run may take")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "calderalab" / "peers"))
@@ -98,6 +103,19 @@ def calderalab_specs(methods: list[str], bits: list[int], ranks: list[int], grou
                 for k in (ranks if method == "caldera" else [0]):
                     specs.append(core.CompressionSpec(method, b, rank=k, group_size=group))
     return specs
+
+
+def hessians_key(calib) -> str:
+    return f"hessians-{calib.sha256[:16]}-v{__version__}"
+
+
+def timed_hessians(model, calib, cache: Path, timings: "Timings") -> list:
+    """ppl.cached_hessians, with the time of collecting them kept (a reused file reports it too)."""
+    t0 = time.perf_counter()
+    hessians = cached_hessians(model, calib, cache)
+    if timings.get(hessians_key(calib)) is None:
+        timings.put(hessians_key(calib), time.perf_counter() - t0)
+    return hessians
 
 
 class Timings:
@@ -241,12 +259,9 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
     """The calderalab rows, and per tuned row (its label, the source's scores, its scores)."""
     if not args.methods:
         return [], []
-    key = f"hessians-{calib.sha256[:16]}-v{__version__}"
+    key = hessians_key(calib)
     if not args.cached_only:
-        t0 = time.perf_counter()
-        hessians = cached_hessians(model, calib, cache)
-        if timings.get(key) is None:
-            timings.put(key, time.perf_counter() - t0)
+        hessians = timed_hessians(model, calib, cache, timings)
     n_layers = models.num_layers(model)
     rows, tunings = [], []
     specs = calderalab_specs(args.methods.split(","), [int(b) for b in args.bits.split(",")],
@@ -293,6 +308,83 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
                 if not args.cached_only:
                     print(format_table([rows[-1]]).splitlines()[-1], flush=True)
     return rows, tunings
+
+
+def cached_sensitivity_key(calib, config) -> str:
+    code = hashlib.sha256((Path(kl_budget.__file__).parent / "calib" / "fisher.py").read_bytes()).hexdigest()
+    return hashlib.sha256(json.dumps([calib.sha256, dataclasses.asdict(config), code]).encode()).hexdigest()[:16]
+
+
+def cached_sensitivity(model, calib, config, cache: Path, timings: Timings) -> dict:
+    """calib.fisher.output_sensitivity on the calibration set, cached by calibration, settings and code."""
+    path = cache / f"fisher-{cached_sensitivity_key(calib, config)}.json"
+    if path.exists():
+        return {(l, n): v for l, n, v in json.loads(path.read_text())}
+    t0 = time.perf_counter()
+    sensitivity = output_sensitivity(model, calib.token_ids, config)
+    timings.put(path.stem, time.perf_counter() - t0)
+    path.write_text(json.dumps([[l, n, v] for (l, n), v in sensitivity.items()]))
+    return sensitivity
+
+
+def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timings) -> list[Row]:
+    """One row per --kl-plans target: the KL plan over the ldlq candidates (kl_budget.candidate_specs,
+    each the uniform store this benchmark also scores), compressed into a store of its own and scored.
+    Its time: Hessians + Fisher + every candidate + the plan's own compression."""
+    targets = [float(t) for t in args.kl_plans.split(",") if t.strip()]
+    if not targets:
+        return []
+    n_layers, shapes = models.num_layers(model), models.module_shapes(model)
+    root = cache / "calderalab"
+    prefix = f"{n_layers}L-{calib.sha256[:12]}"
+    hessians = None
+    rows = []
+    for target in targets:
+        settings = kl_budget.KLBudgetSettings(target)
+        fields = dict(method="ldlq kl-plan", series="ldlq kl-plan", bits=f"{target:g}", group="row", rank="-",
+                      version=f"calderalab {__version__}")
+        record = root / f"{prefix}-klplan-{target:g}-{hashlib.sha256(repr(settings).encode()).hexdigest()[:12]}.json"
+        if args.cached_only:
+            if not record.exists():
+                print(f"--cached-only: {record.name} not made yet; left out", flush=True)
+                continue
+            made = json.loads(record.read_text())
+        else:
+            kl_budget.check_target(settings, shapes)
+            hessians = hessians or timed_hessians(model, calib, cache, timings)
+            sensitivity = cached_sensitivity(model, calib, settings.fisher, cache, timings)
+            specs = kl_budget.candidate_specs(settings)
+            errors = {}
+            seconds = timings.get(hessians_key(calib)) + timings.get(f"fisher-{cached_sensitivity_key(calib, settings.fisher)}")
+            for name, spec in specs.items():
+                store_dir = root / f"{prefix}-{spec.key()}"
+                t0 = time.perf_counter()
+                report = compress_model(model, plans.uniform_plan(n_layers, spec), ArtifactStore(str(store_dir)), calib,
+                                        hessians=hessians)
+                if timings.get(store_dir.name) is None or report.n_resumed == 0:
+                    timings.put(store_dir.name, time.perf_counter() - t0)
+                seconds += timings.get(store_dir.name)
+                errors[name] = {(m.layer, m.module): m.relative_error for m in report.modules}
+            chosen = kl_budget.kl_plan(sensitivity, kl_budget.module_energies(model, hessians), errors, specs, target, shapes)
+            store_dir = root / f"{prefix}-klplan-{chosen.plan.hash()[:16]}"
+            t0 = time.perf_counter()
+            report = compress_model(model, chosen.plan, ArtifactStore(str(store_dir)), calib, hessians=hessians)
+            if timings.get(store_dir.name) is None or report.n_resumed == 0:
+                timings.put(store_dir.name, time.perf_counter() - t0)
+            made = {"store": store_dir.name, "bpw": chosen.bpw, "predicted_kl": chosen.predicted_kl,
+                    "seconds": seconds + timings.get(store_dir.name),
+                    "mix": dict(sorted(Counter(n for _, n in chosen.choice).items()))}
+            score = root / f"{store_dir.name}-score-{reference.key[:16]}.json"
+            def measure():
+                with models.swapped_weights(model, assemble_weights(ArtifactStore(str(store_dir)), model)):
+                    return measure_against(model, reference, ids)
+            cached_result(score, measure, report.n_resumed < len(report.modules))
+            record.write_text(json.dumps(made, indent=1))
+        result = cached_result(root / f"{made['store']}-score-{reference.key[:16]}.json", None)
+        rows.append(row_from(result, bpw=made["bpw"], seconds=made["seconds"], **fields))
+        print(f"KL plan {target:g}: {made['bpw']:.3f} bpw, predicted KL {made['predicted_kl']:.4f}, measured "
+              f"{rows[-1].kl:.4f}; modules per candidate {made['mix']}", flush=True)
+    return rows
 
 
 def tuning_line(series: str, source: FidelityResult, tuned: FidelityResult) -> str:
@@ -360,6 +452,7 @@ def main() -> None:
                 ppl=reference.baseline.perplexity, ppl_ratio=1.0, kl=0.0, kl_lo=0.0, kl_hi=0.0, top1=1.0)]
     ours, tunings = calderalab_rows(args, model, calib, reference, ids, cache, timings)
     rows += ours
+    rows += kl_plan_rows(args, model, calib, reference, ids, cache, timings)
     rows += peer_rows(args, model, tokenizer, calib, reference, ids, cache)
     print()
     print(f"{args.model}, WikiText-2 test: {reference.baseline.n_windows} windows × {args.context} tokens "

@@ -115,13 +115,14 @@ def compress(
     inner_iters: int = typer.Option(None, "--inner-iters"),
     damp: float = typer.Option(None, help="Hessian damping, fraction of the mean diagonal"),
     seed: int = typer.Option(None, help="seed of rotations and calibration sampling"),
-    plan: str = typer.Option(None, "--plan", help="plan file (JSON/YAML), or 'budget': bits and rank per layer "
-                             "under --bpw from --profile"),
+    plan: str = typer.Option(None, "--plan", help="plan file (JSON/YAML); 'budget': bits and rank per layer "
+                             "under --bpw from --profile; 'kl': LDLQ bits per module under --bpw, least predicted KL"),
     protect: str = typer.Option(None, "--protect", help="layers kept original, e.g. 23-27 or last:5"),
     ranks: str = typer.Option(None, "--ranks", help="ultra plan: per-layer ranks, e.g. 23:256,24:128"),
-    bpw: float = typer.Option(None, "--bpw", help="budget plan: target bits per weight (kept layers count 16)"),
+    bpw: float = typer.Option(None, "--bpw", help="budget / kl plan: target bits per weight (kept layers count 16)"),
     profile: str = typer.Option(None, "--profile", help="budget plan: a profile.json of `calderalab sensitivity`"),
-    budget_bits: str = typer.Option(None, "--budget-bits", help="budget plan: bits to choose from (default 2,3,4)"),
+    budget_bits: str = typer.Option(None, "--budget-bits", help="budget / kl plan: bits to choose from (default 2,3,4; "
+                                    "kl: 2,3,4,5,6,8)"),
     budget_ranks: str = typer.Option(None, "--budget-ranks", help="budget plan: ranks to choose from (default 0 and the profile's)"),
     save_plan: Path = typer.Option(None, "--save-plan", help="also write the plan as JSON (for eval/export/validate --plan)"),
     calib: str = typer.Option(None, "--calib", help="calibration source: 'self' (model-generated), a .txt file, a GSM8K "
@@ -156,13 +157,21 @@ def compress(
         if any(v is not None for v in (bits, rank, method, protect, ranks)):
             raise ValueError("--plan budget chooses bits and rank per layer: drop --bits/--rank/--method/--protect/--ranks")
         request = _budget_request(model, bpw, profile, budget_bits, budget_ranks)
+    elif plan == "kl":
+        if any(v is not None for v in (bits, rank, method, protect, ranks, profile, budget_ranks, group_size)):
+            raise ValueError("--plan kl chooses LDLQ bits per module from --bpw (and --budget-bits, --codebook): drop "
+                             "--bits/--rank/--method/--protect/--ranks/--profile/--budget-ranks/--group-size")
+        request = _kl_request(model, bpw, budget_bits, codebook)
     elif any(v is not None for v in (bpw, profile, budget_bits, budget_ranks)):
-        raise ValueError("--bpw, --profile, --budget-bits and --budget-ranks belong to --plan budget")
+        raise ValueError("--bpw, --profile, --budget-bits and --budget-ranks belong to --plan budget (--bpw and "
+                         "--budget-bits also to --plan kl)")
     else:
         the_plan = _checked_plan(model, spec_with(None, **fields) if bits is not None else None, plan, protect, ranks)
     the_store = open_for_writing(out, model)  # missing bucket, denied write, newer format: fail before the load
     t0 = time.perf_counter()
-    model_obj, tokenizer = models.open_model(model, run_dtype, run_device)
+    # the KL plan's Fisher needs a backward pass through the whole model: in memory when it fits
+    model_obj, tokenizer = (models.open_to_run(model, run_dtype, run_device, "auto") if plan == "kl" else
+                            models.open_model(model, run_dtype, run_device))
     console.print(f"opened {model} in {time.perf_counter() - t0:.1f}s ({devices.describe(run_device, run_dtype)})")
     identity = models.model_identity(model)
 
@@ -177,6 +186,8 @@ def compress(
 
     if plan == "budget":
         the_plan = _budget_plan(console, request, run, model_obj, tokenizer, calib_config, offload_dir)
+    elif plan == "kl":
+        the_plan = _kl_plan(console, request, run, model_obj, tokenizer, calib_config, offload_dir)
     report = run(the_plan, f"plan {the_plan.preset}")
     if save_plan is not None:
         save_plan.write_text(the_plan.to_json())
@@ -196,6 +207,40 @@ def _budget_plan(console, request, run, model_obj, tokenizer, calib_config, offl
                                 lambda p: run(p, f"candidate {budget.option_name(p.spec(0, 'q'))}", calib, hessians))
     console.print(budget.map_table(chosen), highlight=False, markup=False)
     console.print(budget.summary_line(chosen, settings), highlight=False, markup=False)
+    return chosen.plan
+
+
+def _kl_request(model: str, bpw: float | None, budget_bits: str | None, codebook: str | None):
+    """(KLBudgetSettings, module shapes) of `--plan kl`, checked before the model loads."""
+    from calderalab import budget, kl_budget, models
+
+    if bpw is None:
+        raise ValueError("--plan kl needs --bpw (the target bits per weight, e.g. 4.3)")
+    given = {"bits": budget.parse_ints(budget_bits, "--budget-bits"), "codebook": codebook}
+    settings = kl_budget.KLBudgetSettings(bpw, **{k: v for k, v in given.items() if v is not None})
+    shapes = models.module_shapes(models.load_skeleton(model))
+    kl_budget.check_target(settings, shapes)
+    return settings, shapes
+
+
+def _kl_plan(console, request, run, model_obj, tokenizer, calib_config, offload_dir):
+    """Hessians and the Fisher once, every candidate compressed uniformly (resumable), the knapsack."""
+    from calderalab import kl_budget
+    from calderalab.calib import collect_hessians, load_calibration
+    from calderalab.calib.fisher import output_sensitivity
+
+    settings, _ = request
+    kl_budget.check_in_memory(model_obj)
+    calib = load_calibration(model_obj, tokenizer, calib_config)
+    hessians = list(collect_hessians(model_obj, calib.batches, offload_dir=offload_dir))
+    with make_progress(eta=True, console=console) as progress:
+        task = progress.add_task("output sensitivity (Fisher)", total=None)
+        sensitivity = output_sensitivity(model_obj, calib.token_ids, settings.fisher,
+                                         lambda done, total: progress.update(task, completed=done, total=total))
+    chosen = kl_budget.kl_budget_plan(model_obj, settings, sensitivity, hessians,
+                                      lambda p: run(p, f"candidate {p.spec(0, 'q').key()}", calib, hessians))
+    for line in kl_budget.summary_lines(chosen):
+        console.print(line, highlight=False, markup=False)
     return chosen.plan
 
 

@@ -7,6 +7,7 @@ refused. The scoring path is the one every real peer row goes through (`measure_
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,43 @@ def test_a_tuned_row_scores_its_own_store_and_is_cached(peers, tmp_path, monkeyp
     other = argparse.Namespace(tune_steps=48, tune_lr=None, cached_only=True)  # another setting: its own key
     assert peers.tune_lrs(other) == [peers.TuneConfig().lr]
     assert peers.tuned_row(other, 2e-2, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields) is None
+
+
+def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path, monkeypatch, shared_data):
+    """`--kl-plans`: the row's store is the KL plan (bits per module under the target), scored like every
+    row; a rerun only resumes stores and re-reads the Fisher, and --cached-only reads the same row back."""
+    import argparse
+
+    from calderalab.calib import CalibConfig, load_calibration
+    from calderalab.eval.fidelity import load_or_build_reference
+    from calderalab.models import tiny_model
+
+    model, tok = tiny_model("llama", n_layers=2, seed=0)
+    calib = load_calibration(model, tok, CalibConfig(str(shared_data / "wikitext-2" / "valid.txt"), n_samples=4, seq_len=32))
+    ids = torch.randint(1, 64, (4 * 32,), generator=torch.Generator().manual_seed(0))
+    reference = load_or_build_reference(model, ids, 32, 32, tmp_path / "reference")
+    timings = peers.Timings(tmp_path / "timings.json")
+    args = argparse.Namespace(kl_plans="3.5", cached_only=False)
+    [row] = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)
+    assert row.method == "ldlq kl-plan" and row.bits == "3.5" and 3.0 < row.bpw <= 3.5 and row.seconds > 0
+    assert 0 < row.kl and not row.failure
+    [record] = (tmp_path / "calderalab").glob("*-klplan-3.5-*.json")
+    assert sum(json.loads(record.read_text())["mix"].values()) == 14  # every module has one candidate
+
+    real_compress = peers.compress_model
+
+    def resume_only(*a, **k):
+        report = real_compress(*a, **k)
+        assert report.n_resumed == len(report.modules), "a cached KL plan row was compressed again"
+        return report
+
+    def no_fisher(*_args, **_kwargs):
+        raise AssertionError("the cached Fisher was measured again")
+    monkeypatch.setattr(peers, "compress_model", resume_only)
+    monkeypatch.setattr(peers, "output_sensitivity", no_fisher)
+    resumed = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)
+    cached = peers.kl_plan_rows(argparse.Namespace(kl_plans="3.5", cached_only=True), model, calib, reference, ids,
+                                tmp_path, timings)
+    assert resumed == cached == [row]
+    assert peers.kl_plan_rows(argparse.Namespace(kl_plans="4.2", cached_only=True), model, calib, reference, ids,
+                              tmp_path, timings) == []
