@@ -327,18 +327,19 @@ def cached_sensitivity(model, calib, config, cache: Path, timings: Timings) -> d
     return sensitivity
 
 
-def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timings) -> list[Row]:
+def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timings) -> tuple[list[Row], list[str]]:
     """One row per --kl-plans target: the KL plan over the ldlq candidates (kl_budget.candidate_specs,
     each the uniform store this benchmark also scores), compressed into a store of its own and scored.
-    Its time: Hessians + Fisher + every candidate + the plan's own compression."""
+    Its time: Hessians + Fisher + every candidate + the plan's own compression. With each row, a line
+    pairing it with the uniform candidate of the most bpw at or under the plan's (when that is scored)."""
     targets = [float(t) for t in args.kl_plans.split(",") if t.strip()]
     if not targets:
-        return []
+        return [], []
     n_layers, shapes = models.num_layers(model), models.module_shapes(model)
     root = cache / "calderalab"
     prefix = f"{n_layers}L-{calib.sha256[:12]}"
     hessians = None
-    rows = []
+    rows, lines = [], []
     for target in targets:
         settings = kl_budget.KLBudgetSettings(target)
         fields = dict(method="ldlq kl-plan", series="ldlq kl-plan", bits=f"{target:g}", group="row", rank="-",
@@ -384,17 +385,31 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
         rows.append(row_from(result, bpw=made["bpw"], seconds=made["seconds"], **fields))
         print(f"KL plan {target:g}: {made['bpw']:.3f} bpw, predicted KL {made['predicted_kl']:.4f}, measured "
               f"{rows[-1].kl:.4f}; modules per candidate {made['mix']}", flush=True)
-    return rows
+        n_params = sum(a * b for a, b in shapes.values())
+        below = [(sum(core.module_bits(s, *shape) for shape in shapes.values()) / n_params, s)
+                 for s in kl_budget.candidate_specs(settings).values()]
+        below = [(b, s) for b, s in below if b <= made["bpw"]]
+        bpw, spec = max(below, key=lambda pair: pair[0]) if below else (0.0, None)
+        base = root / f"{prefix}-{spec.key()}-score-{reference.key[:16]}.json" if spec else None
+        if base is not None and base.exists():
+            lines.append(paired_line(f"KL plan {target:g} ({made['bpw']:.3f} bpw) against uniform {spec.key()} ({bpw:.3f} bpw)",
+                                     cached_result(base, None), result))
+    return rows, lines
 
 
 def tuning_line(series: str, source: FidelityResult, tuned: FidelityResult) -> str:
-    """The tuned store's KL change against its source, paired over the same windows: a resample of
-    windows keeps both scores of each window (eval.divergence.window_mean_interval on differences)."""
-    diff = [b - a for a, b in zip(source.window_kl, tuned.window_kl)]
-    mean, lo, hi = window_mean_interval(diff, source.perplexity.window_tokens)
+    """The tuned store's KL change against its source (`paired_line`)."""
+    return paired_line(f"tuning {series}", source, tuned)
+
+
+def paired_line(what: str, base: FidelityResult, other: FidelityResult) -> str:
+    """other's KL minus base's, paired over the same windows: a resample of windows keeps both scores
+    of each window (eval.divergence.window_mean_interval on differences)."""
+    diff = [b - a for a, b in zip(base.window_kl, other.window_kl)]
+    mean, lo, hi = window_mean_interval(diff, base.perplexity.window_tokens)
     lower = sum(d < 0 for d in diff)
     verdict = "lower" if hi < 0 else "higher" if lo > 0 else "no change shown"
-    return (f"tuning {series}: KL {mean:+.4f} nats/token (95% {lo:+.4f} .. {hi:+.4f}, paired over windows; "
+    return (f"{what}: KL {mean:+.4f} nats/token (95% {lo:+.4f} .. {hi:+.4f}, paired over windows; "
             f"lower in {lower} of {len(diff)} windows): {verdict}")
 
 
@@ -452,14 +467,15 @@ def main() -> None:
                 ppl=reference.baseline.perplexity, ppl_ratio=1.0, kl=0.0, kl_lo=0.0, kl_hi=0.0, top1=1.0)]
     ours, tunings = calderalab_rows(args, model, calib, reference, ids, cache, timings)
     rows += ours
-    rows += kl_plan_rows(args, model, calib, reference, ids, cache, timings)
+    planned, kl_lines = kl_plan_rows(args, model, calib, reference, ids, cache, timings)
+    rows += planned
     rows += peer_rows(args, model, tokenizer, calib, reference, ids, cache)
     print()
     print(f"{args.model}, WikiText-2 test: {reference.baseline.n_windows} windows × {args.context} tokens "
           f"({reference.baseline.n_scored_tokens} scored); calibration {calib.description}; torch {torch.__version__}")
     print(format_table(rows))
     print()
-    print("\n".join(leads(rows) + speed(rows) + [tuning_line(*t) for t in tunings]))
+    print("\n".join(leads(rows) + speed(rows) + [tuning_line(*t) for t in tunings] + kl_lines))
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     plot(rows, args.plot, f"{args.model}, WikiText-2 test, {reference.baseline.n_windows}×{args.context} tokens; "
                           f"calibration {args.calib_samples}×{args.seq_len} tokens of valid.txt")

@@ -117,8 +117,10 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
     row; a rerun only resumes stores and re-reads the Fisher, and --cached-only reads the same row back."""
     import argparse
 
+    from calderalab import models
+    from calderalab.artifacts import ArtifactStore, assemble_weights
     from calderalab.calib import CalibConfig, load_calibration
-    from calderalab.eval.fidelity import load_or_build_reference
+    from calderalab.eval.fidelity import load_or_build_reference, measure_against
     from calderalab.models import tiny_model
 
     model, tok = tiny_model("llama", n_layers=2, seed=0)
@@ -127,7 +129,8 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
     reference = load_or_build_reference(model, ids, 32, 32, tmp_path / "reference")
     timings = peers.Timings(tmp_path / "timings.json")
     args = argparse.Namespace(kl_plans="3.5", cached_only=False)
-    [row] = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)
+    [row], lines = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)
+    assert lines == []  # no uniform candidate was scored
     assert row.method == "ldlq kl-plan" and row.bits == "3.5" and 3.0 < row.bpw <= 3.5 and row.seconds > 0
     assert 0 < row.kl and not row.failure
     [record] = (tmp_path / "calderalab").glob("*-klplan-3.5-*.json")
@@ -144,9 +147,17 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
         raise AssertionError("the cached Fisher was measured again")
     monkeypatch.setattr(peers, "compress_model", resume_only)
     monkeypatch.setattr(peers, "output_sensitivity", no_fisher)
-    resumed = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)
+    resumed = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)[0]
     cached = peers.kl_plan_rows(argparse.Namespace(kl_plans="3.5", cached_only=True), model, calib, reference, ids,
-                                tmp_path, timings)
+                                tmp_path, timings)[0]
     assert resumed == cached == [row]
     assert peers.kl_plan_rows(argparse.Namespace(kl_plans="4.2", cached_only=True), model, calib, reference, ids,
-                              tmp_path, timings) == []
+                              tmp_path, timings) == ([], [])
+
+    # once the uniform candidate under the plan is scored, the row is paired with it
+    uniform = next(p for p in (tmp_path / "calderalab").iterdir() if p.name.endswith("ldlq-b3-grow-h1-d0.01-s0-e8p"))
+    with models.swapped_weights(model, assemble_weights(ArtifactStore(str(uniform)), model)):
+        peers.cached_result(uniform.parent / f"{uniform.name}-score-{reference.key[:16]}.json",
+                            lambda: measure_against(model, reference, ids))
+    [line] = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)[1]
+    assert line.startswith("KL plan 3.5 (3.") and "against uniform ldlq-b3-grow-h1-d0.01-s0-e8p (3." in line
