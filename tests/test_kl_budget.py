@@ -84,3 +84,10 @@ def test_compress_cli_kl_end_to_end(tmp_path):
     plan = load_plan(tmp_path / "plan.json", 4)
     assert plan.preset == "kl" and {s.bits for _, s in plan.items()} == {2, 4}  # a mix, not either uniform
     assert "plan kl hash" in res.output and "0 to do" in res.output
+
+    # the store holds every candidate beside the plan: ppl needs the plan to say which, and says so
+    ppl = ["ppl", str(model), "--data", str(calib), "--artifacts", str(tmp_path / "store")]
+    res = CliRunner().invoke(app, ppl + ["--plan", str(tmp_path / "plan.json")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "KL(original" in res.output, res.output + repr(res.exception)
+    res = CliRunner().invoke(app, ppl)
+    assert res.exit_code != 0 and "several stored specs" in str(res.exception)

@@ -129,6 +129,7 @@ def ppl(
     data: str = typer.Option(..., "--data", help="text file, e.g. ../shared/data/wikitext-2/test.txt"),
     artifacts: str = typer.Option(None, "--artifacts", help="artifact store to apply first; adds ratio, KL and top-1 vs the original"),
     protect: str = typer.Option(None, "--protect", help="layers kept original when applying artifacts"),
+    plan: str = typer.Option(None, "--plan", help="plan file choosing among several stored specs (compress --save-plan)"),
     context: int = typer.Option(None, "--context", help="tokens per window (default 512)"),
     stride: int = typer.Option(None, "--stride", help="window step; each token is scored once (default 256)"),
     max_tokens: int = typer.Option(None, "--max-tokens", help="score only the first N tokens of the text"),
@@ -147,20 +148,30 @@ def ppl(
     from calderalab.eval.fidelity import perplexity_lines
     from calderalab.eval.perplexity import token_ids
 
-    if protect and not artifacts:
-        raise ValueError("--protect only makes sense with --artifacts")
+    if (protect or plan) and not artifacts:
+        raise ValueError("--protect and --plan only make sense with --artifacts")
+    the_plan = None
+    if plan:
+        from calderalab import plans
+
+        the_plan = plans.load_plan(plan, models.num_layers(models.load_skeleton(model)))
     run_device, run_dtype = devices.resolve(device, dtype)
     load = devices.check_load(load)
     text = Path(data).read_text(encoding="utf-8")
     if artifacts:
+        from calderalab import plans
+        from calderalab.artifacts.apply import select_entries
         from calderalab.artifacts.preflight import open_for_model
 
-        open_for_model(artifacts, model)  # a missing, unreadable or mismatched store fails before the model load
+        the_store = open_for_model(artifacts, model)  # a missing, unreadable or mismatched store fails before the model load
+        n_layers = models.num_layers(models.load_skeleton(model))
+        protected = plans.parse_layer_set(protect, n_layers) if protect else ()
+        select_entries(the_store.manifest(), n_layers, protected, None, the_plan)  # several specs and no plan: now
     model_obj, tokenizer = models.open_to_run(model, run_dtype, run_device, load)
     typer.echo(f"{model} on {devices.describe(run_device, run_dtype)}")
     ids = token_ids(tokenizer, text, max_tokens)
     given = {k: v for k, v in {"context_len": context, "stride": stride, "batch_size": batch_size}.items() if v is not None}
-    for line in perplexity_lines(model_obj, ids, artifacts, protect, reference_cache, **given):
+    for line in perplexity_lines(model_obj, ids, artifacts, protect, reference_cache, plan=the_plan, **given):
         typer.echo(line)
 
 

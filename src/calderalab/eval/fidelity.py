@@ -190,9 +190,10 @@ def summary_lines(result: FidelityResult, level: float = 0.95) -> list[str]:
 
 def perplexity_lines(model: Any, ids: torch.Tensor, artifacts: str | None = None, protect: str | None = None,
                      cache_dir: str | Path | None = None, context_len: int = CONTEXT_LEN, stride: int = STRIDE,
-                     batch_size: int = BATCH_SIZE) -> list[str]:
+                     batch_size: int = BATCH_SIZE, plan: Any = None) -> list[str]:
     """`calderalab ppl`: the perplexity of `model` (original weights) on the windows of ids; with
-    `artifacts`, the stored modules are applied (except the `protect` layer set) and the lines add
+    `artifacts`, the stored modules are applied (except the `protect` layer set; with `plan`, each
+    module's spec from it) and the lines add
     the ratio, KL and top-1 against the original, whose reference is cached in `cache_dir`
     (default $CALDERALAB_CACHE/ppl-reference)."""
     from calderalab.eval.target import apply_stored
@@ -204,5 +205,5 @@ def perplexity_lines(model: Any, ids: torch.Tensor, artifacts: str | None = None
                 f"context {result.context_len}, stride {result.stride})"]
     cache = Path(cache_dir) if cache_dir else calderalab_cache_dir() / "ppl-reference"
     reference = load_or_build_reference(model, ids, context_len, stride, cache, batch_size)  # original weights
-    apply_stored(model, artifacts, protect)
+    apply_stored(model, artifacts, protect, plan)
     return summary_lines(measure_against(model, reference, ids, batch_size))

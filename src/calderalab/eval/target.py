@@ -50,8 +50,9 @@ def compression_summary(manifest: Any, applied: Sequence[tuple[int, str, str]]) 
     return summary
 
 
-def apply_stored(model: Any, artifacts: str, protect: str | None = None) -> Applied:
-    """Swap every stored module into `model` in place, except the `protect` layer set (e.g. "23-27")."""
+def apply_stored(model: Any, artifacts: str, protect: str | None = None, plan: Any = None) -> Applied:
+    """Swap every stored module into `model` in place, except the `protect` layer set (e.g. "23-27");
+    with a `plan` (plans.Plan), each module's spec from it (a store holding several specs per module)."""
     from calderalab.artifacts import ArtifactStore, apply_artifacts
     from calderalab.models import num_layers
     from calderalab.plans import parse_layer_set
@@ -59,5 +60,5 @@ def apply_stored(model: Any, artifacts: str, protect: str | None = None) -> Appl
     store = ArtifactStore(artifacts)
     protected = tuple(parse_layer_set(protect, num_layers(model))) if protect else ()
     manifest = store.manifest()
-    apply_artifacts(model, store, protect=protected)
+    apply_artifacts(model, store, protect=protected, plan=plan)
     return Applied(manifest.content_hash(), protected, compression_summary(manifest, model.calderalab_applied.applied))
