@@ -13,7 +13,8 @@ Why per module: on SmolLM2 at 4 bits the attention value projections are 3% of t
 sixth of the measured KL (README, "Bits where the KL is"). The predictor's level is off by a factor
 (measured 1.3x predicted on uniform stores, 0.8-1.7x by module type); the knapsack needs its order.
 
-Imports core, plans, allocation; torch and models only inside the functions that need the model.
+Imports core, plans, allocation and calib.fisher (for its config; it imports torch); models only inside the
+functions that need the model.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ ModuleKey = tuple[int, str]
 @dataclass(frozen=True)
 class FisherConfig:
     """samples: calibration sequences the Fisher is averaged over (the first ones of the set; on SmolLM2
-    32 sequences of 512 tokens cost 136 s on 2 cores). batch_size: sequences per backward pass.
+    32 sequences of 512 tokens took 112 s on 2 cores in the peer benchmark). batch_size: sequences per backward pass.
     seed: the generator the tokens y_t ~ p are drawn from."""
 
     samples: int = 32
