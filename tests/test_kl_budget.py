@@ -36,7 +36,8 @@ def test_the_sensitive_module_gets_the_bits_and_the_target_holds():
 def test_candidates_use_e8p_where_it_has_a_codebook():
     specs = kl_budget.candidate_specs(kl_budget.KLBudgetSettings(4.3))
     assert list(specs) == ["2b-e8p", "3b-e8p", "4b-e8p", "5b", "6b", "8b"]
-    assert all(s.method == "ldlq" for s in specs.values()) and specs["5b"].codebook == "scalar"
+    assert all(s.method == "ldlq" and s.seed == 0 for s in specs.values()) and specs["5b"].codebook == "scalar"
+    assert {s.seed for s in kl_budget.candidate_specs(kl_budget.KLBudgetSettings(4.3, seed=7)).values()} == {7}
 
 
 def test_targets_and_settings_that_cannot_work_are_refused():
@@ -61,6 +62,7 @@ def test_compress_cli_refuses_bad_kl_options_before_loading(tmp_path, capsys):
     for extra, message in (([], "needs --bpw"), (["--bpw", "1.5"], "2 to 16"),
                            (["--bpw", "2.01", "--budget-bits", "3,4"], "below the cheapest candidate"),
                            (["--bpw", "3.5", "--bits", "3"], "drop --bits"),
+                           (["--bpw", "3.5", "--damp", "0.1"], "--damp"),
                            (["--bpw", "3.5", "--codebook", "nf4"], "e8p or scalar")):
         code, out, err = run_main(base + extra, capsys)
         assert code == 2 and len(error_lines(err)) == 1 and message in err, (extra, err)

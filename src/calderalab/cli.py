@@ -158,10 +158,12 @@ def compress(
             raise ValueError("--plan budget chooses bits and rank per layer: drop --bits/--rank/--method/--protect/--ranks")
         request = _budget_request(model, bpw, profile, budget_bits, budget_ranks)
     elif plan == "kl":
-        if any(v is not None for v in (bits, rank, method, protect, ranks, profile, budget_ranks, group_size)):
+        if any(v is not None for v in (bits, rank, method, protect, ranks, profile, budget_ranks, group_size, lr_bits,
+                                       outer_iters, inner_iters, damp)):
             raise ValueError("--plan kl chooses LDLQ bits per module from --bpw (and --budget-bits, --codebook): drop "
-                             "--bits/--rank/--method/--protect/--ranks/--profile/--budget-ranks/--group-size")
-        request = _kl_request(model, bpw, budget_bits, codebook)
+                             "--bits/--rank/--method/--protect/--ranks/--profile/--budget-ranks/--group-size/--lr-bits/"
+                             "--outer-iters/--inner-iters/--damp")
+        request = _kl_request(model, bpw, budget_bits, codebook, seed)
     elif any(v is not None for v in (bpw, profile, budget_bits, budget_ranks)):
         raise ValueError("--bpw, --profile, --budget-bits and --budget-ranks belong to --plan budget (--bpw and "
                          "--budget-bits also to --plan kl)")
@@ -210,13 +212,13 @@ def _budget_plan(console, request, run, model_obj, tokenizer, calib_config, offl
     return chosen.plan
 
 
-def _kl_request(model: str, bpw: float | None, budget_bits: str | None, codebook: str | None):
+def _kl_request(model: str, bpw: float | None, budget_bits: str | None, codebook: str | None, seed: int | None):
     """(KLBudgetSettings, module shapes) of `--plan kl`, checked before the model loads."""
     from calderalab import budget, kl_budget, models
 
     if bpw is None:
         raise ValueError("--plan kl needs --bpw (the target bits per weight, e.g. 4.3)")
-    given = {"bits": budget.parse_ints(budget_bits, "--budget-bits"), "codebook": codebook}
+    given = {"bits": budget.parse_ints(budget_bits, "--budget-bits"), "codebook": codebook, "seed": seed}
     settings = kl_budget.KLBudgetSettings(bpw, **{k: v for k, v in given.items() if v is not None})
     shapes = models.module_shapes(models.load_skeleton(model))
     kl_budget.check_target(settings, shapes)

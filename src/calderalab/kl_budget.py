@@ -37,11 +37,13 @@ DEFAULT_BITS = (2, 3, 4, 5, 6, 8)
 class KLBudgetSettings:
     """bpw: the target (every stored bit counted, as `core.module_bits` does). bits: the LDLQ bit widths
     each module may take. codebook: "e8p" = the E8P lattice at 2, 3, 4 bits and the scalar row grid
-    above; "scalar" = the grid everywhere. fisher: how the output sensitivity is measured."""
+    above; "scalar" = the grid everywhere. seed: the candidates' rotation seed (CompressionSpec.seed).
+    fisher: how the output sensitivity is measured."""
 
     bpw: float
     bits: tuple[int, ...] = DEFAULT_BITS
     codebook: str = "e8p"
+    seed: int = 0
     fisher: FisherConfig = field(default_factory=FisherConfig)
 
     def __post_init__(self) -> None:
@@ -62,7 +64,7 @@ def candidate_specs(settings: KLBudgetSettings) -> dict[str, Any]:
     specs = {}
     for b in sorted(settings.bits):
         book = "e8p" if settings.codebook == "e8p" and b in E8P_BITS else "scalar"
-        specs[f"{b}b{'-e8p' if book == 'e8p' else ''}"] = core.CompressionSpec("ldlq", b, codebook=book)
+        specs[f"{b}b{'-e8p' if book == 'e8p' else ''}"] = core.CompressionSpec("ldlq", b, codebook=book, seed=settings.seed)
     return specs
 
 
