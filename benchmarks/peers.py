@@ -41,6 +41,7 @@ from calderalab.calib.fisher import output_sensitivity
 from calderalab.eval.divergence import window_mean_interval
 from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, measure_against
 from calderalab.eval.perplexity import PerplexityResult, token_ids
+from calderalab.report.plots import bits_map_plot
 from calderalab.tune.run import tune_store
 from calderalab.tune.train import TuneConfig
 from peer_envs import ensure_env, run_worker
@@ -327,19 +328,26 @@ def cached_sensitivity(model, calib, config, cache: Path, timings: Timings) -> d
     return sensitivity
 
 
-def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timings) -> tuple[list[Row], list[str]]:
+def plan_bits(store_dir: Path) -> dict[tuple[int, str], int]:
+    """{(layer, module): Q bits} of a store holding one spec per module (a KL plan's own store)."""
+    return {(e.layer, e.module): int(e.spec["bits"]) for e in ArtifactStore(str(store_dir)).manifest().modules.values()}
+
+
+def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timings
+                 ) -> tuple[list[Row], list[str], list[Path]]:
     """One row per --kl-plans target: the KL plan over the ldlq candidates (kl_budget.candidate_specs,
     each the uniform store this benchmark also scores), compressed into a store of its own and scored.
-    Its time: Hessians + Fisher + every candidate + the plan's own compression. With each row, a line
-    pairing it with the uniform candidate of the most bpw at or under the plan's (when that is scored)."""
+    Its time: Hessians + Fisher + every candidate + the plan's own compression. Returns the rows, a line
+    per row pairing it with the uniform candidate of the most bpw at or under the plan's (when that is
+    scored), and each row's store."""
     targets = [float(t) for t in args.kl_plans.split(",") if t.strip()]
     if not targets:
-        return [], []
+        return [], [], []
     n_layers, shapes = models.num_layers(model), models.module_shapes(model)
     root = cache / "calderalab"
     prefix = f"{n_layers}L-{calib.sha256[:12]}"
     hessians = None
-    rows, lines = [], []
+    rows, lines, stores = [], [], []
     for target in targets:
         settings = kl_budget.KLBudgetSettings(target)
         fields = dict(method="ldlq kl-plan", series="ldlq kl-plan", bits=f"{target:g}", group="row", rank="-",
@@ -383,6 +391,7 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
             record.write_text(json.dumps(made, indent=1))
         result = cached_result(root / f"{made['store']}-score-{reference.key[:16]}.json", None)
         rows.append(row_from(result, bpw=made["bpw"], seconds=made["seconds"], **fields))
+        stores.append(root / made["store"])
         print(f"KL plan {target:g}: {made['bpw']:.3f} bpw, predicted KL {made['predicted_kl']:.4f}, measured "
               f"{rows[-1].kl:.4f}; modules per candidate {made['mix']}", flush=True)
         n_params = sum(a * b for a, b in shapes.values())
@@ -394,7 +403,7 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
         if base is not None and base.exists():
             lines.append(paired_line(f"KL plan {target:g} ({made['bpw']:.3f} bpw) against uniform {spec.key()} ({bpw:.3f} bpw)",
                                      cached_result(base, None), result))
-    return rows, lines
+    return rows, lines, stores
 
 
 def tuning_line(series: str, source: FidelityResult, tuned: FidelityResult) -> str:
@@ -467,8 +476,14 @@ def main() -> None:
                 ppl=reference.baseline.perplexity, ppl_ratio=1.0, kl=0.0, kl_lo=0.0, kl_hi=0.0, top1=1.0)]
     ours, tunings = calderalab_rows(args, model, calib, reference, ids, cache, timings)
     rows += ours
-    planned, kl_lines = kl_plan_rows(args, model, calib, reference, ids, cache, timings)
+    planned, kl_lines, plan_stores = kl_plan_rows(args, model, calib, reference, ids, cache, timings)
     rows += planned
+    if planned:
+        path = Path(args.plot).with_name(Path(args.plot).stem + "-plans.png")
+        bits_map_plot({f"KL plan {r.bits} ({r.bpw:.3f} bpw, KL {r.kl:.4f})": plan_bits(store)
+                       for r, store in zip(planned, plan_stores)}, path,
+                      f"{args.model}: Q bits per module chosen by the KL plan (E8P at 2-4 bits, scalar grid above)")
+        print(f"KL plan map: {path}")
     rows += peer_rows(args, model, tokenizer, calib, reference, ids, cache)
     print()
     print(f"{args.model}, WikiText-2 test: {reference.baseline.n_windows} windows × {args.context} tokens "

@@ -129,8 +129,12 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
     reference = load_or_build_reference(model, ids, 32, 32, tmp_path / "reference")
     timings = peers.Timings(tmp_path / "timings.json")
     args = argparse.Namespace(kl_plans="3.5", cached_only=False)
-    [row], lines = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)
+    [row], lines, [store] = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)
     assert lines == []  # no uniform candidate was scored
+    bits = peers.plan_bits(store)
+    assert len(bits) == 14 and set(bits.values()) <= {2, 3, 4, 5, 6, 8}
+    plot = peers.bits_map_plot({"KL plan 3.5": bits}, tmp_path / "plans.png")
+    assert plot.stat().st_size > 0
     assert row.method == "ldlq kl-plan" and row.bits == "3.5" and 3.0 < row.bpw <= 3.5 and row.seconds > 0
     assert 0 < row.kl and not row.failure
     [record] = (tmp_path / "calderalab").glob("*-klplan-3.5-*.json")
@@ -152,7 +156,7 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
                                 tmp_path, timings)[0]
     assert resumed == cached == [row]
     assert peers.kl_plan_rows(argparse.Namespace(kl_plans="4.2", cached_only=True), model, calib, reference, ids,
-                              tmp_path, timings) == ([], [])
+                              tmp_path, timings) == ([], [], [])
 
     # once the uniform candidate under the plan is scored, the row is paired with it
     uniform = next(p for p in (tmp_path / "calderalab").iterdir() if p.name.endswith("ldlq-b3-grow-h1-d0.01-s0-e8p"))

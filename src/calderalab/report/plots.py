@@ -262,3 +262,34 @@ def coherence_plot(reports: Mapping[str, Any], path: str | Path, title: str = "C
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def bits_map_plot(maps: Mapping[str, Mapping[tuple[int, str], float]], path: str | Path,
+                  title: str = "Bits per module") -> Path:
+    """One panel per plan: module types (rows, MODULE_NAMES order) × layers (columns), coloured by the
+    module's Q bits, the value written in each cell. maps: plan label -> {(layer, module): bits}."""
+    from calderalab.core import MODULE_NAMES
+
+    if not maps:
+        raise ValueError("no plans to plot")
+    n_layers = 1 + max(layer for m in maps.values() for layer, _ in m)
+    fig = Figure(figsize=(2 + 0.32 * n_layers, 0.6 + 2.3 * len(maps)))
+    axes = fig.subplots(len(maps), 1, squeeze=False)[:, 0]
+    lo = min(v for m in maps.values() for v in m.values())
+    hi = max(v for m in maps.values() for v in m.values())
+    for ax, (label, bits) in zip(axes, maps.items()):
+        grid = [[bits.get((layer, name), float("nan")) for layer in range(n_layers)] for name in MODULE_NAMES]
+        image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=lo, vmax=hi)
+        for r, row in enumerate(grid):
+            for c, value in enumerate(row):
+                if value == value:  # not NaN
+                    ax.text(c, r, f"{value:g}", ha="center", va="center", fontsize=6,
+                            color="white" if value < (lo + hi) / 2 else "black")
+        ax.set_yticks(range(len(MODULE_NAMES)), MODULE_NAMES, fontsize=7)
+        ax.set_xticks(range(n_layers), [str(i) for i in range(n_layers)], fontsize=6)
+        ax.set_title(label, fontsize=8)
+        fig.colorbar(image, ax=ax, label="bits of Q", fraction=0.02, pad=0.01)
+    axes[-1].set_xlabel("layer")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
