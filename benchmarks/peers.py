@@ -15,6 +15,10 @@ for calderalab from its artifacts. Compression wall time: the peer's whole run (
 calibration passes, quantisation); for calderalab the Hessian collection plus compress_model.
 Peer outputs, calderalab stores, Hessians and the original's reference are cached under --cache
 and reused on rerun (keys: peer, version, config, calibration, worker code).
+
+--kl-plans 2.5,3.3,4.3 adds calderalab's KL plan rows (`compress --plan kl`: LDLQ bits per module by
+predicted KL, over the ldlq E8P / scalar candidates this benchmark stores), each paired over windows
+with the uniform candidate under it, and a map of each plan's bits per module (<plot>-plans.png).
 """
 
 from __future__ import annotations
