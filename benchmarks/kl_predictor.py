@@ -51,11 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def predicted(sensitivity, hessians: dict, model, weights: dict) -> float:
     """Σ over the swapped modules of sensitivity · tr(ΔW H ΔWᵀ), nats per token."""
-    total = 0.0
-    for (layer, name), W_hat in weights.items():
-        D = W_hat.double() - models.target_linear(model, layer, name).weight.detach().double()
-        total += sensitivity[(layer, name)] * float(((D @ hessians[layer][name].double()) * D).sum())
-    return total
+    return sum(sensitivity[(layer, name)] * kl_budget.h_energy(
+        W_hat.double() - models.target_linear(model, layer, name).weight.double(), hessians[layer][name])
+        for (layer, name), W_hat in weights.items())
 
 
 def main() -> None:

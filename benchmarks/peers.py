@@ -41,7 +41,7 @@ from calderalab.artifacts import ArtifactStore, assemble_weights
 from calderalab.calib import CalibConfig, load_calibration
 from calderalab.compress import compress_model
 from calderalab.core.e8p_matrix import BITS as E8P_BITS
-from calderalab.calib.fisher import output_sensitivity
+from calderalab.calib import fisher
 from calderalab.eval.divergence import window_mean_interval
 from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, measure_against
 from calderalab.eval.perplexity import PerplexityResult, token_ids
@@ -121,6 +121,16 @@ def timed_hessians(model, calib, cache: Path, timings: "Timings") -> list:
     if timings.get(hessians_key(calib)) is None:
         timings.put(hessians_key(calib), time.perf_counter() - t0)
     return hessians
+
+
+def timed_compress(model, plan, store_dir: Path, calib, hessians, timings: "Timings"):
+    """compress_model into store_dir; its wall time kept under the store's name when the store was made
+    now from scratch or had no time yet (a resumed store keeps the time it took to make)."""
+    t0 = time.perf_counter()
+    report = compress_model(model, plan, ArtifactStore(str(store_dir)), calib, hessians=hessians)
+    if timings.get(store_dir.name) is None or report.n_resumed == 0:
+        timings.put(store_dir.name, time.perf_counter() - t0)
+    return report
 
 
 class Timings:
@@ -291,11 +301,7 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
             bpw = sum(core.expected_bpw(spec, m, n) * m * n for m, n in shapes) / sum(m * n for m, n in shapes)
             result = cached_result(score, None)
         else:
-            t0 = time.perf_counter()
-            report = compress_model(model, plans.uniform_plan(n_layers, spec), ArtifactStore(str(store_dir)), calib,
-                                    hessians=hessians)
-            if timings.get(store_dir.name) is None or report.n_resumed == 0:
-                timings.put(store_dir.name, time.perf_counter() - t0)
+            report = timed_compress(model, plans.uniform_plan(n_layers, spec), store_dir, calib, hessians, timings)
             bpw = sum(m.bpw * m.n_params for m in report.modules) / sum(m.n_params for m in report.modules)
             def measure():
                 with models.swapped_weights(model, assemble_weights(ArtifactStore(str(store_dir)), model)):
@@ -315,18 +321,19 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
     return rows, tunings
 
 
-def cached_sensitivity_key(calib, config) -> str:
-    code = hashlib.sha256((Path(kl_budget.__file__).parent / "calib" / "fisher.py").read_bytes()).hexdigest()
-    return hashlib.sha256(json.dumps([calib.sha256, dataclasses.asdict(config), code]).encode()).hexdigest()[:16]
+def sensitivity_timing_key(calib, config) -> str:
+    """The cached Fisher's name (and its time's key): calibration, settings and calib/fisher.py's code."""
+    code = hashlib.sha256(Path(fisher.__file__).read_bytes()).hexdigest()
+    return "fisher-" + hashlib.sha256(json.dumps([calib.sha256, dataclasses.asdict(config), code]).encode()).hexdigest()[:16]
 
 
 def cached_sensitivity(model, calib, config, cache: Path, timings: Timings) -> dict:
     """calib.fisher.output_sensitivity on the calibration set, cached by calibration, settings and code."""
-    path = cache / f"fisher-{cached_sensitivity_key(calib, config)}.json"
+    path = cache / f"{sensitivity_timing_key(calib, config)}.json"
     if path.exists():
         return {(l, n): v for l, n, v in json.loads(path.read_text())}
     t0 = time.perf_counter()
-    sensitivity = output_sensitivity(model, calib.token_ids, config)
+    sensitivity = fisher.output_sensitivity(model, calib.token_ids, config)
     timings.put(path.stem, time.perf_counter() - t0)
     path.write_text(json.dumps([[l, n, v] for (l, n), v in sensitivity.items()]))
     return sensitivity
@@ -363,29 +370,18 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
                 continue
             made = json.loads(record.read_text())
         else:
-            kl_budget.check_target(settings, shapes)
             hessians = hessians or timed_hessians(model, calib, cache, timings)
             sensitivity = cached_sensitivity(model, calib, settings.fisher, cache, timings)
-            specs = kl_budget.candidate_specs(settings)
-            errors = {}
-            seconds = timings.get(hessians_key(calib)) + timings.get(f"fisher-{cached_sensitivity_key(calib, settings.fisher)}")
-            for name, spec in specs.items():
-                store_dir = root / f"{prefix}-{spec.key()}"
-                t0 = time.perf_counter()
-                report = compress_model(model, plans.uniform_plan(n_layers, spec), ArtifactStore(str(store_dir)), calib,
-                                        hessians=hessians)
-                if timings.get(store_dir.name) is None or report.n_resumed == 0:
-                    timings.put(store_dir.name, time.perf_counter() - t0)
-                seconds += timings.get(store_dir.name)
-                errors[name] = {(m.layer, m.module): m.relative_error for m in report.modules}
-            chosen = kl_budget.kl_plan(sensitivity, kl_budget.module_energies(model, hessians), errors, specs, target, shapes)
+            compress_candidate = lambda plan: timed_compress(  # noqa: E731  into the uniform store the table scores
+                model, plan, root / f"{prefix}-{plan.spec(0, 'q').key()}", calib, hessians, timings)
+            chosen = kl_budget.kl_budget_plan(model, settings, sensitivity, hessians, compress_candidate)
             store_dir = root / f"{prefix}-klplan-{chosen.plan.hash()[:16]}"
-            t0 = time.perf_counter()
-            report = compress_model(model, chosen.plan, ArtifactStore(str(store_dir)), calib, hessians=hessians)
-            if timings.get(store_dir.name) is None or report.n_resumed == 0:
-                timings.put(store_dir.name, time.perf_counter() - t0)
+            report = timed_compress(model, chosen.plan, store_dir, calib, hessians, timings)
+            seconds = sum(timings.get(name) for name in [hessians_key(calib), sensitivity_timing_key(calib, settings.fisher),
+                                                         store_dir.name] +
+                          [f"{prefix}-{spec.key()}" for spec in kl_budget.candidate_specs(settings).values()])
             made = {"store": store_dir.name, "bpw": chosen.bpw, "predicted_kl": chosen.predicted_kl,
-                    "seconds": seconds + timings.get(store_dir.name),
+                    "seconds": seconds,
                     "mix": dict(sorted(Counter(n for _, n in chosen.choice).items()))}
             score = root / f"{store_dir.name}-score-{reference.key[:16]}.json"
             def measure():
@@ -398,9 +394,7 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
         stores.append(root / made["store"])
         print(f"KL plan {target:g}: {made['bpw']:.3f} bpw, predicted KL {made['predicted_kl']:.4f}, measured "
               f"{rows[-1].kl:.4f}; modules per candidate {made['mix']}", flush=True)
-        n_params = sum(a * b for a, b in shapes.values())
-        below = [(sum(core.module_bits(s, *shape) for shape in shapes.values()) / n_params, s)
-                 for s in kl_budget.candidate_specs(settings).values()]
+        below = [(kl_budget.uniform_bpw(s, shapes), s) for s in kl_budget.candidate_specs(settings).values()]
         below = [(b, s) for b, s in below if b <= made["bpw"]]
         bpw, spec = max(below, key=lambda pair: pair[0]) if below else (0.0, None)
         base = root / f"{prefix}-{spec.key()}-score-{reference.key[:16]}.json" if spec else None

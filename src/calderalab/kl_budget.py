@@ -72,11 +72,14 @@ def _n_params(shapes: ModuleShapes) -> int:
     return sum(d_out * d_in for d_out, d_in in shapes.values())
 
 
+def uniform_bpw(spec: Any, shapes: ModuleShapes) -> float:
+    """The honest bpw of `spec` on every module (`core.module_bits`, all stored bits)."""
+    return sum(core.module_bits(spec, *shape) for shape in shapes.values()) / _n_params(shapes)
+
+
 def check_target(settings: KLBudgetSettings, shapes: ModuleShapes) -> None:
     """Refuse, before any work, a target below the cheapest candidate's honest bpw."""
-    specs = candidate_specs(settings)
-    cheapest = min(sum(core.module_bits(s, *shape) for shape in shapes.values()) for s in specs.values())
-    floor = cheapest / _n_params(shapes)
+    floor = min(uniform_bpw(s, shapes) for s in candidate_specs(settings).values())
     if floor > settings.bpw:
         raise PlanError(f"--bpw {settings.bpw:g} is below the cheapest candidate ({min(settings.bits)}-bit everywhere: "
                         f"{floor:.3f} bpw with its scales and seeds): raise --bpw or add a lower --budget-bits")
@@ -123,21 +126,22 @@ def kl_plan(sensitivity: Mapping[ModuleKey, float], energy: Mapping[ModuleKey, f
     n_layers = 1 + max(l for l, _ in keys)
     picked = dict(choice)
     plan = Plan(n_layers, tuple((k, specs[picked[k]]) for k in keys), KL_PRESET)
-    n = _n_params(shapes)
-    uniform = tuple((name, sum(bits(name, k) for k in keys) / n, sum(loss(name, k) for k in keys)) for name in names)
-    return KLPlan(plan, choice, allocation.total_loss, sum(bits(picked[k], k) for k in keys) / n, uniform)
+    uniform = tuple((name, uniform_bpw(specs[name], shapes), sum(loss(name, k) for k in keys)) for name in names)
+    return KLPlan(plan, choice, allocation.total_loss, sum(bits(picked[k], k) for k in keys) / _n_params(shapes), uniform)
+
+
+def h_energy(W: Any, H: Any) -> float:
+    """tr(W H Wᵀ) in float64. W: (d_out, d_in), H: (d_in, d_in)."""
+    W = W.detach().double()
+    return float(((W @ H.double()) * W).sum())
 
 
 def module_energies(model: Any, hessians: Sequence[tuple[int, Mapping[str, Any]]]) -> dict[ModuleKey, float]:
     """{(layer, module): tr(W H Wᵀ)} from the model's weights and the calibration Hessians."""
     from calderalab import models
 
-    energy = {}
-    for layer, per_module in hessians:
-        for name, H in per_module.items():
-            W = models.target_linear(model, layer, name).weight.detach().double()
-            energy[(layer, name)] = float(((W @ H.double()) * W).sum())
-    return energy
+    return {(layer, name): h_energy(models.target_linear(model, layer, name).weight, H)
+            for layer, per_module in hessians for name, H in per_module.items()}
 
 
 def kl_budget_plan(model: Any, settings: KLBudgetSettings, sensitivity: Mapping[ModuleKey, float],

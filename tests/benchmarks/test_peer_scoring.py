@@ -150,7 +150,7 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
     def no_fisher(*_args, **_kwargs):
         raise AssertionError("the cached Fisher was measured again")
     monkeypatch.setattr(peers, "compress_model", resume_only)
-    monkeypatch.setattr(peers, "output_sensitivity", no_fisher)
+    monkeypatch.setattr(peers.fisher, "output_sensitivity", no_fisher)
     resumed = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)[0]
     cached = peers.kl_plan_rows(argparse.Namespace(kl_plans="3.5", cached_only=True), model, calib, reference, ids,
                                 tmp_path, timings)[0]

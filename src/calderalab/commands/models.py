@@ -150,14 +150,10 @@ def ppl(
 
     if (protect or plan) and not artifacts:
         raise ValueError("--protect and --plan only make sense with --artifacts")
-    the_plan = None
-    if plan:
-        from calderalab import plans
-
-        the_plan = plans.load_plan(plan, models.num_layers(models.load_skeleton(model)))
     run_device, run_dtype = devices.resolve(device, dtype)
     load = devices.check_load(load)
     text = Path(data).read_text(encoding="utf-8")
+    the_plan = None
     if artifacts:
         from calderalab import plans
         from calderalab.artifacts.apply import select_entries
@@ -165,6 +161,7 @@ def ppl(
 
         the_store = open_for_model(artifacts, model)  # a missing, unreadable or mismatched store fails before the model load
         n_layers = models.num_layers(models.load_skeleton(model))
+        the_plan = plans.load_plan(plan, n_layers) if plan else None
         protected = plans.parse_layer_set(protect, n_layers) if protect else ()
         select_entries(the_store.manifest(), n_layers, protected, None, the_plan)  # several specs and no plan: now
     model_obj, tokenizer = models.open_to_run(model, run_dtype, run_device, load)
