@@ -43,7 +43,7 @@ from calderalab.compress import compress_model
 from calderalab.core.e8p_matrix import BITS as E8P_BITS
 from calderalab.calib import fisher
 from calderalab.eval.divergence import window_mean_interval
-from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, measure_against
+from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, measure_against, paired_kl_line
 from calderalab.eval.perplexity import PerplexityResult, token_ids
 from calderalab.report.plots import bits_map_plot
 from calderalab.tune.run import tune_store
@@ -399,25 +399,14 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
         bpw, spec = max(below, key=lambda pair: pair[0]) if below else (0.0, None)
         base = root / f"{prefix}-{spec.key()}-score-{reference.key[:16]}.json" if spec else None
         if base is not None and base.exists():
-            lines.append(paired_line(f"KL plan {target:g} ({made['bpw']:.3f} bpw) against uniform {spec.key()} ({bpw:.3f} bpw)",
-                                     cached_result(base, None), result))
+            lines.append(paired_kl_line(f"KL plan {target:g} ({made['bpw']:.3f} bpw) against uniform {spec.key()} ({bpw:.3f} bpw)",
+                                        cached_result(base, None), result))
     return rows, lines, stores
 
 
 def tuning_line(series: str, source: FidelityResult, tuned: FidelityResult) -> str:
-    """The tuned store's KL change against its source (`paired_line`)."""
-    return paired_line(f"tuning {series}", source, tuned)
-
-
-def paired_line(what: str, base: FidelityResult, other: FidelityResult) -> str:
-    """other's KL minus base's, paired over the same windows: a resample of windows keeps both scores
-    of each window (eval.divergence.window_mean_interval on differences)."""
-    diff = [b - a for a, b in zip(base.window_kl, other.window_kl)]
-    mean, lo, hi = window_mean_interval(diff, base.perplexity.window_tokens)
-    lower = sum(d < 0 for d in diff)
-    verdict = "lower" if hi < 0 else "higher" if lo > 0 else "no change shown"
-    return (f"{what}: KL {mean:+.4f} nats/token (95% {lo:+.4f} .. {hi:+.4f}, paired over windows; "
-            f"lower in {lower} of {len(diff)} windows): {verdict}")
+    """The tuned store's KL change against its source (`paired_kl_line`)."""
+    return paired_kl_line(f"tuning {series}", source, tuned)
 
 
 def tuned_paths(args, lr: float, store_dir: Path, reference) -> tuple[TuneConfig, Path, Path]:

@@ -179,3 +179,51 @@ def test_from_tensors_names_missing_pieces(results):
         Decomposition.from_tensors(tensors, d.metadata())
     with pytest.raises(ValueError, match="format"):
         Decomposition.from_tensors(d.to_tensors(), {**d.metadata(), "format": "other"})
+
+
+def _with_dense(d, k16, seed=0):
+    import dataclasses
+
+    from calderalab.core.lowrank import DenseFactors
+
+    gen = torch.Generator().manual_seed(seed)
+    d_out, d_in = d.shape
+    dense = DenseFactors(torch.randn(k16, d_out, generator=gen).half(), torch.randn(k16, d_in, generator=gen).half())
+    return dataclasses.replace(d, dense=dense)
+
+
+def test_16bit_rank_part_is_added_in_the_rotated_basis_and_counted_bit_for_bit():
+    """Ŵ gains exactly w_scale·T_out⁻¹(L16·R16)T_in⁻ᵀ (computed here with the transforms applied to the product
+    directly); bpw gains exactly 16·k16·(m + n)/(m·n); the serialised form round-trips bit for bit."""
+    from calderalab.core import inverse_rht
+
+    W, H = correlated_problem(16, 32, seed=2)
+    d = decompose(W, H, CompressionSpec("caldera", 3, rank=4, lr_bits=4, group_size=8))
+    e = _with_dense(d, 3)
+    s_out, s_in = d.rotation_seeds
+    added = inverse_rht(inverse_rht(e.dense.Lt.float().T @ e.dense.R.float(), s_out, dim=0), s_in, dim=1) * d.w_scale
+    torch.testing.assert_close(e.reconstruct(), d.reconstruct() + added, rtol=0, atol=1e-5)
+    assert (e.rank, e.rank16, d.rank16) == (4, 3, 0)
+    assert e.bpw * 16 * 32 == d.bpw * 16 * 32 + 16 * 3 * (16 + 32)
+    again = Decomposition.from_tensors(e.to_tensors(), e.metadata())
+    assert torch.equal(again.reconstruct(), e.reconstruct()) and again.bpw == e.bpw
+    assert torch.equal(again.dense.Lt, e.dense.Lt) and torch.equal(again.dense.R, e.dense.R)
+    assert "L16" not in d.to_tensors() and Decomposition.from_tensors(d.to_tensors(), d.metadata()).dense is None
+
+
+def test_16bit_rank_part_refuses_what_does_not_fit():
+    import dataclasses
+
+    from calderalab.core.lowrank import DenseFactors
+
+    W, H = correlated_problem(16, 32, seed=2)
+    d = decompose(W, H, CompressionSpec("caldera", 3, rank=4))
+    tensors = _with_dense(d, 2).to_tensors()
+    with pytest.raises(ValueError, match="L16 without its partner"):
+        Decomposition.from_tensors({k: v for k, v in tensors.items() if k != "R16"}, d.metadata())
+    with pytest.raises(ValueError, match="do not fit the shape"):
+        Decomposition.from_tensors({**tensors, "R16": tensors["R16"][:, :8]}, d.metadata())
+    with pytest.raises(ValueError, match="must be float16"):
+        DenseFactors(torch.zeros(2, 16), torch.zeros(2, 32))
+    with pytest.raises(ValueError, match="same rank"):
+        dataclasses.replace(d, dense=DenseFactors(torch.zeros(2, 16).half(), torch.zeros(3, 32).half()))

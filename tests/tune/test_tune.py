@@ -71,6 +71,7 @@ def test_tuning_lowers_the_kl_of_a_planted_perturbation(planted):
     assert after.calib_kl < 0.5 * before.calib_kl, report.rows
     assert after.heldout_kl < before.heldout_kl, report.rows  # not only the calibration windows
     assert report.n_tuned == 14 and report.n_copied == 0 and len(report.losses) == PLANTED.steps
+    assert report.paired.startswith("held-out, tuned against compressed: KL -") and report.paired.endswith(": lower")
 
 
 def test_q_is_unchanged_byte_for_byte_and_factors_move(planted):

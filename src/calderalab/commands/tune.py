@@ -25,6 +25,8 @@ def tune(
     lr: float = typer.Option(None, "--lr", help="Adam learning rate (default 1e-3)"),
     batch_size: int = typer.Option(None, "--batch-size", help="calibration windows per step (default 4)"),
     quant_aware: bool = typer.Option(None, "--quant-aware/--no-quant-aware", help="train through the factor quantiser (default on)"),
+    rank16: int = typer.Option(None, "--rank16", help="add a 16-bit part of this rank to every tuned module, trained "
+                                                      "with L and R (default 0: none; its bits are counted)"),
     seed: int = typer.Option(None, "--seed", help="window order (default 0)"),
     report_dir_name: str = typer.Option("runs/tune", "--report", help="folder for tuning.json (rows, KL per step) and tuning.png"),
 ) -> None:
@@ -44,7 +46,7 @@ def tune(
     from calderalab.tune import tune_store
     from calderalab.tune.store import check_new_store
 
-    config = _config(steps=steps, lr=lr, batch_size=batch_size, quant_aware=quant_aware, seed=seed,
+    config = _config(steps=steps, lr=lr, batch_size=batch_size, quant_aware=quant_aware, rank16=rank16, seed=seed,
                      heldout_tokens=heldout_tokens)
     given = {"source": calib, "n_samples": calib_samples, "seq_len": seq_len, "batch_size": calib_batch}
     calib_config = CalibConfig(**{k: v for k, v in given.items() if v is not None})
@@ -60,19 +62,22 @@ def tune(
                             progress=lambda done, total, kl: status.update(f"tuning: step {done}/{total}, KL {kl:.5f}"))
     table = Table(title=f"recovery tuning: {report.n_tuned} modules tuned, {report.n_copied} copied; {calib_data.n_tokens} "
                         f"calibration tokens" + (f", {ids.numel()} held-out tokens of {Path(heldout).name}" if heldout else ""))
-    for column in ("model", "KL calib (nats/token)", "KL held-out", "ppl held-out"):
+    for column in ("model", "bpw (stored modules)", "KL calib (nats/token)", "KL held-out", "ppl held-out"):
         table.add_column(column, justify="right")
     for row in report.rows:
-        table.add_row(row.label, f"{row.calib_kl:.5f}", "-" if row.heldout_kl is None else f"{row.heldout_kl:.5f}",
+        table.add_row(row.label, f"{row.bpw:.3f}", f"{row.calib_kl:.5f}", "-" if row.heldout_kl is None else f"{row.heldout_kl:.5f}",
                       "-" if row.heldout_ppl is None else f"{row.heldout_ppl:.3f}")
     console.print(table)
     console.print(f"training KL: step 1 {report.losses[0]:.5f}, step {len(report.losses)} {report.losses[-1]:.5f}")
+    if report.paired is not None:
+        console.print(report.paired, markup=False)
     console.print(f"tuned store written to {report.out_url}")
     report_dir = Path(report_dir_name)
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "tuning.json").write_text(json.dumps(
         {"store": source.url, "out": report.out_url, "settings": config.to_dict(), "calibration": calib_data.manifest_entry(),
-         "heldout": heldout, "rows": [asdict(row) for row in report.rows], "losses": list(report.losses)}, indent=2))
+         "heldout": heldout, "rows": [asdict(row) for row in report.rows], "paired": report.paired,
+         "losses": list(report.losses)}, indent=2))
     plot = tuning_plot(report.losses, report.rows, report_dir / "tuning.png",
                        title=f"Recovery tuning, lr {config.lr:g}, {len(report.losses)} steps")
     console.print(f"report: {report_dir / 'tuning.json'}, {plot}")

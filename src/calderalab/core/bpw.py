@@ -7,6 +7,7 @@ Honest count (what `to_tensors` stores, bit for bit, apart from byte padding):
                                           E8P: 16·m·n/g, a scale and no offset)
         + k·(m·b_L + n·b_R)               codes of L (m, k) and R (k, n)
         + 2·32·k                          fp16 scale + offset per rank component of L and of R
+        + 16·k16·(m + n)                  the optional 16-bit part of the rank (recovery tuning only)
         + 32                              the float32 RMS scale of W
         + 2·64 if rotated                 the two int64 rotation seeds
         ) / (m·n)
@@ -22,6 +23,7 @@ from calderalab.core.spec import CompressionSpec
 GRID_BITS = SCALE_BITS + OFFSET_BITS  # per group
 W_SCALE_BITS = 32
 SEED_BITS = 64
+FP16_BITS = 16
 
 
 def quantized_matrix_bits(qm: QuantizedMatrix | E8PMatrix) -> int:
@@ -32,9 +34,11 @@ def quantized_matrix_bits(qm: QuantizedMatrix | E8PMatrix) -> int:
     return qm.bits * rows * cols + GRID_BITS * rows * (cols // qm.group_size)
 
 
-def storage_bits(Q: QuantizedMatrix | E8PMatrix, factors: tuple[QuantizedMatrix, QuantizedMatrix] | None, rotated: bool) -> int:
-    """Every stored bit of a decomposition: Q, the factors (Lᵀ, R), the W scale, the rotation seeds."""
-    total = quantized_matrix_bits(Q) + W_SCALE_BITS + (2 * SEED_BITS if rotated else 0)
+def storage_bits(Q: QuantizedMatrix | E8PMatrix, factors: tuple[QuantizedMatrix, QuantizedMatrix] | None, rotated: bool,
+                 fp16_values: int = 0) -> int:
+    """Every stored bit of a decomposition: Q, the factors (Lᵀ, R), the W scale, the rotation seeds, and
+    `fp16_values` float16 entries (the 16-bit part of the rank)."""
+    total = quantized_matrix_bits(Q) + W_SCALE_BITS + (2 * SEED_BITS if rotated else 0) + FP16_BITS * fp16_values
     if factors is not None:
         total += sum(quantized_matrix_bits(f) for f in factors)
     return total

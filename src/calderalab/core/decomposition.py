@@ -1,6 +1,6 @@
 """The frozen result of `decompose` and its exact tensor serialisation. Imports torch only.
 
-Ŵ = w_scale · Uᵀ·(Q + L·R)·V, where U, V are the random-sign Hadamard transforms named by
+Ŵ = w_scale · Uᵀ·(Q + L·R + L16·R16)·V (L16·R16 only when present), where U, V are the random-sign Hadamard transforms named by
 `rotation_seeds` (identity when the spec has hadamard=False).
 
 Serialised form (`to_tensors` + `metadata`, safetensors-ready: contiguous tensors, str → str):
@@ -9,6 +9,8 @@ Serialised form (`to_tensors` + `metadata`, safetensors-ready: contiguous tensor
                                (codebook "e8p": Q.codes holds 16-bit codes of 8-vectors, core.pack.pack_codes16,
                                and Q.offset is absent; at 3 and 4 bits Q.resid holds the residual codes:
                                uint8 (one E81B code per 8-vector) at 3 bits, pack_codes16 at 4 bits)
+  L16 / R16                    float16 (k16, d_out) and (k16, d_in): the optional 16-bit part of the rank
+                               (core.lowrank.DenseFactors; only recovery tuning adds it), added to Q + L·R
   w_scale                      float32 (1,)
   rotation_seeds               int64 (2,): seeds of the d_out and d_in sides (only when rotated)
   metadata: format, spec (JSON), shape, errors (JSON), best_iter, q_group_size
@@ -25,7 +27,7 @@ from torch import Tensor
 
 from calderalab.core.bpw import paper_bpw, storage_bits
 from calderalab.core.hadamard import inverse_rht
-from calderalab.core.lowrank import LowRankFactors
+from calderalab.core.lowrank import DenseFactors, LowRankFactors
 from calderalab.core.metrics import relative_error
 from calderalab.core.e8p_matrix import E8PMatrix
 from calderalab.core.pack import pack_codes, pack_codes16, unpack_codes, unpack_codes16
@@ -41,7 +43,8 @@ class Decomposition:
 
     shape: (d_out, d_in); Q: codes (d_out, d_in); factors: Lᵀ (k, d_out) and R (k, d_in), or None
     for rtn/ldlq; errors: relative H-weighted error per outer iteration (one entry for rtn/ldlq);
-    best_iter: which iterate was kept.
+    best_iter: which iterate was kept; dense: the optional 16-bit part of the rank (recovery tuning),
+    L16ᵀ (k16, d_out) and R16 (k16, d_in) float16, None for everything `decompose` makes.
     """
 
     spec: CompressionSpec
@@ -52,12 +55,15 @@ class Decomposition:
     factors: LowRankFactors | None
     errors: tuple[float, ...]
     best_iter: int
+    dense: DenseFactors | None = None
 
     def reconstruct(self) -> Tensor:
         """Ŵ (d_out, d_in) float32 in the original basis and scale."""
         W_hat = self.Q.dequantize()  # (d_out, d_in), rotated basis
         if self.factors is not None:
             W_hat = W_hat + self.factors.product()
+        if self.dense is not None:
+            W_hat = W_hat + self.dense.product()
         if self.rotation_seeds is not None:
             s_out, s_in = self.rotation_seeds
             W_hat = inverse_rht(inverse_rht(W_hat, s_out, dim=0), s_in, dim=1)  # (d_out, d_in)
@@ -65,13 +71,19 @@ class Decomposition:
 
     @property
     def rank(self) -> int:
+        """Rank of the quantised factors (the spec's); the 16-bit part is `rank16`."""
         return 0 if self.factors is None else self.factors.R.shape[0]
+
+    @property
+    def rank16(self) -> int:
+        return 0 if self.dense is None else self.dense.rank
 
     @property
     def bpw(self) -> float:
         """Every stored bit (codes, scales, offsets, W scale, seeds) per weight; see core.bpw."""
         factors = None if self.factors is None else (self.factors.Lt, self.factors.R)
-        bits = storage_bits(self.Q, factors, self.rotation_seeds is not None)
+        fp16_values = 0 if self.dense is None else self.dense.Lt.numel() + self.dense.R.numel()
+        bits = storage_bits(self.Q, factors, self.rotation_seeds is not None, fp16_values)
         return bits / (self.shape[0] * self.shape[1])
 
     @property
@@ -101,6 +113,8 @@ class Decomposition:
                 continue
             out[f"{name}.codes"] = pack_codes(qm.codes, qm.bits).contiguous()
             out[f"{name}.offset"] = qm.offset.contiguous()
+        if self.dense is not None:
+            out["L16"], out["R16"] = self.dense.Lt.contiguous(), self.dense.R.contiguous()
         out["w_scale"] = torch.tensor([self.w_scale], dtype=torch.float32)
         if self.rotation_seeds is not None:
             out["rotation_seeds"] = torch.tensor(self.rotation_seeds, dtype=torch.int64)
@@ -137,6 +151,7 @@ class Decomposition:
             Lt = _read_quantized(tensors, "L", spec.lr_bits, (spec.rank, d_out), d_out)
             R = _read_quantized(tensors, "R", spec.lr_bits, (spec.rank, d_in), d_in)
             factors = LowRankFactors(Lt, R)
+        dense = _read_dense(tensors, d_out, d_in)
         seeds = None
         if spec.hadamard:
             if "rotation_seeds" not in tensors:
@@ -147,8 +162,20 @@ class Decomposition:
         return cls(
             spec=spec, shape=(d_out, d_in), w_scale=float(tensors["w_scale"].float()[0]), rotation_seeds=seeds,
             Q=Q, factors=factors, errors=tuple(float(e) for e in json.loads(metadata["errors"])),
-            best_iter=int(metadata["best_iter"]),
+            best_iter=int(metadata["best_iter"]), dense=dense,
         )
+
+
+def _read_dense(tensors: dict[str, Tensor], d_out: int, d_in: int) -> DenseFactors | None:
+    present = [k for k in ("L16", "R16") if k in tensors]
+    if not present:
+        return None
+    if len(present) == 1:
+        raise ValueError(f"decomposition tensors hold {present[0]} without its partner (L16 and R16 go together)")
+    Lt, R = tensors["L16"], tensors["R16"]
+    if Lt.dim() != 2 or R.dim() != 2 or Lt.shape[1] != d_out or R.shape[1] != d_in:
+        raise ValueError(f"L16 {tuple(Lt.shape)} / R16 {tuple(R.shape)} do not fit the shape ({d_out}, {d_in})")
+    return DenseFactors(Lt, R)
 
 
 def _read_quantized(tensors: dict[str, Tensor], name: str, bits: int, shape: tuple[int, int], group: int) -> QuantizedMatrix:

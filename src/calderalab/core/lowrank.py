@@ -86,6 +86,29 @@ class LowRankFactors:
         return self.Lt.dequantize().T @ self.R.dequantize()
 
 
+@dataclass(frozen=True)
+class DenseFactors:
+    """A 16-bit part of the rank, kept beside the quantised factors (recovery tuning adds it; `decompose`
+    never does): Lt (k16, d_out) and R (k16, d_in), both float16, stored as they are (16 bits per entry)."""
+
+    Lt: Tensor
+    R: Tensor
+
+    def __post_init__(self) -> None:
+        if self.Lt.dtype != torch.float16 or self.R.dtype != torch.float16:
+            raise ValueError(f"dense factors must be float16, got {self.Lt.dtype} and {self.R.dtype}")
+        if self.Lt.dim() != 2 or self.R.dim() != 2 or self.Lt.shape[0] != self.R.shape[0] or self.Lt.shape[0] < 1:
+            raise ValueError(f"dense factors Lt {tuple(self.Lt.shape)} and R {tuple(self.R.shape)} need the same rank >= 1")
+
+    @property
+    def rank(self) -> int:
+        return self.R.shape[0]
+
+    def product(self) -> Tensor:
+        """L16·R16 (d_out, d_in) float32."""
+        return self.Lt.float().T @ self.R.float()
+
+
 def _quantize(F: Tensor, lr_bits: int) -> QuantizedMatrix:
     """One grid per row of F (k, ·): per rank component."""
     return quantize_rtn(F, lr_bits, None, clip_search=True)

@@ -76,6 +76,19 @@ class FidelityResult:
         return window_mean_interval(self.window_top1, self.perplexity.window_tokens, level, seed=seed)
 
 
+def paired_kl_line(what: str, base: FidelityResult, other: FidelityResult) -> str:
+    """other's KL minus base's, paired over the same windows: a resample of windows keeps both scores
+    of each window (window_mean_interval on the per-window differences). One line, with its verdict."""
+    if base.perplexity.window_tokens != other.perplexity.window_tokens:
+        raise ValueError("the two results were scored on different windows: a paired change needs the same ones")
+    diff = [b - a for a, b in zip(base.window_kl, other.window_kl)]
+    mean, lo, hi = window_mean_interval(diff, base.perplexity.window_tokens)
+    lower = sum(d < 0 for d in diff)
+    verdict = "lower" if hi < 0 else "higher" if lo > 0 else "no change shown"
+    return (f"{what}: KL {mean:+.4f} nats/token (95% {lo:+.4f} .. {hi:+.4f}, paired over windows; "
+            f"lower in {lower} of {len(diff)} windows): {verdict}")
+
+
 def reference_key(model_sha: str, ids: torch.Tensor, context_len: int, stride: int) -> str:
     """sha256 naming one (original model, window set): the model's fingerprint, the token ids, context, stride."""
     digest = hashlib.sha256(json.dumps({"format": REFERENCE_FORMAT, "model": model_sha,

@@ -13,6 +13,11 @@ With `quant_aware`, the forward sees the factors as they will be stored (quantis
 straight-through gradient): small updates then accumulate in the float factors until they move
 a code, and the loss being minimised is the loss of the stored result.
 
+The optional 16-bit part of the rank (`rank16`, CALDERA's "16-bit factors" as extra rank): L16 (d_out, k16),
+R16 (k16, d_in) in the same rotated basis, stored as float16 (core.lowrank.DenseFactors). They start as
+LoRA does, L16 = 0 and R16 seeded Gaussian with rows of norm ≈ k16^-½, so the module before the first step is
+exactly the stored one; in the LoRA view they are k16 more columns of B and rows of A.
+
 Imports torch, calderalab.core and calderalab.models (module lookup only).
 """
 
@@ -28,7 +33,7 @@ from torch import Tensor, nn
 
 from calderalab.core.decomposition import Decomposition
 from calderalab.core.hadamard import inverse_rht
-from calderalab.core.lowrank import LowRankFactors
+from calderalab.core.lowrank import DenseFactors, LowRankFactors
 from calderalab.core.quantize import QuantizedMatrix, quantize_rtn
 
 
@@ -42,7 +47,16 @@ def quantize_factor(F_: Tensor, lr_bits: int) -> QuantizedMatrix:
 
 def backbone(decomposition: Decomposition) -> Tensor:
     """W_Q = w_scale·T_out⁻¹ Q T_in⁻ᵀ: the module without its low-rank part, (d_out, d_in) float32."""
-    return dataclasses.replace(decomposition, factors=None).reconstruct()
+    return dataclasses.replace(decomposition, factors=None, dense=None).reconstruct()
+
+
+def stored_factors(decomposition: Decomposition) -> tuple[Tensor, Tensor]:
+    """The whole stored low-rank part in the rotated basis, de-quantised: L (d_out, k + k16), R (k + k16, d_in),
+    the quantised rank first, then the 16-bit part. L·R + Q is what `reconstruct` rotates back."""
+    f, d = decomposition.factors, decomposition.dense
+    Ls = [f.Lt.dequantize().T] + ([] if d is None else [d.Lt.float().T])  # (d_out, ·)
+    Rs = [f.R.dequantize()] + ([] if d is None else [d.R.float()])  # (·, d_in)
+    return torch.cat(Ls, dim=1).contiguous(), torch.cat(Rs, dim=0).contiguous()
 
 
 def lora_pair(L: Tensor, R: Tensor, rotation_seeds: tuple[int, int] | None, w_scale: float) -> tuple[Tensor, Tensor]:
@@ -64,30 +78,54 @@ def fake_quantize(F_: Tensor, lr_bits: int) -> Tensor:
     return F_ + (stored - F_).detach()
 
 
+def fake_half(F_: Tensor) -> Tensor:
+    """F rounded to float16 in the forward pass (as the 16-bit part is stored), straight-through backward."""
+    return F_ + (F_.detach().half().float() - F_.detach())
+
+
 class LowRankLinear(nn.Module):
     """y = x·W_Qᵀ + bias + (x·Aᵀ)·Bᵀ with W_Q frozen (a buffer) and L, R trainable (rotated basis).
 
-    L: (d_out, k), R: (k, d_in) start at the stored factors, de-quantised.
+    L: (d_out, k), R: (k, d_in) start at the stored factors, de-quantised. rank16 > 0 adds a 16-bit part
+    L16 (d_out, k16), R16 (k16, d_in) (see the module docstring; a store that already has one continues from
+    it and rank16 must then match); `generator` seeds R16's start.
     """
 
-    def __init__(self, decomposition: Decomposition, bias: Tensor | None, quant_aware: bool) -> None:
+    def __init__(self, decomposition: Decomposition, bias: Tensor | None, quant_aware: bool, rank16: int = 0,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         if decomposition.factors is None:
             raise ValueError(f"module of shape {decomposition.shape} has no low-rank factors (method "
                              f"{decomposition.spec.method!r}): only caldera modules can be tuned")
+        if decomposition.dense is not None and rank16 not in (0, decomposition.rank16):
+            raise ValueError(f"rank16={rank16} differs from the stored 16-bit part's rank {decomposition.rank16}")
         self.decomposition = decomposition
         self.quant_aware = quant_aware
         self.register_buffer("base", backbone(decomposition), persistent=False)  # (d_out, d_in)
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone(), persistent=False)
         self.L = nn.Parameter(decomposition.factors.Lt.dequantize().T.contiguous())  # (d_out, k)
         self.R = nn.Parameter(decomposition.factors.R.dequantize().clone())  # (k, d_in)
+        self.L16 = self.R16 = None
+        d_out, d_in = decomposition.shape
+        if decomposition.dense is not None:
+            self.L16 = nn.Parameter(decomposition.dense.Lt.float().T.contiguous())  # (d_out, k16)
+            self.R16 = nn.Parameter(decomposition.dense.R.float().clone())  # (k16, d_in)
+        elif rank16:
+            R16 = torch.randn(rank16, d_in, generator=generator) / (rank16 * d_in) ** 0.5  # (k16, d_in)
+            self.L16 = nn.Parameter(torch.zeros(d_out, rank16))
+            self.R16 = nn.Parameter(R16.half().float())  # already what float16 stores
 
     def factors(self) -> tuple[Tensor, Tensor]:
-        """(L, R) as the forward uses them: fake-quantised when quant_aware."""
-        if not self.quant_aware:
-            return self.L, self.R
-        bits = self.decomposition.spec.lr_bits
-        return fake_quantize(self.L.T, bits).T, fake_quantize(self.R, bits)
+        """(L, R) as the forward uses them, the 16-bit part appended as more rank: fake-quantised (and
+        rounded to float16) when quant_aware. → (d_out, k + k16), (k + k16, d_in)."""
+        L, R = self.L, self.R
+        if self.quant_aware:
+            bits = self.decomposition.spec.lr_bits
+            L, R = fake_quantize(L.T, bits).T, fake_quantize(R, bits)
+        if self.L16 is None:
+            return L, R
+        L16, R16 = (fake_half(self.L16), fake_half(self.R16)) if self.quant_aware else (self.L16, self.R16)
+        return torch.cat([L, L16], dim=1), torch.cat([R, R16], dim=0)
 
     def forward(self, x: Tensor) -> Tensor:
         L, R = self.factors()
@@ -97,11 +135,14 @@ class LowRankLinear(nn.Module):
         return y.to(x.dtype)
 
     def stored(self) -> Decomposition:
-        """The decomposition with the current L, R re-quantised (Q, scales, seeds unchanged)."""
+        """The decomposition with the current L, R re-quantised and L16, R16 rounded to float16 (Q, scales,
+        seeds unchanged)."""
         bits = self.decomposition.spec.lr_bits
         with torch.no_grad():
             factors = LowRankFactors(quantize_factor(self.L.detach().T, bits), quantize_factor(self.R.detach(), bits))
-        return dataclasses.replace(self.decomposition, factors=factors)
+            dense = None if self.L16 is None else DenseFactors(self.L16.detach().T.half().contiguous(),
+                                                               self.R16.detach().half().contiguous())
+        return dataclasses.replace(self.decomposition, factors=factors, dense=dense)
 
 
 @contextlib.contextmanager

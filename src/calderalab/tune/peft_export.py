@@ -6,7 +6,8 @@ Output directory:
                 the store: the original weight)
     adapter/    adapter_config.json + adapter_model.safetensors, the layout PeftModel.from_pretrained
                 reads: per module lora_A.weight = A (k, d_in) and lora_B.weight = B (d_out, k) with
-                B·A = the stored low-rank part in the original basis (tune.factors.lora_pair), and
+                B·A = the stored low-rank part in the original basis (tune.factors.lora_pair; a 16-bit
+                part of the rank is k16 more columns of B and rows of A), and
                 lora_alpha = r so PEFT's scaling alpha/r is 1.
 backbone + adapter computes exactly calderalab's Ŵ = W_Q + B·A, up to float rounding.
 Writes files only; peft itself is not imported (tests load the result with it).
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from calderalab.artifacts import ArtifactStore
-from calderalab.tune.factors import backbone, lora_pair
+from calderalab.tune.factors import backbone, lora_pair, stored_factors
 from calderalab.tune.store import load_modules
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -69,12 +70,12 @@ def export_peft(model: torch.nn.Module, tokenizer: Any, store: ArtifactStore, ou
             base_weights[key] = decomposition.reconstruct()
             continue
         base_weights[key] = backbone(decomposition)
-        L = decomposition.factors.Lt.dequantize().T  # (d_out, k)
-        B, A = lora_pair(L, decomposition.factors.R.dequantize(), decomposition.rotation_seeds, decomposition.w_scale)
+        L, R = stored_factors(decomposition)  # (d_out, k + k16), (k + k16, d_in): the 16-bit part is more rank
+        B, A = lora_pair(L, R, decomposition.rotation_seeds, decomposition.w_scale)
         name = layers[entry.layer].qualified_names[entry.module]
         lora[f"{PEFT_PREFIX}{name}.lora_A.weight"] = A.contiguous()  # (k, d_in)
         lora[f"{PEFT_PREFIX}{name}.lora_B.weight"] = B.contiguous()  # (d_out, k)
-        ranks[name] = decomposition.rank
+        ranks[name] = decomposition.rank + decomposition.rank16
     if not ranks:
         raise ValueError(f"{store.url} holds no low-rank factors (no caldera modules): there is no LoRA adapter to export")
     models.set_weights(model, base_weights)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from calderalab import models
-from calderalab.artifacts import ArtifactStore, assemble_weights
+from calderalab.artifacts import ArtifactStore, ModuleEntry, assemble_weights
+from calderalab.core.decomposition import Decomposition
 from calderalab.calib import CalibData
-from calderalab.eval.fidelity import Reference, build_reference, measure_against
+from calderalab.eval.fidelity import FidelityResult, Reference, build_reference, measure_against, paired_kl_line
 from calderalab.eval.perplexity import CONTEXT_LEN, STRIDE
 from calderalab.tune.factors import LowRankLinear
 from calderalab.tune.store import check_new_store, load_modules, write_store
@@ -28,12 +29,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TuneRow:
     """One model measured: mean KL(P_orig ‖ P) per token on the calibration windows and on held-out
-    windows (nats), and held-out perplexity (None when no held-out text was given)."""
+    windows (nats), held-out perplexity (None when no held-out text was given), and the stored bits per
+    weight of the tuned-over modules (every stored bit; 16 for the original)."""
 
     label: str
     calib_kl: float
     heldout_kl: float | None
     heldout_ppl: float | None
+    bpw: float = 16.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class TuneReport:
     out_url: str
     n_tuned: int  # modules whose L, R were trained
     n_copied: int  # modules without factors (ldlq/rtn), written unchanged
+    paired: str | None = None  # held-out KL change with its window-paired 95% interval (eval.fidelity.paired_kl_line)
 
     def verdict(self) -> str | None:
         """None when the tuned store is better than its source on held-out text (on the calibration
@@ -57,14 +61,35 @@ class TuneReport:
                 "(more calibration text, fewer steps or a lower learning rate may; see TuneConfig)")
 
 
+def check_rank16(stored: list[tuple[ModuleEntry, Decomposition]], rank16: int) -> None:
+    """Refuse rank16 that no tuned module can hold (above min(d_out, d_in) − k) or that differs from a 16-bit
+    part the store already has, before any model pass."""
+    for entry, d in stored:
+        if d.factors is None:
+            continue
+        if d.dense is not None and rank16 not in (0, d.rank16):
+            raise ValueError(f"{entry.layer}.{entry.module} already holds a 16-bit rank part of rank {d.rank16}: "
+                             f"tune it with --rank16 {d.rank16} (or 0 to keep it), not {rank16}")
+        room = min(d.shape) - d.rank
+        if rank16 > room:
+            raise ValueError(f"--rank16 {rank16} does not fit {entry.layer}.{entry.module} {d.shape} beside its "
+                             f"rank-{d.rank} factors: at most {room}")
+
+
+def stored_bpw(modules: list[tuple[ModuleEntry, Decomposition]]) -> float:
+    """Every stored bit of the modules per weight (core Decomposition.bpw, weighted by size)."""
+    sizes = [d.shape[0] * d.shape[1] for _, d in modules]
+    return sum(d.bpw * n for (_, d), n in zip(modules, sizes)) / sum(sizes)
+
+
 def _measure(label: str, model, weights, calib: CalibData, teacher, reference: Reference | None,
-             heldout_ids: torch.Tensor | None) -> TuneRow:
+             heldout_ids: torch.Tensor | None, bpw: float) -> tuple[TuneRow, FidelityResult | None]:
     with models.swapped_weights(model, weights):
         kl = calib_kl(model, calib.token_ids, teacher, calib.batch_size)
         if reference is None:
-            return TuneRow(label, kl, None, None)
+            return TuneRow(label, kl, None, None, bpw), None
         fidelity = measure_against(model, reference, heldout_ids)
-    return TuneRow(label, kl, fidelity.kl_interval()[0], fidelity.perplexity.perplexity)
+    return TuneRow(label, kl, fidelity.kl_interval()[0], fidelity.perplexity.perplexity, bpw), fidelity
 
 
 def tune_store(
@@ -87,10 +112,13 @@ def tune_store(
     original = TuneRow("original", 0.0, None if reference is None else 0.0,
                        None if reference is None else reference.baseline.perplexity)
     before_weights = {(e.layer, e.module): d.reconstruct() for e, d in stored}
-    before = _measure("compressed", model, before_weights, calib, teacher, reference, heldout_ids)
+    before, before_fidelity = _measure("compressed", model, before_weights, calib, teacher, reference, heldout_ids, stored_bpw(stored))
     device = next(model.parameters()).device
+    check_rank16(stored, config.rank16)
+    generator = torch.Generator().manual_seed(config.seed)  # R16's start, drawn in store order
     trainable = {
-        (e.layer, e.module): LowRankLinear(d, models.target_linear(model, e.layer, e.module).bias, config.quant_aware).to(device)
+        (e.layer, e.module): LowRankLinear(d, models.target_linear(model, e.layer, e.module).bias, config.quant_aware,
+                                           config.rank16, generator).to(device)
         for e, d in stored if d.factors is not None
     }
     losses = tune_modules(model, trainable, calib.token_ids, teacher, config, progress)
@@ -98,6 +126,8 @@ def tune_store(
     record = {"source_store": source.url, "source_manifest_sha256": source.manifest().content_hash(),
               "calibration": calib.manifest_entry(), "settings": config.to_dict(), "tuned_modules": len(trainable)}
     write_store(source, out, model, tuned, record)
-    after = _measure("tuned", model, assemble_weights(out, model), calib, teacher, reference, heldout_ids)
+    after, after_fidelity = _measure("tuned", model, assemble_weights(out, model), calib, teacher, reference, heldout_ids,
+                     stored_bpw(tuned))
     log.info("tuned %d modules into %s: calibration KL %.5f -> %.5f", len(trainable), out.url, before.calib_kl, after.calib_kl)
-    return TuneReport((original, before, after), tuple(losses), out.url, len(trainable), len(stored) - len(trainable))
+    paired = None if reference is None else paired_kl_line("held-out, tuned against compressed", before_fidelity, after_fidelity)
+    return TuneReport((original, before, after), tuple(losses), out.url, len(trainable), len(stored) - len(trainable), paired)

@@ -36,6 +36,8 @@ class TuneConfig:
       have grid steps 0.04-0.19 in layer 0). On SmolLM2 (README "Recovery tuning") 1e-2 diverged and
       1e-3 lowered the calibration KL; the planted test needs 1e-2 to undo 30% noise in 48 steps.
     quant_aware: train through the factors' quantiser (straight-through), see tune.factors.
+    rank16: a 16-bit part of the rank added to every tuned module (0: none), trained with L and R and
+      stored as float16 beside them (tune.factors; every stored bit counted in the store's bpw).
     seed: the window order; the same seed, data and model give the same store byte for byte.
     heldout_tokens: tokens of the held-out text scored before and after (not used in training).
     """
@@ -44,6 +46,7 @@ class TuneConfig:
     lr: float = 1e-3
     batch_size: int = 4
     quant_aware: bool = True
+    rank16: int = 0
     seed: int = 0
     heldout_tokens: int = 4096
 
@@ -54,6 +57,8 @@ class TuneConfig:
             raise ValueError(f"lr={self.lr!r} must be in (0, 1)")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size!r} must be an integer >= 1")
+        if isinstance(self.rank16, bool) or not isinstance(self.rank16, int) or self.rank16 < 0:
+            raise ValueError(f"rank16={self.rank16!r} must be an integer >= 0 (0: no 16-bit part)")
         if not isinstance(self.heldout_tokens, int) or self.heldout_tokens < 2:
             raise ValueError(f"heldout_tokens={self.heldout_tokens!r} must be an integer >= 2")
 
@@ -124,7 +129,7 @@ def tune_modules(
     h_all = torch.cat(teacher)  # (n_windows, T, d_model)
     if h_all.shape[:2] != token_ids.shape:
         raise ValueError(f"teacher states {tuple(h_all.shape[:2])} do not match the windows {tuple(token_ids.shape)}")
-    params = [p for m in modules.values() for p in (m.L, m.R)]
+    params = [p for m in modules.values() for p in m.parameters()]  # L, R (and L16, R16)
     optimizer = torch.optim.Adam(params, lr=config.lr)
     head = model.get_output_embeddings()
     device = next(model.parameters()).device
