@@ -55,10 +55,12 @@ def planted_setup(root, n_layers: int = 2, noise: float = 0.3, seed: int = 0):
 
 
 def planted_rank_setup(root, extra_rank: int = 2, strength: float = 0.5, n_layers: int = 2, seed: int = 0,
-                       n_windows: int = 8):
+                       n_windows: int = 8, specs: tuple = (SPEC,)):
     """A problem only a 16-bit part of the rank can solve: every original weight is the TRUE Q + L·R plus a
     random rank-`extra_rank` matrix E (‖E‖_F = strength·‖W‖_F); the store holds the true Q, L, R unperturbed.
     L·R has the spec's rank already, so tuning L, R alone cannot add E's rank; k16 ≥ extra_rank can.
+    With several `specs` the store holds each module under all of them (as `--plan kl` stores do) and the
+    original is built from the first (an ldlq spec: the true Q alone, no L·R).
     → (model, store, calib, heldout_ids)."""
     model, _ = models.tiny_model("llama", n_layers=n_layers, seed=seed, hidden=32, with_tokenizer=False)
     gen = torch.Generator().manual_seed(seed + 5)
@@ -68,13 +70,14 @@ def planted_rank_setup(root, extra_rank: int = 2, strength: float = 0.5, n_layer
     for layer in range(n_layers):
         for name in core.MODULE_NAMES:
             W = models.target_linear(model, layer, name).weight.detach()
-            true[(layer, name)] = d = core.decompose(W, torch.eye(W.shape[1]), SPEC)
-            W_hat = d.reconstruct()
+            true[(layer, name)] = [core.decompose(W, torch.eye(W.shape[1]), spec) for spec in specs]
+            W_hat = true[(layer, name)][0].reconstruct()
             E = torch.randn(W.shape[0], extra_rank, generator=gen) @ torch.randn(extra_rank, W.shape[1], generator=gen)
             weights[(layer, name)] = W_hat + strength * W_hat.norm() / E.norm() * E
     models.set_weights(model, weights)  # the "original" model; fingerprints are taken from it
-    for (layer, name), d in true.items():
-        store.put(layer, name, SPEC, d, models.target_linear(model, layer, name).weight.detach(), None)
+    for (layer, name), ds in true.items():
+        for spec, d in zip(specs, ds):
+            store.put(layer, name, spec, d, models.target_linear(model, layer, name).weight.detach(), None)
     store.consolidate()
     ids = torch.randint(4, 260, (n_windows, 32), generator=torch.Generator().manual_seed(seed + 2))  # (n_windows, T)
     heldout = torch.randint(4, 260, (600,), generator=torch.Generator().manual_seed(seed + 3))

@@ -118,3 +118,49 @@ def test_tune_cli_takes_rank16(planted_problem, tmp_path):
     assert after > before and "bpw" in result.output
     bad = CliRunner().invoke(app, ["tune", str(model_dir), store.url, "--out", str(tmp_path / "x"), "--rank16", "-2"])
     assert bad.exit_code != 0 and "rank16=-2" in str(bad.exception)
+    no_plan = CliRunner().invoke(app, ["tune", str(model_dir), store.url, "--out", str(tmp_path / "y"), "--plan",
+                                       str(tmp_path / "missing.json")])
+    assert no_plan.exit_code != 0 and "plan file" in str(no_plan.exception) and "not found" in str(no_plan.exception)
+
+
+LDLQ3 = core.CompressionSpec(method="ldlq", bits=3)
+LDLQ4 = core.CompressionSpec(method="ldlq", bits=4)
+
+
+def test_ldlq_modules_of_a_plan_store_are_tuned_through_their_16bit_part(tmp_path):
+    """A store holding every module twice (ldlq 3 and 4 bits, as `--plan kl` stores do), a plan choosing the
+    3-bit one, and an original that is that Q plus a rank-2 matrix: without rank16 there is nothing to train;
+    with it the KL falls, every Q comes out byte for byte, and the new store holds the plan's spec alone."""
+    from calderalab import plans
+
+    model, store, calib, heldout = planted_rank_setup(tmp_path, strength=0.5, n_windows=32, specs=(LDLQ3, LDLQ4))
+    plan = plans.Plan(2, tuple(((layer, name), LDLQ3) for layer in range(2) for name in core.MODULE_NAMES))
+    with pytest.raises(ValueError, match="nothing to tune without a 16-bit part"):
+        tune_store(model, store, ArtifactStore(str(tmp_path / "none")), calib, TuneConfig(steps=1), plan=plan)
+    with pytest.raises(Exception, match="several|plan"):  # the store holds two specs per module
+        tune_store(model, store, ArtifactStore(str(tmp_path / "noplan")), calib, TuneConfig(rank16=2, steps=1))
+    out = ArtifactStore(str(tmp_path / "tuned"))
+    report = tune_store(model, store, out, calib, TuneConfig(rank16=2, **STEPS), heldout, plan=plan)
+    before, after = report.rows[1], report.rows[2]
+    assert after.heldout_kl < 0.8 * before.heldout_kl, report.rows
+    assert report.n_tuned == 14 and report.n_copied == 0 and report.paired.endswith(": lower")
+    source = {(e.layer, e.module): d for e, d in load_modules(store, model, plan)}
+    for entry, d in load_modules(out, model):  # no plan needed: one spec per module now
+        assert d.spec == LDLQ3 and d.factors is None and d.rank16 == 2
+        assert torch.equal(d.Q.codes, source[(entry.layer, entry.module)].Q.codes)
+    assert out.header().calibration["tuning"]["plan_hash"] == plan.hash()
+    # PEFT: the backbone is Q alone, the adapter the 16-bit part (rank 2), and together they are the store.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.randint(4, 260, (2, 24), generator=torch.Generator().manual_seed(5))
+    copy_ = copy.deepcopy(model)
+    with models.swapped_weights(copy_, assemble_weights(out, copy_)), torch.no_grad():
+        expected = copy_(input_ids=ids).logits
+    _, tokenizer = models.tiny_model("llama", n_layers=1, hidden=32)
+    lora = export_peft(copy_, tokenizer, out, tmp_path / "lora")
+    assert json.loads((lora / "adapter" / "adapter_config.json").read_text())["r"] == 2
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(lora / "backbone", dtype=torch.float32),
+                                           lora / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(input_ids=ids).logits, expected, rtol=0, atol=1e-4)

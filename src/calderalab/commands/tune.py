@@ -15,6 +15,7 @@ def tune(
     model: str = typer.Argument(..., help="model reference the artifacts were made from"),
     store: str = typer.Argument(..., help="artifact store directory or URL (read only)"),
     out: str = typer.Option(..., "--out", help="new artifact store for the tuned modules (must not exist)"),
+    plan: str = typer.Option(None, "--plan", help="plan file choosing among several stored specs (compress --save-plan)"),
     calib: str = typer.Option(None, "--calib", help="calibration source: self, a text file or a GSM8K .jsonl"),
     calib_samples: int = typer.Option(None, "--calib-samples", help="calibration windows (default 32)"),
     seq_len: int = typer.Option(None, "--seq-len", help="tokens per calibration window (default 256)"),
@@ -30,7 +31,8 @@ def tune(
     seed: int = typer.Option(None, "--seed", help="window order (default 0)"),
     report_dir_name: str = typer.Option("runs/tune", "--report", help="folder for tuning.json (rows, KL per step) and tuning.png"),
 ) -> None:
-    """Keep Q frozen, train L and R to match MODEL's next-token distributions (KL), re-quantise, store in --out."""
+    """Keep Q frozen, train L and R (and a 16-bit part with --rank16, on every module) to match MODEL's next-token
+    distributions (KL), re-quantise, store in --out."""
     import json
     from dataclasses import asdict
     from pathlib import Path
@@ -53,13 +55,19 @@ def tune(
     source, target = ArtifactStore(store), ArtifactStore(out)
     source.header()  # a missing source store fails before the model load
     check_new_store(target)
+    the_plan = None
+    if plan:
+        from calderalab import plans
+
+        the_plan = plans.load_plan(plan, models.num_layers(models.load_skeleton(model)))
     model_obj, tokenizer = models.load_model(model)
     calib_data = load_calibration(model_obj, tokenizer, calib_config)
     ids = token_ids(tokenizer, Path(heldout).read_text(encoding="utf-8"), config.heldout_tokens) if heldout else None
     console = Console()
     with console.status("tuning") as status:
         report = tune_store(model_obj, source, target, calib_data, config, ids,
-                            progress=lambda done, total, kl: status.update(f"tuning: step {done}/{total}, KL {kl:.5f}"))
+                            progress=lambda done, total, kl: status.update(f"tuning: step {done}/{total}, KL {kl:.5f}"),
+                            plan=the_plan)
     table = Table(title=f"recovery tuning: {report.n_tuned} modules tuned, {report.n_copied} copied; {calib_data.n_tokens} "
                         f"calibration tokens" + (f", {ids.numel()} held-out tokens of {Path(heldout).name}" if heldout else ""))
     for column in ("model", "bpw (stored modules)", "KL calib (nats/token)", "KL held-out", "ppl held-out"):

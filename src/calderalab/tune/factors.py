@@ -54,8 +54,10 @@ def stored_factors(decomposition: Decomposition) -> tuple[Tensor, Tensor]:
     """The whole stored low-rank part in the rotated basis, de-quantised: L (d_out, k + k16), R (k + k16, d_in),
     the quantised rank first, then the 16-bit part. L·R + Q is what `reconstruct` rotates back."""
     f, d = decomposition.factors, decomposition.dense
-    Ls = [f.Lt.dequantize().T] + ([] if d is None else [d.Lt.float().T])  # (d_out, ·)
-    Rs = [f.R.dequantize()] + ([] if d is None else [d.R.float()])  # (·, d_in)
+    if f is None and d is None:
+        raise ValueError(f"module of shape {decomposition.shape} stores no low-rank part")
+    Ls = ([] if f is None else [f.Lt.dequantize().T]) + ([] if d is None else [d.Lt.float().T])  # (d_out, ·)
+    Rs = ([] if f is None else [f.R.dequantize()]) + ([] if d is None else [d.R.float()])  # (·, d_in)
     return torch.cat(Ls, dim=1).contiguous(), torch.cat(Rs, dim=0).contiguous()
 
 
@@ -88,24 +90,26 @@ class LowRankLinear(nn.Module):
 
     L: (d_out, k), R: (k, d_in) start at the stored factors, de-quantised. rank16 > 0 adds a 16-bit part
     L16 (d_out, k16), R16 (k16, d_in) (see the module docstring; a store that already has one continues from
-    it and rank16 must then match); `generator` seeds R16's start.
+    it and rank16 must then match); `generator` seeds R16's start. A module without quantised factors
+    (ldlq, rtn) is tunable only through a 16-bit part: then L and R are None and Q alone is the base.
     """
 
     def __init__(self, decomposition: Decomposition, bias: Tensor | None, quant_aware: bool, rank16: int = 0,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
-        if decomposition.factors is None:
+        if decomposition.factors is None and decomposition.dense is None and not rank16:
             raise ValueError(f"module of shape {decomposition.shape} has no low-rank factors (method "
-                             f"{decomposition.spec.method!r}): only caldera modules can be tuned")
+                             f"{decomposition.spec.method!r}): only caldera modules can be tuned, or any with rank16 > 0")
         if decomposition.dense is not None and rank16 not in (0, decomposition.rank16):
             raise ValueError(f"rank16={rank16} differs from the stored 16-bit part's rank {decomposition.rank16}")
         self.decomposition = decomposition
         self.quant_aware = quant_aware
         self.register_buffer("base", backbone(decomposition), persistent=False)  # (d_out, d_in)
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone(), persistent=False)
-        self.L = nn.Parameter(decomposition.factors.Lt.dequantize().T.contiguous())  # (d_out, k)
-        self.R = nn.Parameter(decomposition.factors.R.dequantize().clone())  # (k, d_in)
-        self.L16 = self.R16 = None
+        self.L = self.R = self.L16 = self.R16 = None
+        if decomposition.factors is not None:
+            self.L = nn.Parameter(decomposition.factors.Lt.dequantize().T.contiguous())  # (d_out, k)
+            self.R = nn.Parameter(decomposition.factors.R.dequantize().clone())  # (k, d_in)
         d_out, d_in = decomposition.shape
         if decomposition.dense is not None:
             self.L16 = nn.Parameter(decomposition.dense.Lt.float().T.contiguous())  # (d_out, k16)
@@ -118,14 +122,15 @@ class LowRankLinear(nn.Module):
     def factors(self) -> tuple[Tensor, Tensor]:
         """(L, R) as the forward uses them, the 16-bit part appended as more rank: fake-quantised (and
         rounded to float16) when quant_aware. → (d_out, k + k16), (k + k16, d_in)."""
-        L, R = self.L, self.R
-        if self.quant_aware:
+        Ls, Rs = [], []
+        if self.L is not None:
             bits = self.decomposition.spec.lr_bits
-            L, R = fake_quantize(L.T, bits).T, fake_quantize(R, bits)
-        if self.L16 is None:
-            return L, R
-        L16, R16 = (fake_half(self.L16), fake_half(self.R16)) if self.quant_aware else (self.L16, self.R16)
-        return torch.cat([L, L16], dim=1), torch.cat([R, R16], dim=0)
+            Ls.append(fake_quantize(self.L.T, bits).T if self.quant_aware else self.L)
+            Rs.append(fake_quantize(self.R, bits) if self.quant_aware else self.R)
+        if self.L16 is not None:
+            Ls.append(fake_half(self.L16) if self.quant_aware else self.L16)
+            Rs.append(fake_half(self.R16) if self.quant_aware else self.R16)
+        return (Ls[0], Rs[0]) if len(Ls) == 1 else (torch.cat(Ls, dim=1), torch.cat(Rs, dim=0))
 
     def forward(self, x: Tensor) -> Tensor:
         L, R = self.factors()
@@ -139,7 +144,8 @@ class LowRankLinear(nn.Module):
         seeds unchanged)."""
         bits = self.decomposition.spec.lr_bits
         with torch.no_grad():
-            factors = LowRankFactors(quantize_factor(self.L.detach().T, bits), quantize_factor(self.R.detach(), bits))
+            factors = None if self.L is None else LowRankFactors(quantize_factor(self.L.detach().T, bits),
+                                                                 quantize_factor(self.R.detach(), bits))
             dense = None if self.L16 is None else DenseFactors(self.L16.detach().T.half().contiguous(),
                                                                self.R16.detach().half().contiguous())
         return dataclasses.replace(self.decomposition, factors=factors, dense=dense)

@@ -66,7 +66,7 @@ def export_peft(model: torch.nn.Module, tokenizer: Any, store: ArtifactStore, ou
     base_weights, lora, ranks = {}, {}, {}
     for entry, decomposition in load_modules(store, model):
         key = (entry.layer, entry.module)
-        if decomposition.factors is None:
+        if decomposition.factors is None and decomposition.dense is None:
             base_weights[key] = decomposition.reconstruct()
             continue
         base_weights[key] = backbone(decomposition)

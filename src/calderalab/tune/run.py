@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -45,7 +46,7 @@ class TuneReport:
     losses: tuple[float, ...]  # training KL per step
     out_url: str
     n_tuned: int  # modules whose L, R were trained
-    n_copied: int  # modules without factors (ldlq/rtn), written unchanged
+    n_copied: int  # modules without a low-rank part and no rank16 (ldlq/rtn), written unchanged
     paired: str | None = None  # held-out KL change with its window-paired 95% interval (eval.fidelity.paired_kl_line)
 
     def verdict(self) -> str | None:
@@ -61,11 +62,16 @@ class TuneReport:
                 "(more calibration text, fewer steps or a lower learning rate may; see TuneConfig)")
 
 
+def tunable(d: Decomposition, rank16: int) -> bool:
+    """A module is trained when it has a low-rank part (quantised factors or a 16-bit part) or gets one."""
+    return d.factors is not None or d.dense is not None or rank16 > 0
+
+
 def check_rank16(stored: list[tuple[ModuleEntry, Decomposition]], rank16: int) -> None:
     """Refuse rank16 that no tuned module can hold (above min(d_out, d_in) − k) or that differs from a 16-bit
     part the store already has, before any model pass."""
     for entry, d in stored:
-        if d.factors is None:
+        if not tunable(d, rank16):
             continue
         if d.dense is not None and rank16 not in (0, d.rank16):
             raise ValueError(f"{entry.layer}.{entry.module} already holds a 16-bit rank part of rank {d.rank16}: "
@@ -100,13 +106,18 @@ def tune_store(
     config: TuneConfig = TuneConfig(),
     heldout_ids: torch.Tensor | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    plan: Any = None,
 ) -> TuneReport:
-    """Tune every caldera module of `source` (made from `model`, which holds the original weights) and
-    write the result to the new store `out`. heldout_ids: (n_tokens,) text scored before and after."""
+    """Tune every caldera module of `source` (made from `model`, which holds the original weights), and with
+    config.rank16 every other module too (through its 16-bit part alone), and write the result to the new store
+    `out`. heldout_ids: (n_tokens,) text scored before and after; plan: which spec to take where the source
+    holds several (a `--plan kl` or `--plan budget` store); the new store holds only those."""
     check_new_store(out)
-    stored = load_modules(source, model)
-    if all(d.factors is None for _, d in stored):
-        raise ValueError(f"{source.url} holds no low-rank factors (no caldera modules): there is nothing to tune")
+    stored = load_modules(source, model, plan)
+    if not any(tunable(d, config.rank16) for _, d in stored):
+        raise ValueError(f"{source.url} holds no low-rank factors (no caldera modules): there is nothing to tune "
+                         "without a 16-bit part (--rank16 K adds one to every module)")
+    check_rank16(stored, config.rank16)
     teacher = head_inputs(model, calib.token_ids, calib.batch_size)  # original weights
     reference = None if heldout_ids is None else build_reference(model, heldout_ids, CONTEXT_LEN, STRIDE)
     original = TuneRow("original", 0.0, None if reference is None else 0.0,
@@ -114,17 +125,17 @@ def tune_store(
     before_weights = {(e.layer, e.module): d.reconstruct() for e, d in stored}
     before, before_fidelity = _measure("compressed", model, before_weights, calib, teacher, reference, heldout_ids, stored_bpw(stored))
     device = next(model.parameters()).device
-    check_rank16(stored, config.rank16)
     generator = torch.Generator().manual_seed(config.seed)  # R16's start, drawn in store order
     trainable = {
         (e.layer, e.module): LowRankLinear(d, models.target_linear(model, e.layer, e.module).bias, config.quant_aware,
                                            config.rank16, generator).to(device)
-        for e, d in stored if d.factors is not None
+        for e, d in stored if tunable(d, config.rank16)
     }
     losses = tune_modules(model, trainable, calib.token_ids, teacher, config, progress)
     tuned = [(e, trainable[(e.layer, e.module)].stored() if (e.layer, e.module) in trainable else d) for e, d in stored]
     record = {"source_store": source.url, "source_manifest_sha256": source.manifest().content_hash(),
-              "calibration": calib.manifest_entry(), "settings": config.to_dict(), "tuned_modules": len(trainable)}
+              "calibration": calib.manifest_entry(), "settings": config.to_dict(), "tuned_modules": len(trainable),
+              "plan_hash": None if plan is None else plan.hash()}
     write_store(source, out, model, tuned, record)
     after, after_fidelity = _measure("tuned", model, assemble_weights(out, model), calib, teacher, reference, heldout_ids,
                      stored_bpw(tuned))

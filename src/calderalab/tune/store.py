@@ -19,11 +19,12 @@ from calderalab.core.decomposition import Decomposition
 from calderalab.errors import ArtifactError
 
 
-def load_modules(store: ArtifactStore, model: torch.nn.Module) -> list[tuple[ModuleEntry, Decomposition]]:
-    """Every stored module of `model` (each layer/module must hold one spec), fingerprint- and checksum-verified."""
+def load_modules(store: ArtifactStore, model: torch.nn.Module, plan: Any = None) -> list[tuple[ModuleEntry, Decomposition]]:
+    """Every stored module of `model`, fingerprint- and checksum-verified: each layer/module must hold one
+    spec, or `plan` (plans.load_plan) names the one to take where the store holds several (`--plan kl`)."""
     from calderalab import models
 
-    entries = select_entries(store.manifest(), models.num_layers(model))
+    entries = select_entries(store.manifest(), models.num_layers(model), plan=plan)
     if not entries:
         raise ArtifactError(f"{store.url} holds no modules of this model: nothing to tune")
     check_fingerprints(model, entries, store.url)
