@@ -19,6 +19,9 @@ and reused on rerun (keys: peer, version, config, calibration, worker code).
 --kl-plans 2.5,3.3,4.3 adds calderalab's KL plan rows (`compress --plan kl`: LDLQ bits per module by
 predicted KL, over the ldlq E8P / scalar candidates this benchmark stores), each paired over windows
 with the uniform candidate under it, and a map of each plan's bits per module (<plot>-plans.png).
+--tune-steps 32 --tune-kl-plans 4.1 --tune-rank16 4 also tunes the 4.1 plan's store through a 16-bit part
+of rank 4 on every module (calderalab tune --rank16; its bits in the row's bpw), paired with its source and
+with the untuned plan of the fewest bpw at or above it.
 """
 
 from __future__ import annotations
@@ -80,6 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "for this many steps and score the tuned store as a row of its own (0: off)")
     p.add_argument("--tune-lr", default=None, help="tuning learning rates, comma-separated; one tuned row each "
                    "(default: TuneConfig's)")
+    p.add_argument("--tune-kl-plans", default="", help="with --tune-steps: also tune the KL plan stores of these "
+                   "--kl-plans targets through a 16-bit part of rank --tune-rank16 on every module (their bits count "
+                   "in the row's bpw), comma-separated")
+    p.add_argument("--tune-rank16", type=int, default=4, help="rank of that 16-bit part (TuneConfig.rank16)")
     p.add_argument("--kl-plans", default="", help="also calderalab's KL plan (compress --plan kl: LDLQ bits per module, "
                    "least predicted KL) at these target bpw, comma-separated, e.g. 2.5,3.3,4.3; its candidates are "
                    "the ldlq E8P / scalar stores of this benchmark")
@@ -312,7 +319,8 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
         if not args.cached_only:
             print(format_table([rows[-1]]).splitlines()[-1], flush=True)
         for lr in tune_lrs(args) if args.tune_steps and spec.rank else []:
-            tuned = tuned_row(args, lr, model, calib, reference, ids, store_dir, bpw, timings, key, fields)
+            tuned = tuned_row(args, lr, model, calib, reference, ids, store_dir, bpw, timings,
+                              timings.get(store_dir.name) + timings.get(key), fields)
             if tuned is not None:
                 rows.append(tuned[0])
                 tunings.append((f"{tuned[0].series} b{fields['bits']}", result, tuned[1]))
@@ -348,9 +356,11 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
                  ) -> tuple[list[Row], list[str], list[Path]]:
     """One row per --kl-plans target: the KL plan over the ldlq candidates (kl_budget.candidate_specs,
     each the uniform store this benchmark also scores), compressed into a store of its own and scored.
-    Its time: Hessians + Fisher + every candidate + the plan's own compression. Returns the rows, a line
-    per row pairing it with the uniform candidate of the most bpw at or under the plan's (when that is
-    scored), and each row's store."""
+    Its time: Hessians + Fisher + every candidate + the plan's own compression. The --tune-kl-plans targets
+    also get a row for the plan store tuned through a 16-bit part of rank --tune-rank16 (`tuned_row`).
+    Returns the rows, a line per row pairing it with the uniform candidate of the most bpw at or under the
+    plan's (when that is scored), per tuned row a line against its source and one against the untuned plan of
+    the fewest bpw at or above its own, and each untuned row's store (in the order of the untuned rows)."""
     targets = [float(t) for t in args.kl_plans.split(",") if t.strip()]
     if not targets:
         return [], [], []
@@ -359,6 +369,10 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
     prefix = f"{n_layers}L-{calib.sha256[:12]}"
     hessians = None
     rows, lines, stores = [], [], []
+    plain, tuned_plans = {}, []  # target -> (bpw, scores) of the untuned plan; the tuned plan rows
+    tuned_targets = {float(t) for t in args.tune_kl_plans.split(",") if t.strip()}
+    if bad := sorted(tuned_targets - set(targets)):
+        raise ValueError(f"--tune-kl-plans {bad} are not among --kl-plans {targets}: a plan is tuned only where it is made")
     for target in targets:
         settings = kl_budget.KLBudgetSettings(target)
         fields = dict(method="ldlq kl-plan", series="ldlq kl-plan", bits=f"{target:g}", group="row", rank="-",
@@ -392,6 +406,7 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
         result = cached_result(root / f"{made['store']}-score-{reference.key[:16]}.json", None)
         rows.append(row_from(result, bpw=made["bpw"], seconds=made["seconds"], **fields))
         stores.append(root / made["store"])
+        plain[target] = (made["bpw"], result)
         print(f"KL plan {target:g}: {made['bpw']:.3f} bpw, predicted KL {made['predicted_kl']:.4f}, measured "
               f"{rows[-1].kl:.4f}; modules per candidate {made['mix']}", flush=True)
         below = [(kl_budget.uniform_bpw(s, shapes), s) for s in kl_budget.candidate_specs(settings).values()]
@@ -401,6 +416,20 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
         if base is not None and base.exists():
             lines.append(paired_kl_line(f"KL plan {target:g} ({made['bpw']:.3f} bpw) against uniform {spec.key()} ({bpw:.3f} bpw)",
                                         cached_result(base, None), result))
+        for lr in tune_lrs(args) if args.tune_steps and target in tuned_targets else []:
+            tuned = tuned_row(args, lr, model, calib, reference, ids, root / made["store"], made["bpw"], timings,
+                              made["seconds"], fields, args.tune_rank16)
+            if tuned is not None:
+                rows.append(tuned[0])
+                tuned_plans.append((tuned[0], tuned[1], target, result))
+    for row, tuned_result, target, source in tuned_plans:
+        lines.append(tuning_line(f"{row.series} {target:g}", source, tuned_result))
+        # at equal or more bits: the untuned KL plan of the fewest bpw at or above the tuned row's own
+        over = [(bpw, t) for t, (bpw, _) in plain.items() if bpw >= row.bpw - 1e-9]
+        if over:
+            bpw, t = min(over)
+            lines.append(paired_kl_line(f"{row.series} {target:g} ({row.bpw:.3f} bpw) against KL plan {t:g} ({bpw:.3f} bpw)",
+                                        plain[t][1], tuned_result))
     return rows, lines, stores
 
 
@@ -409,24 +438,32 @@ def tuning_line(series: str, source: FidelityResult, tuned: FidelityResult) -> s
     return paired_kl_line(f"tuning {series}", source, tuned)
 
 
-def tuned_paths(args, lr: float, store_dir: Path, reference) -> tuple[TuneConfig, Path, Path]:
+def tuned_paths(args, lr: float, store_dir: Path, reference, rank16: int = 0) -> tuple[TuneConfig, Path, Path]:
     """(tuning settings, tuned store dir, its score file), keyed by the settings and the source's manifest."""
-    config = TuneConfig(steps=args.tune_steps, lr=lr)
+    config = TuneConfig(steps=args.tune_steps, lr=lr, rank16=rank16)
     manifest_hash = ArtifactStore(str(store_dir)).manifest().content_hash()
     digest = hashlib.sha256(json.dumps([config.to_dict(), manifest_hash], sort_keys=True).encode()).hexdigest()
     out_dir = store_dir.parent / f"{store_dir.name}-tune-{digest[:12]}"
     return config, out_dir, out_dir.parent / f"{out_dir.name}-score-{reference.key[:16]}.json"
 
 
+def store_bpw(store_dir: Path) -> float:
+    """Every stored bit per weight of a store holding one spec per module (the manifest's per-module bpw)."""
+    entries = ArtifactStore(str(store_dir)).manifest().modules.values()
+    return sum(e.metrics["bpw"] * e.shape[0] * e.shape[1] for e in entries) / sum(e.shape[0] * e.shape[1] for e in entries)
+
+
 def tuned_row(args, lr: float, model, calib, reference, ids, store_dir: Path, bpw: float, timings: Timings,
-              hessian_key: str, fields: dict) -> tuple[Row, FidelityResult] | None:
-    """The caldera store at `store_dir` recovery-tuned on the calibration windows, scored like every row.
+              source_seconds: float, fields: dict, rank16: int = 0) -> tuple[Row, FidelityResult] | None:
+    """The store at `store_dir` recovery-tuned on the calibration windows, scored like every row.
 
     Its cache key is the tuning settings and the source store's manifest, so a source made anew is
-    tuned anew. Tuning keeps every bit width (Q frozen, L and R re-quantised): the bpw is the source's.
+    tuned anew. Without rank16 tuning keeps every bit width (Q frozen, L and R re-quantised): the bpw is
+    the source's; with it the tuned store's own (a 16-bit part of that rank on every module).
+    Its time: source_seconds (what making the source took) plus the tuning's.
     Returns the row and its scores; None under --cached-only when it was never tuned."""
-    config, out_dir, score = tuned_paths(args, lr, store_dir, reference)
-    label = f" +tune lr {lr:g}"
+    config, out_dir, score = tuned_paths(args, lr, store_dir, reference, rank16)
+    label = (f" +tune r16 {rank16}" if rank16 else " +tune") + f" lr {lr:g}"
     tuned_fields = {**fields, "method": fields["method"] + label, "series": fields["series"] + label}
     if args.cached_only and not score.exists():  # never tuned: left out, as a grid point never run
         print(f"--cached-only: {out_dir.name} has no cached score; left out", flush=True)
@@ -444,8 +481,8 @@ def tuned_row(args, lr: float, model, calib, reference, ids, store_dir: Path, bp
         with models.swapped_weights(model, assemble_weights(ArtifactStore(str(out_dir)), model)):
             return measure_against(model, reference, ids)
     result = cached_result(score, measure)
-    seconds = timings.get(store_dir.name) + timings.get(hessian_key) + timings.get(out_dir.name)
-    return row_from(result, bpw=bpw, seconds=seconds, **tuned_fields), result
+    return row_from(result, bpw=store_bpw(out_dir) if rank16 else bpw, seconds=source_seconds + timings.get(out_dir.name),
+                    **tuned_fields), result
 
 
 def main() -> None:
@@ -468,7 +505,7 @@ def main() -> None:
     if planned:
         path = Path(args.plot).with_name(Path(args.plot).stem + "-plans.png")
         bits_map_plot({f"KL plan {r.bits} ({r.bpw:.3f} bpw, KL {r.kl:.4f})": plan_bits(store)
-                       for r, store in zip(planned, plan_stores)}, path,
+                       for r, store in zip([r for r in planned if r.method == "ldlq kl-plan"], plan_stores)}, path,
                       f"{args.model}: Q bits per module chosen by the KL plan (E8P at 2-4 bits, scalar grid above)")
         print(f"KL plan map: {path}")
     rows += peer_rows(args, model, tokenizer, calib, reference, ids, cache)

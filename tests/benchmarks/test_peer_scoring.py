@@ -93,7 +93,7 @@ def test_a_tuned_row_scores_its_own_store_and_is_cached(peers, tmp_path, monkeyp
     fields = dict(method="caldera", series="caldera r4 row", bits="2", group="row", rank="4", version="v")
     args = argparse.Namespace(tune_steps=48, tune_lr="1e-2", cached_only=False)
     assert peers.tune_lrs(args) == [1e-2]
-    row, result = peers.tuned_row(args, 1e-2, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields)
+    row, result = peers.tuned_row(args, 1e-2, model, calib, reference, ids, store_dir, 2.5, timings, 2.0, fields)
     assert row.method == "caldera +tune lr 0.01" and row.bpw == 2.5 and not row.failure
     assert row.kl < 0.5 * source.kl and row.seconds > 2.0
     line = peers.tuning_line("caldera r4 row", source_result, result)
@@ -106,10 +106,10 @@ def test_a_tuned_row_scores_its_own_store_and_is_cached(peers, tmp_path, monkeyp
     def no_tuning(*_args, **_kwargs):
         raise AssertionError("a cached tuned row was tuned again")
     monkeypatch.setattr(peers, "tune_store", no_tuning)
-    assert peers.tuned_row(args, 1e-2, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields)[0].kl == row.kl
+    assert peers.tuned_row(args, 1e-2, model, calib, reference, ids, store_dir, 2.5, timings, 2.0, fields)[0].kl == row.kl
     other = argparse.Namespace(tune_steps=48, tune_lr=None, cached_only=True)  # another setting: its own key
     assert peers.tune_lrs(other) == [peers.TuneConfig().lr]
-    assert peers.tuned_row(other, 2e-2, model, calib, reference, ids, store_dir, 2.5, timings, "hessians", fields) is None
+    assert peers.tuned_row(other, 2e-2, model, calib, reference, ids, store_dir, 2.5, timings, 2.0, fields) is None
 
 
 def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path, monkeypatch, shared_data):
@@ -128,7 +128,7 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
     ids = torch.randint(1, 64, (4 * 32,), generator=torch.Generator().manual_seed(0))
     reference = load_or_build_reference(model, ids, 32, 32, tmp_path / "reference")
     timings = peers.Timings(tmp_path / "timings.json")
-    args = argparse.Namespace(kl_plans="3.5", cached_only=False)
+    args = argparse.Namespace(kl_plans="3.5", cached_only=False, tune_steps=0, tune_kl_plans="")
     [row], lines, [store] = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)
     assert lines == []  # no uniform candidate was scored
     bits = peers.plan_bits(store)
@@ -140,7 +140,7 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
     [record] = (tmp_path / "calderalab").glob("*-klplan-3.5-*.json")
     assert sum(json.loads(record.read_text())["mix"].values()) == 14  # every module has one candidate
 
-    real_compress = peers.compress_model
+    real_compress, real_fisher = peers.compress_model, peers.fisher.output_sensitivity
 
     def resume_only(*a, **k):
         report = real_compress(*a, **k)
@@ -152,10 +152,10 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
     monkeypatch.setattr(peers, "compress_model", resume_only)
     monkeypatch.setattr(peers.fisher, "output_sensitivity", no_fisher)
     resumed = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)[0]
-    cached = peers.kl_plan_rows(argparse.Namespace(kl_plans="3.5", cached_only=True), model, calib, reference, ids,
+    cached = peers.kl_plan_rows(argparse.Namespace(kl_plans="3.5", cached_only=True, tune_steps=0, tune_kl_plans=""), model, calib, reference, ids,
                                 tmp_path, timings)[0]
     assert resumed == cached == [row]
-    assert peers.kl_plan_rows(argparse.Namespace(kl_plans="4.2", cached_only=True), model, calib, reference, ids,
+    assert peers.kl_plan_rows(argparse.Namespace(kl_plans="4.2", cached_only=True, tune_steps=0, tune_kl_plans=""), model, calib, reference, ids,
                               tmp_path, timings) == ([], [], [])
 
     # once the uniform candidate under the plan is scored, the row is paired with it
@@ -165,3 +165,23 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
                             lambda: measure_against(model, reference, ids))
     [line] = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)[1]
     assert line.startswith("KL plan 3.5 (3.") and "against uniform ldlq-b3-grow-h1-d0.01-s0-e8p (3." in line
+
+    # --tune-rank16: the plan store tuned through a 16-bit part, its bits counted, paired with its source and
+    # with the untuned plan at or under its bpw
+    monkeypatch.setattr(peers, "compress_model", real_compress)  # a new target (4) is compressed and measured
+    monkeypatch.setattr(peers.fisher, "output_sensitivity", real_fisher)
+    tuned_args = argparse.Namespace(kl_plans="3.5,4.5", cached_only=False, tune_steps=2, tune_lr="1e-2", tune_rank16=2,
+                                    tune_kl_plans="3.5")
+    rows, lines, _ = peers.kl_plan_rows(tuned_args, model, calib, reference, ids, tmp_path, timings)
+    plain, tuned, above = rows
+    assert tuned.method == "ldlq kl-plan +tune r16 2 lr 0.01" and tuned.bits == "3.5" and not tuned.failure
+    extra = 16 * 2 * sum(m + n for m, n in models.module_shapes(model).values())
+    n_params = sum(m * n for m, n in models.module_shapes(model).values())
+    assert tuned.bpw == pytest.approx(plain.bpw + extra / n_params, rel=1e-9) and tuned.seconds > plain.seconds
+    assert any(line.startswith("tuning ldlq kl-plan +tune r16 2 lr 0.01 3.5: KL") for line in lines)
+    assert above.bits == "4.5" and above.bpw > tuned.bpw  # so the tuned 3.5 plan is paired with it
+    assert any(line.startswith(f"ldlq kl-plan +tune r16 2 lr 0.01 3.5 ({tuned.bpw:.3f} bpw) against KL plan 4.5 "
+                               f"({above.bpw:.3f} bpw)") for line in lines), lines
+    with pytest.raises(ValueError, match="not among --kl-plans"):
+        peers.kl_plan_rows(argparse.Namespace(**{**vars(tuned_args), "tune_kl_plans": "3"}), model, calib, reference,
+                           ids, tmp_path, timings)
