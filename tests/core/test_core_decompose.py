@@ -209,6 +209,12 @@ def test_16bit_rank_part_is_added_in_the_rotated_basis_and_counted_bit_for_bit()
     assert torch.equal(again.reconstruct(), e.reconstruct()) and again.bpw == e.bpw
     assert torch.equal(again.dense.Lt, e.dense.Lt) and torch.equal(again.dense.R, e.dense.R)
     assert "L16" not in d.to_tensors() and Decomposition.from_tensors(d.to_tensors(), d.metadata()).dense is None
+    # a reader of v1 alone would drop L16·R16 silently: files holding them name v2, and the two must agree
+    assert d.metadata()["format"] == "calderalab.decomposition.v1" and e.metadata()["format"] == "calderalab.decomposition.v2"
+    with pytest.raises(ValueError, match="does not match the tensors"):
+        Decomposition.from_tensors(e.to_tensors(), d.metadata())
+    with pytest.raises(ValueError, match="does not match the tensors"):
+        Decomposition.from_tensors(d.to_tensors(), e.metadata())
 
 
 def test_16bit_rank_part_refuses_what_does_not_fit():

@@ -13,7 +13,7 @@ Serialised form (`to_tensors` + `metadata`, safetensors-ready: contiguous tensor
                                (core.lowrank.DenseFactors; only recovery tuning adds it), added to Q + L·R
   w_scale                      float32 (1,)
   rotation_seeds               int64 (2,): seeds of the d_out and d_in sides (only when rotated)
-  metadata: format, spec (JSON), shape, errors (JSON), best_iter, q_group_size
+  metadata: format (v1; v2 when L16/R16 are present), spec (JSON), shape, errors (JSON), best_iter, q_group_size
 `from_tensors` rebuilds an equal Decomposition, so `reconstruct()` is bit-identical.
 """
 
@@ -35,6 +35,9 @@ from calderalab.core.quantize import QuantizedMatrix
 from calderalab.core.spec import CompressionSpec
 
 FORMAT = "calderalab.decomposition.v1"
+# A decomposition with a 16-bit part of the rank: a reader that knows only v1 would drop L16·R16 and return a
+# different Ŵ without a word, so such files name v2 and v1 readers refuse them.
+FORMAT_DENSE = "calderalab.decomposition.v2"
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,7 +126,7 @@ class Decomposition:
     def metadata(self) -> dict[str, str]:
         """Strings only (safetensors metadata): format, spec, shape, errors, best_iter, q_group_size."""
         return {
-            "format": FORMAT,
+            "format": FORMAT if self.dense is None else FORMAT_DENSE,
             "spec": json.dumps(self.spec.to_dict(), sort_keys=True),
             "shape": json.dumps(list(self.shape)),
             "errors": json.dumps(list(self.errors)),
@@ -134,8 +137,8 @@ class Decomposition:
     @classmethod
     def from_tensors(cls, tensors: dict[str, Tensor], metadata: dict[str, str]) -> "Decomposition":
         """Exact inverse of (to_tensors, metadata); ValueError naming whatever is missing or inconsistent."""
-        if metadata.get("format") != FORMAT:
-            raise ValueError(f"metadata format {metadata.get('format')!r} is not {FORMAT!r}")
+        if metadata.get("format") not in (FORMAT, FORMAT_DENSE):
+            raise ValueError(f"metadata format {metadata.get('format')!r} is not {FORMAT!r} or {FORMAT_DENSE!r}")
         missing = [k for k in ("spec", "shape", "errors", "best_iter", "q_group_size") if k not in metadata]
         if missing:
             raise ValueError(f"decomposition metadata lacks {missing}")
@@ -152,6 +155,9 @@ class Decomposition:
             R = _read_quantized(tensors, "R", spec.lr_bits, (spec.rank, d_in), d_in)
             factors = LowRankFactors(Lt, R)
         dense = _read_dense(tensors, d_out, d_in)
+        if (dense is not None) != (metadata["format"] == FORMAT_DENSE):
+            raise ValueError(f"metadata format {metadata['format']!r} does not match the tensors: L16/R16 (a 16-bit "
+                             f"rank part) {'present' if dense is not None else 'absent'}; only {FORMAT_DENSE!r} holds them")
         seeds = None
         if spec.hadamard:
             if "rotation_seeds" not in tensors:

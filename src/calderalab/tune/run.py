@@ -75,7 +75,7 @@ def check_rank16(stored: list[tuple[ModuleEntry, Decomposition]], rank16: int) -
             continue
         if d.dense is not None and rank16 not in (0, d.rank16):
             raise ValueError(f"{entry.layer}.{entry.module} already holds a 16-bit rank part of rank {d.rank16}: "
-                             f"tune it with --rank16 {d.rank16} (or 0 to keep it), not {rank16}")
+                             f"tune it with --rank16 {d.rank16} or 0 (either continues from it), not {rank16}")
         room = min(d.shape) - d.rank
         if rank16 > room:
             raise ValueError(f"--rank16 {rank16} does not fit {entry.layer}.{entry.module} {d.shape} beside its "
