@@ -116,6 +116,7 @@ def test_tune_cli_takes_rank16(planted_problem, tmp_path):
     assert record["settings"]["rank16"] == 2
     before, after = record["rows"][1]["bpw"], record["rows"][2]["bpw"]
     assert after > before and "bpw" in result.output
+    assert "tuning steps (KL " in result.output and "2/2 done" in result.output  # plain progress lines off a terminal
     bad = CliRunner().invoke(app, ["tune", str(model_dir), store.url, "--out", str(tmp_path / "x"), "--rank16", "-2"])
     assert bad.exit_code != 0 and "rank16=-2" in str(bad.exception)
     no_plan = CliRunner().invoke(app, ["tune", str(model_dir), store.url, "--out", str(tmp_path / "y"), "--plan",

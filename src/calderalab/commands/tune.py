@@ -44,6 +44,7 @@ def tune(
     from calderalab.artifacts import ArtifactStore
     from calderalab.calib import CalibConfig, load_calibration
     from calderalab.eval.perplexity import token_ids
+    from calderalab.progress import make_progress
     from calderalab.report.plots import tuning_plot
     from calderalab.tune import tune_store
     from calderalab.tune.store import check_new_store
@@ -64,10 +65,11 @@ def tune(
     calib_data = load_calibration(model_obj, tokenizer, calib_config)
     ids = token_ids(tokenizer, Path(heldout).read_text(encoding="utf-8"), config.heldout_tokens) if heldout else None
     console = Console()
-    with console.status("tuning") as status:
-        report = tune_store(model_obj, source, target, calib_data, config, ids,
-                            progress=lambda done, total, kl: status.update(f"tuning: step {done}/{total}, KL {kl:.5f}"),
-                            plan=the_plan)
+    with make_progress(eta=True) as bar:  # plain lines when stderr is not a terminal
+        task = bar.add_task("tuning steps", total=config.steps)
+        report = tune_store(model_obj, source, target, calib_data, config, ids, plan=the_plan,
+                            progress=lambda done, total, kl: bar.update(task, completed=done, total=total,
+                                                                       description=f"tuning steps (KL {kl:.5f})"))
     table = Table(title=f"recovery tuning: {report.n_tuned} modules tuned, {report.n_copied} copied; {calib_data.n_tokens} "
                         f"calibration tokens" + (f", {ids.numel()} held-out tokens of {Path(heldout).name}" if heldout else ""))
     for column in ("model", "bpw (stored modules)", "KL calib (nats/token)", "KL held-out", "ppl held-out"):
