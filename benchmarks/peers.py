@@ -353,17 +353,18 @@ def plan_bits(store_dir: Path) -> dict[tuple[int, str], int]:
 
 
 def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timings
-                 ) -> tuple[list[Row], list[str], list[Path]]:
+                 ) -> tuple[list[Row], list[str], list[Path], list[tuple[str, FidelityResult, FidelityResult]]]:
     """One row per --kl-plans target: the KL plan over the ldlq candidates (kl_budget.candidate_specs,
     each the uniform store this benchmark also scores), compressed into a store of its own and scored.
     Its time: Hessians + Fisher + every candidate + the plan's own compression. The --tune-kl-plans targets
     also get a row for the plan store tuned through a 16-bit part of rank --tune-rank16 (`tuned_row`).
     Returns the rows, a line per row pairing it with the uniform candidate of the most bpw at or under the
-    plan's (when that is scored), per tuned row a line against its source and one against the untuned plan of
-    the fewest bpw at or above its own, and each untuned row's store (in the order of the untuned rows)."""
+    plan's (when that is scored) and per tuned row one against the untuned plan of the fewest bpw at or above
+    its own, each untuned row's store (in the order of the untuned rows), and per tuned row (label, source
+    scores, tuned scores) as `calderalab_rows` gives them (main prints `tuning_line` and draws them)."""
     targets = [float(t) for t in args.kl_plans.split(",") if t.strip()]
     if not targets:
-        return [], [], []
+        return [], [], [], []
     n_layers, shapes = models.num_layers(model), models.module_shapes(model)
     root = cache / "calderalab"
     prefix = f"{n_layers}L-{calib.sha256[:12]}"
@@ -422,15 +423,15 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
             if tuned is not None:
                 rows.append(tuned[0])
                 tuned_plans.append((tuned[0], tuned[1], target, result))
+    tunings = [(f"{row.series} {target:g}", source, tuned_result) for row, tuned_result, target, source in tuned_plans]
     for row, tuned_result, target, source in tuned_plans:
-        lines.append(tuning_line(f"{row.series} {target:g}", source, tuned_result))
         # at equal or more bits: the untuned KL plan of the fewest bpw at or above the tuned row's own
         over = [(bpw, t) for t, (bpw, _) in plain.items() if bpw >= row.bpw - 1e-9]
         if over:
             bpw, t = min(over)
             lines.append(paired_kl_line(f"{row.series} {target:g} ({row.bpw:.3f} bpw) against KL plan {t:g} ({bpw:.3f} bpw)",
                                         plain[t][1], tuned_result))
-    return rows, lines, stores
+    return rows, lines, stores, tunings
 
 
 def tuning_line(series: str, source: FidelityResult, tuned: FidelityResult) -> str:
@@ -500,8 +501,9 @@ def main() -> None:
                 ppl=reference.baseline.perplexity, ppl_ratio=1.0, kl=0.0, kl_lo=0.0, kl_hi=0.0, top1=1.0)]
     ours, tunings = calderalab_rows(args, model, calib, reference, ids, cache, timings)
     rows += ours
-    planned, kl_lines, plan_stores = kl_plan_rows(args, model, calib, reference, ids, cache, timings)
+    planned, kl_lines, plan_stores, plan_tunings = kl_plan_rows(args, model, calib, reference, ids, cache, timings)
     rows += planned
+    tunings += plan_tunings
     if planned:
         path = Path(args.plot).with_name(Path(args.plot).stem + "-plans.png")
         bits_map_plot({f"KL plan {r.bits} ({r.bpw:.3f} bpw, KL {r.kl:.4f})": plan_bits(store)

@@ -129,7 +129,9 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
     reference = load_or_build_reference(model, ids, 32, 32, tmp_path / "reference")
     timings = peers.Timings(tmp_path / "timings.json")
     args = argparse.Namespace(kl_plans="3.5", cached_only=False, tune_steps=0, tune_kl_plans="")
-    [row], lines, [store] = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)
+    cached_args = lambda plans: argparse.Namespace(kl_plans=plans, cached_only=True, tune_steps=0, tune_kl_plans="")  # noqa: E731
+    [row], lines, [store], tunings = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)
+    assert tunings == []
     assert lines == []  # no uniform candidate was scored
     bits = peers.plan_bits(store)
     assert len(bits) == 14 and set(bits.values()) <= {2, 3, 4, 5, 6, 8}
@@ -152,11 +154,11 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
     monkeypatch.setattr(peers, "compress_model", resume_only)
     monkeypatch.setattr(peers.fisher, "output_sensitivity", no_fisher)
     resumed = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)[0]
-    cached = peers.kl_plan_rows(argparse.Namespace(kl_plans="3.5", cached_only=True, tune_steps=0, tune_kl_plans=""), model, calib, reference, ids,
+    cached = peers.kl_plan_rows(cached_args("3.5"), model, calib, reference, ids,
                                 tmp_path, timings)[0]
     assert resumed == cached == [row]
-    assert peers.kl_plan_rows(argparse.Namespace(kl_plans="4.2", cached_only=True, tune_steps=0, tune_kl_plans=""), model, calib, reference, ids,
-                              tmp_path, timings) == ([], [], [])
+    assert peers.kl_plan_rows(cached_args("4.2"), model, calib, reference, ids,
+                              tmp_path, timings) == ([], [], [], [])
 
     # once the uniform candidate under the plan is scored, the row is paired with it
     uniform = next(p for p in (tmp_path / "calderalab").iterdir() if p.name.endswith("ldlq-b3-grow-h1-d0.01-s0-e8p"))
@@ -172,13 +174,15 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
     monkeypatch.setattr(peers.fisher, "output_sensitivity", real_fisher)
     tuned_args = argparse.Namespace(kl_plans="3.5,4.5", cached_only=False, tune_steps=2, tune_lr="1e-2", tune_rank16=2,
                                     tune_kl_plans="3.5")
-    rows, lines, _ = peers.kl_plan_rows(tuned_args, model, calib, reference, ids, tmp_path, timings)
+    rows, lines, _, [(label, source, tuned_result)] = peers.kl_plan_rows(tuned_args, model, calib, reference, ids,
+                                                                         tmp_path, timings)
     plain, tuned, above = rows
     assert tuned.method == "ldlq kl-plan +tune r16 2 lr 0.01" and tuned.bits == "3.5" and not tuned.failure
     extra = 16 * 2 * sum(m + n for m, n in models.module_shapes(model).values())
     n_params = sum(m * n for m, n in models.module_shapes(model).values())
     assert tuned.bpw == pytest.approx(plain.bpw + extra / n_params, rel=1e-9) and tuned.seconds > plain.seconds
-    assert any(line.startswith("tuning ldlq kl-plan +tune r16 2 lr 0.01 3.5: KL") for line in lines)
+    assert peers.tuning_line(label, source, tuned_result).startswith("tuning ldlq kl-plan +tune r16 2 lr 0.01 3.5: KL")
+    assert tuned_result.window_kl != source.window_kl and source.kl_interval()[0] == pytest.approx(plain.kl, abs=1e-12)
     assert above.bits == "4.5" and above.bpw > tuned.bpw  # so the tuned 3.5 plan is paired with it
     assert any(line.startswith(f"ldlq kl-plan +tune r16 2 lr 0.01 3.5 ({tuned.bpw:.3f} bpw) against KL plan 4.5 "
                                f"({above.bpw:.3f} bpw)") for line in lines), lines
