@@ -151,7 +151,9 @@ def tuning_windows_plot(tunings: list, path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(tunings), figsize=(3.6 * len(tunings), 3.8), squeeze=False)
+    import textwrap
+
+    fig, axes = plt.subplots(1, len(tunings), figsize=(max(3.6 * len(tunings), 5.0), 4.0), squeeze=False)
     for ax, (label, source, tuned) in zip(axes[0], tunings):
         tokens = source.perplexity.window_tokens  # window_kl holds each window's KL sum
         before = [k / n for k, n in zip(source.window_kl, tokens)]
@@ -164,7 +166,7 @@ def tuning_windows_plot(tunings: list, path: str, title: str) -> None:
         ax.set_xlabel("KL before tuning (nats/token, per window)", fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("KL after tuning", fontsize=8)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, 30 * max(len(tunings), 2)), fontsize=9)  # a one-panel figure is narrow
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
