@@ -16,8 +16,8 @@ import torch
 
 from calderalab import models
 from calderalab.artifacts import ArtifactStore, ModuleEntry, assemble_weights
-from calderalab.core.decomposition import Decomposition
 from calderalab.calib import CalibData
+from calderalab.core.decomposition import Decomposition
 from calderalab.eval.fidelity import FidelityResult, Reference, build_reference, measure_against, paired_kl_line
 from calderalab.eval.perplexity import CONTEXT_LEN, STRIDE
 from calderalab.tune.factors import LowRankLinear
@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TuneRow:
     """One model measured: mean KL(P_orig ‖ P) per token on the calibration windows and on held-out
-    windows (nats), held-out perplexity (None when no held-out text was given), and the stored bits per
-    weight of the tuned-over modules (every stored bit; 16 for the original)."""
+    windows (nats), held-out perplexity (None when no held-out text was given), and the bits per weight
+    of the store's modules (every stored bit; 16 for the original)."""
 
     label: str
     calib_kl: float
@@ -123,7 +123,8 @@ def tune_store(
     original = TuneRow("original", 0.0, None if reference is None else 0.0,
                        None if reference is None else reference.baseline.perplexity)
     before_weights = {(e.layer, e.module): d.reconstruct() for e, d in stored}
-    before, before_fidelity = _measure("compressed", model, before_weights, calib, teacher, reference, heldout_ids, stored_bpw(stored))
+    before, before_fidelity = _measure("compressed", model, before_weights, calib, teacher, reference, heldout_ids,
+                                       stored_bpw(stored))
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(config.seed)  # R16's start, drawn in store order
     trainable = {
@@ -140,5 +141,7 @@ def tune_store(
     after, after_fidelity = _measure("tuned", model, assemble_weights(out, model), calib, teacher, reference, heldout_ids,
                      stored_bpw(tuned))
     log.info("tuned %d modules into %s: calibration KL %.5f -> %.5f", len(trainable), out.url, before.calib_kl, after.calib_kl)
-    paired = None if reference is None else paired_kl_line("held-out, tuned against compressed", before_fidelity, after_fidelity)
-    return TuneReport((original, before, after), tuple(losses), out.url, len(trainable), len(stored) - len(trainable), paired)
+    paired = None if reference is None else paired_kl_line("held-out, tuned against compressed", before_fidelity,
+                                                           after_fidelity)
+    return TuneReport((original, before, after), tuple(losses), out.url, len(trainable), len(stored) - len(trainable),
+                      paired)
