@@ -45,7 +45,6 @@ from calderalab.calib import CalibConfig, load_calibration
 from calderalab.compress import compress_model
 from calderalab.core.e8p_matrix import BITS as E8P_BITS
 from calderalab.calib import fisher
-from calderalab.eval.divergence import window_mean_interval
 from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, measure_against, paired_kl_line
 from calderalab.eval.perplexity import PerplexityResult, token_ids
 from calderalab.report.plots import bits_map_plot

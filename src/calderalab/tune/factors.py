@@ -73,6 +73,11 @@ def lora_pair(L: Tensor, R: Tensor, rotation_seeds: tuple[int, int] | None, w_sc
     return L * w_scale, R
 
 
+def tunable(decomposition: Decomposition, rank16: int) -> bool:
+    """A module is trained when it has a low-rank part (quantised factors or a 16-bit part) or gets one."""
+    return decomposition.factors is not None or decomposition.dense is not None or rank16 > 0
+
+
 def fake_quantize(F_: Tensor, lr_bits: int) -> Tensor:
     """F's stored value in the forward pass, identity gradient in the backward (straight-through). F: (k, ·)."""
     with torch.no_grad():
@@ -97,11 +102,16 @@ class LowRankLinear(nn.Module):
     def __init__(self, decomposition: Decomposition, bias: Tensor | None, quant_aware: bool, rank16: int = 0,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
-        if decomposition.factors is None and decomposition.dense is None and not rank16:
+        if not tunable(decomposition, rank16):
             raise ValueError(f"module of shape {decomposition.shape} has no low-rank factors (method "
                              f"{decomposition.spec.method!r}): only caldera modules can be tuned, or any with rank16 > 0")
         if decomposition.dense is not None and rank16 not in (0, decomposition.rank16):
-            raise ValueError(f"rank16={rank16} differs from the stored 16-bit part's rank {decomposition.rank16}")
+            raise ValueError(f"already holds a 16-bit rank part of rank {decomposition.rank16}: tune it with rank16 "
+                             f"{decomposition.rank16} or 0 (either continues from it), not {rank16}")
+        room = min(decomposition.shape) - decomposition.rank
+        if decomposition.dense is None and rank16 > room:
+            raise ValueError(f"rank16 {rank16} does not fit {decomposition.shape} beside its rank-{decomposition.rank} "
+                             f"factors: at most {room}")
         self.decomposition = decomposition
         self.quant_aware = quant_aware
         self.register_buffer("base", backbone(decomposition), persistent=False)  # (d_out, d_in)

@@ -20,7 +20,7 @@ from calderalab.calib import CalibData
 from calderalab.core.decomposition import Decomposition
 from calderalab.eval.fidelity import FidelityResult, Reference, build_reference, measure_against, paired_kl_line
 from calderalab.eval.perplexity import CONTEXT_LEN, STRIDE
-from calderalab.tune.factors import LowRankLinear
+from calderalab.tune.factors import LowRankLinear, tunable
 from calderalab.tune.store import check_new_store, load_modules, write_store
 from calderalab.tune.train import TuneConfig, calib_kl, head_inputs, tune_modules
 
@@ -62,26 +62,6 @@ class TuneReport:
                 "(more calibration text, fewer steps or a lower learning rate may; see TuneConfig)")
 
 
-def tunable(d: Decomposition, rank16: int) -> bool:
-    """A module is trained when it has a low-rank part (quantised factors or a 16-bit part) or gets one."""
-    return d.factors is not None or d.dense is not None or rank16 > 0
-
-
-def check_rank16(stored: list[tuple[ModuleEntry, Decomposition]], rank16: int) -> None:
-    """Refuse rank16 that no tuned module can hold (above min(d_out, d_in) − k) or that differs from a 16-bit
-    part the store already has, before any model pass."""
-    for entry, d in stored:
-        if not tunable(d, rank16):
-            continue
-        if d.dense is not None and rank16 not in (0, d.rank16):
-            raise ValueError(f"{entry.layer}.{entry.module} already holds a 16-bit rank part of rank {d.rank16}: "
-                             f"tune it with --rank16 {d.rank16} or 0 (either continues from it), not {rank16}")
-        room = min(d.shape) - d.rank
-        if rank16 > room:
-            raise ValueError(f"--rank16 {rank16} does not fit {entry.layer}.{entry.module} {d.shape} beside its "
-                             f"rank-{d.rank} factors: at most {room}")
-
-
 def stored_bpw(modules: list[tuple[ModuleEntry, Decomposition]]) -> float:
     """Every stored bit of the modules per weight (core Decomposition.bpw, weighted by size)."""
     sizes = [d.shape[0] * d.shape[1] for _, d in modules]
@@ -114,10 +94,20 @@ def tune_store(
     holds several (a `--plan kl` or `--plan budget` store); the new store holds only those."""
     check_new_store(out)
     stored = load_modules(source, model, plan)
-    if not any(tunable(d, config.rank16) for _, d in stored):
+    # The trainable modules are built (and a rank16 they cannot take refused) before any model pass.
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(config.seed)  # R16's start, drawn in store order
+    trainable = {}
+    for e, d in stored:
+        if tunable(d, config.rank16):
+            bias = models.target_linear(model, e.layer, e.module).bias
+            try:
+                trainable[(e.layer, e.module)] = LowRankLinear(d, bias, config.quant_aware, config.rank16, generator).to(device)
+            except ValueError as err:
+                raise ValueError(f"{e.layer}.{e.module}: {err}") from None
+    if not trainable:
         raise ValueError(f"{source.url} holds no low-rank factors (no caldera modules): there is nothing to tune "
                          "without a 16-bit part (--rank16 K adds one to every module)")
-    check_rank16(stored, config.rank16)
     teacher = head_inputs(model, calib.token_ids, calib.batch_size)  # original weights
     reference = None if heldout_ids is None else build_reference(model, heldout_ids, CONTEXT_LEN, STRIDE)
     original = TuneRow("original", 0.0, None if reference is None else 0.0,
@@ -125,13 +115,6 @@ def tune_store(
     before_weights = {(e.layer, e.module): d.reconstruct() for e, d in stored}
     before, before_fidelity = _measure("compressed", model, before_weights, calib, teacher, reference, heldout_ids,
                                        stored_bpw(stored))
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(config.seed)  # R16's start, drawn in store order
-    trainable = {
-        (e.layer, e.module): LowRankLinear(d, models.target_linear(model, e.layer, e.module).bias, config.quant_aware,
-                                           config.rank16, generator).to(device)
-        for e, d in stored if tunable(d, config.rank16)
-    }
     losses = tune_modules(model, trainable, calib.token_ids, teacher, config, progress)
     tuned = [(e, trainable[(e.layer, e.module)].stored() if (e.layer, e.module) in trainable else d) for e, d in stored]
     record = {"source_store": source.url, "source_manifest_sha256": source.manifest().content_hash(),
