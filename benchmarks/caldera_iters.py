@@ -7,6 +7,11 @@ decomposed at 3-bit rank 32 from Hessians of the default calibration (GSM8K ques
 tokens) once per "outer/inner" setting. Prints per setting the mean relative error over the
 modules, its change against the first setting, and the decomposition time per layer. This is
 what `experiments.config.default_spec` chose the study's iteration counts from.
+
+--profile N also runs the first setting's decompositions under cProfile and prints the N functions of
+most cumulative time (where a layer's decomposition time goes), e.g.
+
+    PYTHONPATH=src python benchmarks/caldera_iters.py --layers 5 --iters 4/3 --rank 64 --profile 12
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ def main() -> None:
     parser.add_argument("--iters", default="4/3,4/1,4/0,3/1,2/3,2/1", help="outer/inner settings, comma-separated")
     parser.add_argument("--bits", type=int, default=3)
     parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--profile", type=int, default=0, help="print the N functions of most cumulative time "
+                        "of the first setting's decompositions (cProfile); 0: off")
     args = parser.parse_args()
+    import cProfile
+    import pstats
 
     from calderalab.calib.capture import collect_hessians
     from calderalab.calib.sources import load_calibration
@@ -37,13 +46,15 @@ def main() -> None:
     targets = discover_layers(model)
     errors = {s: [] for s in settings}
     seconds = {s: 0.0 for s in settings}
+    profiler = cProfile.Profile()
     for layer, hessians in collect_hessians(model, calib.batches, layers=layers):
         for name, H in hessians.items():
             W = targets[layer].modules[name].weight.detach().float()
             for outer, inner in settings:
                 spec = CompressionSpec("caldera", args.bits, rank=args.rank, outer_iters=outer, inner_iters=inner)
+                profiling = args.profile and (outer, inner) == settings[0]
                 started = time.perf_counter()
-                d = decompose(W, H, spec)
+                d = profiler.runcall(decompose, W, H, spec) if profiling else decompose(W, H, spec)
                 seconds[(outer, inner)] += time.perf_counter() - started
                 errors[(outer, inner)].append(d.relative_error(W, H))
         print(f"layer {layer} done", flush=True)
@@ -54,6 +65,9 @@ def main() -> None:
     for s in settings:
         mean = sum(errors[s]) / len(errors[s])
         print(f"| {s[0]}/{s[1]} | {mean:.5f} | {100 * (mean / first - 1):+.1f}% | {seconds[s] / len(layers):.2f} |")
+    if args.profile:  # the first setting's seconds above include the profiler's overhead
+        print(f"\ncProfile of the {settings[0][0]}/{settings[0][1]} decompositions:")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
 
 
 if __name__ == "__main__":
