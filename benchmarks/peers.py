@@ -89,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kl-plans", default="", help="also calderalab's KL plan (compress --plan kl: LDLQ bits per module, "
                    "least predicted KL) at these target bpw, comma-separated, e.g. 2.5,3.3,4.3; its candidates are "
                    "the ldlq E8P / scalar stores of this benchmark")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where calderalab's uniform rows decompose (compress --executor); a row of another setting "
+                        "than the default is labelled with it and cached apart")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads of each decomposition of those rows "
+                   "(compress --threads; default torch's count)")
     p.add_argument("--cached-only", action="store_true", help="report peers from cached outputs only, run none")
     p.add_argument("--peer-timeout", type=float, default=3600.0, help="seconds one peer run may take")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "calderalab" / "peers"))
@@ -129,11 +134,13 @@ def timed_hessians(model, calib, cache: Path, timings: "Timings") -> list:
     return hessians
 
 
-def timed_compress(model, plan, store_dir: Path, calib, hessians, timings: "Timings"):
+def timed_compress(model, plan, store_dir: Path, calib, hessians, timings: "Timings", executor: str = "local",
+                   threads: int | None = None):
     """compress_model into store_dir; its wall time kept under the store's name when the store was made
     now from scratch or had no time yet (a resumed store keeps the time it took to make)."""
     t0 = time.perf_counter()
-    report = compress_model(model, plan, ArtifactStore(str(store_dir)), calib, hessians=hessians)
+    report = compress_model(model, plan, ArtifactStore(str(store_dir)), calib, hessians=hessians, executor=executor,
+                            threads=threads)
     if timings.get(store_dir.name) is None or report.n_resumed == 0:
         timings.put(store_dir.name, time.perf_counter() - t0)
     return report
@@ -275,6 +282,15 @@ def tune_lrs(args) -> list[float]:
     return [float(lr) for lr in args.tune_lr.split(",")] if args.tune_lr else [TuneConfig().lr]
 
 
+def run_tag(args) -> tuple[str, str]:
+    """(label suffix, store-name suffix) of a non-default --executor / --threads: such a row is timed
+    apart (its own store) and named apart (its own series, which `speed` also reads)."""
+    if args.executor == "local" and args.threads is None:
+        return "", ""
+    threads = "" if args.threads is None else f" t{args.threads}"
+    return f" [{args.executor}{threads}]", f"-{args.executor}{threads.replace(' ', '-')}"
+
+
 def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Timings
                     ) -> tuple[list[Row], list[tuple[str, FidelityResult, FidelityResult]]]:
     """The calderalab rows, and per tuned row (its label, the source's scores, its scores)."""
@@ -287,17 +303,19 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
     rows, tunings = [], []
     specs = calderalab_specs(args.methods.split(","), [int(b) for b in args.bits.split(",")],
                              [int(k) for k in args.ranks.split(",")], args.groups.split(","), tuple(args.codebooks.split(",")))
+    tag, store_tag = run_tag(args)
     for spec in specs:
         group = "row" if spec.group_size is None else str(spec.group_size)
         book = "" if spec.codebook == "scalar" else f" {spec.codebook}"
-        fields = dict(method=spec.method + book, series=f"{spec.method}{f' r{spec.rank}' if spec.rank else ''} {group}{book}",
+        fields = dict(method=spec.method + book + tag,
+                      series=f"{spec.method}{f' r{spec.rank}' if spec.rank else ''} {group}{book}{tag}",
                       bits=str(spec.bits), group=group, rank=str(spec.rank or "-"), version=f"calderalab {__version__}")
         try:
             [core.expected_bpw(spec, m, n) for m, n in shapes_of(model)]
         except ValueError as err:
             rows.append(Row(failure=str(err), **fields))
             continue
-        store_dir = cache / "calderalab" / f"{n_layers}L-{calib.sha256[:12]}-{spec.key()}"
+        store_dir = cache / "calderalab" / f"{n_layers}L-{calib.sha256[:12]}-{spec.key()}{store_tag}"
         score = store_dir.parent / f"{store_dir.name}-score-{reference.key[:16]}.json"
         if args.cached_only:  # the honest bpw formula the artifacts follow (core.bpw), no store read
             if not score.exists():  # a grid point never run is left out of the table, and counted
@@ -307,7 +325,8 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
             bpw = sum(core.expected_bpw(spec, m, n) * m * n for m, n in shapes) / sum(m * n for m, n in shapes)
             result = cached_result(score, None)
         else:
-            report = timed_compress(model, plans.uniform_plan(n_layers, spec), store_dir, calib, hessians, timings)
+            report = timed_compress(model, plans.uniform_plan(n_layers, spec), store_dir, calib, hessians, timings,
+                                    args.executor, args.threads)
             bpw = sum(m.bpw * m.n_params for m in report.modules) / sum(m.n_params for m in report.modules)
             def measure():
                 with models.swapped_weights(model, assemble_weights(ArtifactStore(str(store_dir)), model)):

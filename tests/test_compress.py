@@ -114,6 +114,7 @@ def _rewrite_entry(root: Path, layer: int, name: str, **fields) -> None:
 @pytest.mark.parametrize("field,value,says", [
     ("core_hash", "0" * 64, "stored by core 00000000, this code is "),
     ("tool_version", "0.0.1", "stored by calderalab 0.0.1, this is calderalab "),
+    ("threads", 97, "decomposed at 97 intra-op threads, this run uses "),
 ])
 def test_module_stored_by_other_code_is_recomputed_and_unchanged_store_reused(tmp_path, caplog, field, value, says):
     from calderalab.artifacts.provenance import core_code_hash
@@ -132,4 +133,16 @@ def test_module_stored_by_other_code_is_recomputed_and_unchanged_store_reused(tm
     assert f"1 module(s) {says}" in caplog.text and caplog.text.rstrip().endswith(": recomputing")
     entry = store.entry(1, "o", plan.spec(1, "o"))
     assert entry.core_hash == core_code_hash() and store.has(1, "o", plan.spec(1, "o"))
+    assert entry.threads == torch.get_num_threads()  # the count it was made at, recorded
     assert file_bytes(tmp_path / "s") == before  # same code, same weights: the same bytes again
+
+
+def test_entry_without_a_recorded_thread_count_is_reused(tmp_path):
+    """Stores written before the count was recorded were made at torch's count, which a run without
+    --threads uses too: they resume as before."""
+    model, _ = tiny_model("llama", n_layers=2)
+    plan = plans.uniform_plan(2, core.CompressionSpec("rtn", 4))
+    run(model, plan, tmp_path / "s")
+    _rewrite_entry(tmp_path / "s", 1, "o", threads=None)
+    assert run(model, plan, tmp_path / "s").n_resumed == 14
+    assert run(model, plan, tmp_path / "s", threads=97).n_resumed == 1  # only the unrecorded one stays

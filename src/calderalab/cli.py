@@ -131,6 +131,9 @@ def compress(
     seq_len: int = typer.Option(None, "--seq-len", help="tokens per calibration sequence"),
     executor: str = typer.Option("local", help="local | ray"),
     num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs for a local Ray instance"),
+    threads: int = typer.Option(None, "--threads", help="intra-op threads of each decomposition (default: torch's, "
+                                "e.g. OMP_NUM_THREADS); the bytes depend on it, so pass the same N to reproduce a "
+                                "store elsewhere; with --executor ray each task reserves N CPUs"),
     device: str = DEVICE_OPTION,
     dtype: str = DTYPE_OPTION,
     offload_dir: str = OFFLOAD_DIR_OPTION,
@@ -144,10 +147,12 @@ def compress(
     from calderalab import compress as compress_lib
     from calderalab import models
     from calderalab.artifacts.preflight import open_for_writing
+    from calderalab.executors import resolve_threads
     from calderalab.experiments.config import CompressSettings
     from calderalab.plans import spec_with
 
     console = Console()
+    threads = resolve_threads(threads)  # a bad count fails before the model loads
     run_device, run_dtype = devices.resolve(device, dtype)  # a missing GPU fails here, before the model loads
     calib_config = CompressSettings().with_options(calib_source=calib, calib_samples=calib_samples, calib_seq_len=seq_len,
                                                    seed=seed).calib
@@ -182,7 +187,8 @@ def compress(
         try:
             return compress_lib.compress_model(model_obj, a_plan, the_store, calib_data or calib_config, executor=executor,
                                                progress=on_event, tokenizer=tokenizer, model_ref=identity,
-                                               num_cpus=num_cpus, hessians=hessians, offload_dir=offload_dir)
+                                               num_cpus=num_cpus, hessians=hessians, offload_dir=offload_dir,
+                                               threads=threads)
         finally:
             progress.stop()
 

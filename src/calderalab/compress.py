@@ -28,7 +28,7 @@ from calderalab.artifacts.fingerprint import weight_fingerprint
 from calderalab.artifacts.provenance import stale_reason
 from calderalab.calib import CalibConfig, CalibData, collect_hessians, load_calibration
 from calderalab.errors import ArtifactError, StoreFullError, format_bytes
-from calderalab.executors import DecomposeJob, ExecutorName, make_executor
+from calderalab.executors import DecomposeJob, ExecutorName, make_executor, resolve_threads
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +130,13 @@ def _model_record(model: torch.nn.Module, ref: str | None = None) -> dict[str, A
     }
 
 
-def _check_resumed(model: torch.nn.Module, store: Any, targets: list[Any], plan: Any) -> tuple[list[ModuleResult], dict[int, list[tuple[str, Any]]]]:
+def _check_resumed(model: torch.nn.Module, store: Any, targets: list[Any], plan: Any,
+                   threads: int) -> tuple[list[ModuleResult], dict[int, list[tuple[str, Any]]]]:
     """Split the plan into modules already stored (fingerprint-checked) and modules to do, by layer.
 
-    A stored module made from other weights is refused; one made by another calderalab version or
-    other core code is recomputed (one warning per reason), so a resumed store never mixes in
-    results of older decomposition code. Only layers with stored modules are read (lazy models).
+    A stored module made from other weights is refused; one made by another calderalab version,
+    other core code or at another thread count is recomputed (one warning per reason), so a resumed
+    store never mixes in results this run would not make. Only layers with stored modules are read (lazy models).
     """
     from calderalab.models import onloaded
 
@@ -150,7 +151,7 @@ def _check_resumed(model: torch.nn.Module, store: Any, targets: list[Any], plan:
                 entry = stored[name]
                 if entry is not None:
                     _check_fingerprint(store, entry, t.modules[name].weight)
-                    reason = stale_reason(entry)
+                    reason = stale_reason(entry, threads=threads)
                     if reason is None:
                         done.append(_result(entry, resumed=True))
                         continue
@@ -184,6 +185,7 @@ def compress_model(
     num_cpus: int | None = None,
     hessians: Iterable[tuple[int, dict[str, torch.Tensor]]] | None = None,
     offload_dir: str | None = None,
+    threads: int | None = None,
 ) -> CompressReport:
     """Compress `model` under `plan` into `store`; resumable, deterministic.
 
@@ -193,6 +195,8 @@ def compress_model(
         hessians: precomputed (layer, {name: H}) pairs (e.g. cached by a benchmark that
             compresses one model many ways); default: streamed from the calibration data.
         offload_dir: spill the calibration activations between layers to files under this folder.
+        threads: intra-op threads of every decomposition (default: torch's current count); part of what
+            a stored module records, since MKL's last bits depend on it (`executors`).
     The model may be fully in memory or opened lazily (`models.open_model`); either way each decoder
     layer's weights are used inside `models.onloaded`, so a lazy model holds about one layer at a time.
     Returns a CompressReport of every module the plan compresses (resumed ones included).
@@ -201,6 +205,7 @@ def compress_model(
 
     started = time.perf_counter()
     emit = progress or (lambda event: None)
+    threads = resolve_threads(threads)
     targets = models.discover_layers(model)
     shapes = {(t.index, n): tuple(m.weight.shape) for t in targets for n, m in t.modules.items()}
     plan.validate(shapes)
@@ -210,7 +215,7 @@ def compress_model(
         if isinstance(calib, CalibData):  # ready tokens: a store of another calibration is refused even
             store.init(_model_record(model, model_ref), calib.manifest_entry())  # when nothing is left to do
     store.remove_dead_temp_files()
-    done, todo = _check_resumed(model, store, targets, plan)
+    done, todo = _check_resumed(model, store, targets, plan, threads)
     emit(CompressStarted(plan.hash(), plan_bpw, len(targets), len(done) + sum(map(len, todo.values())),
                          sum(map(len, todo.values())), tuple(sorted(todo))))
     calibration = None
@@ -222,9 +227,9 @@ def compress_model(
         stream = hessians if hessians is not None else collect_hessians(
             model, calib_data.batches, layers=sorted(todo), targets=targets, offload_dir=offload_dir)
         try:
-            done += _compress_layers(model, targets, todo, stream, store, make_executor(executor, num_cpus), emit)
+            done += _compress_layers(model, targets, todo, stream, store, make_executor(executor, num_cpus, threads), emit)
         except StoreFullError as err:
-            raise _out_of_space(err, store, todo, shapes) from None
+            raise _out_of_space(err, store, todo, shapes, threads) from None
     modules = tuple(sorted(done, key=lambda m: (m.layer, core.MODULE_NAMES.index(m.module))))
     return CompressReport(store.url, plan.hash(), plan_bpw, modules, calibration, executor, time.perf_counter() - started)
 
@@ -240,10 +245,10 @@ def _module_bytes(spec: Any, shape: tuple[int, int]) -> int:
 
 
 def _out_of_space(err: StoreFullError, store: Any, todo: dict[int, list[tuple[str, Any]]],
-                  shapes: dict[tuple[int, str], tuple[int, int]]) -> StoreFullError:
+                  shapes: dict[tuple[int, str], tuple[int, int]], threads: int) -> StoreFullError:
     """The store's disk-full error restated for the whole job: how much the modules still to write need."""
     left = [(layer, name, spec) for layer, items in todo.items() for name, spec in items
-            if not store.has(layer, name, spec)]
+            if not store.has(layer, name, spec, threads)]
     needed = sum(_module_bytes(spec, shapes[(layer, name)]) for layer, name, spec in left)
     return StoreFullError(
         f"artifact store {store.url} is out of disk space ({format_bytes(err.free_bytes)} free): the {len(left)} "
@@ -299,7 +304,8 @@ def _store_layer(pending: _Pending, executor: Any, store: Any, emit: ProgressFn)
     decompositions = executor.gather(pending.handles)
     results = []
     for job, decomposition in zip(pending.jobs, decompositions):
-        entry = store.put(job.layer, job.name, job.spec, decomposition, job.W, job.H, pending.qualified.get(job.name))
+        entry = store.put(job.layer, job.name, job.spec, decomposition, job.W, job.H, pending.qualified.get(job.name),
+                          threads=executor.threads)
         results.append(_result(entry, resumed=False))
     log.info("layer %d: %d modules stored", pending.layer, len(results))
     emit(LayerCompressed(pending.layer, tuple(results), time.perf_counter() - pending.started))

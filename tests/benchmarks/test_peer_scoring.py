@@ -189,3 +189,11 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
     with pytest.raises(ValueError, match="not among --kl-plans"):
         peers.kl_plan_rows(argparse.Namespace(**{**vars(tuned_args), "tune_kl_plans": "3"}), model, calib, reference,
                            ids, tmp_path, timings)
+
+
+def test_run_tag_names_and_separates_non_default_runs(peers):
+    """A row decomposed under another executor or thread count is its own series and store (its time
+    and last bits differ); the default keeps the names every earlier run cached under."""
+    assert peers.run_tag(peers.parse_args([])) == ("", "")
+    assert peers.run_tag(peers.parse_args(["--executor", "ray", "--threads", "1"])) == (" [ray t1]", "-ray-t1")
+    assert peers.run_tag(peers.parse_args(["--threads", "2"])) == (" [local t2]", "-local-t2")

@@ -149,3 +149,8 @@ def test_speed_ratio_pairs_rows_of_the_same_bits(mods):
     rows = [row("caldera r64 row", "3", 120.0, "calderalab 0.1"), row("gptqmodel g64", "3", 300.0),
             row("caldera r64 row", "4", 100.0, "calderalab 0.1"), row("gptqmodel g64", "2", 50.0)]
     assert speed(rows) == ["compression time, caldera r64 row b3 / gptqmodel g64 b3: 0.40 (120 s / 300 s)"]
+    # the same row under another executor / thread count gets its own line; other series never do
+    rows += [row("caldera r64 row [ray t1]", "3", 90.0, "calderalab 0.1"), row("caldera r64 row e8p", "3", 60.0)]
+    assert speed(rows) == ["compression time, caldera r64 row b3 / gptqmodel g64 b3: 0.40 (120 s / 300 s)",
+                           "compression time, caldera r64 row [ray t1] b3 / gptqmodel g64 b3: 0.30 (90 s / 300 s)"]
+

@@ -98,9 +98,9 @@ def test_ablation_reuses_artifacts_and_runs(tiny, tmp_path, shared_data, monkeyp
     n_decomposed = {"n": 0}
     real = executors.run_job
 
-    def counting(job):
+    def counting(job, threads):
         n_decomposed["n"] += 1
-        return real(job)
+        return real(job, threads)
 
     monkeypatch.setattr(executors, "run_job", counting)
     # a new protection set on the same artifacts: assembled, never recompressed

@@ -54,9 +54,9 @@ def test_study_rerun_resumes_without_compressing_or_evaluating(fragile_tiny, stu
     calls = {"decompose": 0, "evaluate": 0}
     real = executors.run_job
 
-    def counting(job):
+    def counting(job, threads):
         calls["decompose"] += 1
-        return real(job)
+        return real(job, threads)
 
     def evaluator(*args):
         calls["evaluate"] += 1
@@ -139,6 +139,6 @@ def test_study_budget_option_plans_from_the_profile_through_the_session(fragile_
     assert any(stage.startswith("compress budget candidate 2b-r0") for stage in session.timings)
     assert _budget_section(chosen, settings).title == "Budget plan"
     # an impossible target fails after the model is at hand and before anything is compressed
-    monkeypatch.setattr(executors, "run_job", lambda job: pytest.fail("compressed before checking the budget"))
+    monkeypatch.setattr(executors, "run_job", lambda job, threads: pytest.fail("compressed before checking the budget"))
     with pytest.raises(PlanError, match="below the cheapest plan"):
         study(dataclasses.replace(config, budget_bpw=1.0), model_and_tokenizer=fragile_tiny)

@@ -41,6 +41,8 @@ class ModuleEntry:
     (Pearson of Ŵ with W), sqnr_db, bpw and bpw_paper. `tool_version` and `core_hash` say which
     calderalab and which decomposition code made it (None in entries written before they were
     recorded); resume reuses an entry only when both match this code (provenance.stale_reason).
+    `threads` is the intra-op thread count it was decomposed at (executors; None before it was
+    recorded).
     """
 
     layer: int
@@ -56,6 +58,7 @@ class ModuleEntry:
     qualified_name: str | None = None
     tool_version: str | None = None
     core_hash: str | None = None
+    threads: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=1)

@@ -48,12 +48,16 @@ def core_code_hash() -> str:
     return source_hash("core")
 
 
-def stale_reason(entry: Any, tool_version: str | None = None, core_hash: str | None = None) -> str | None:
+def stale_reason(entry: Any, tool_version: str | None = None, core_hash: str | None = None,
+                 threads: int | None = None) -> str | None:
     """Why a stored module entry must not be reused by this code, or None when it may.
 
     `entry` has `tool_version` and `core_hash` (None in stores written before they were recorded:
     such entries are stale too, since nothing says which code made them). The defaults are
-    this process's calderalab version and core hash.
+    this process's calderalab version and core hash. With `threads` (the intra-op thread count this
+    run decomposes at), an entry that records another count is stale: MKL's last bits depend on it.
+    An entry written before the count was recorded is not checked on it (those runs used torch's
+    default count, which a run without --threads uses too).
     """
     tool_version = __version__ if tool_version is None else tool_version
     core_hash = core_code_hash() if core_hash is None else core_hash
@@ -62,4 +66,6 @@ def stale_reason(entry: Any, tool_version: str | None = None, core_hash: str | N
         return f"stored by core {stored}, this code is {core_hash[:8]}"
     if entry.tool_version != tool_version:
         return f"stored by calderalab {entry.tool_version}, this is calderalab {tool_version}"
+    if threads is not None and entry.threads is not None and entry.threads != threads:
+        return f"decomposed at {entry.threads} intra-op threads, this run uses {threads}"
     return None

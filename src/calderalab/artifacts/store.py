@@ -188,11 +188,13 @@ class ArtifactStore:
         path = self._path(entry.file)
         return entry if self.fs.exists(path) and self.fs.size(path) == entry.size else None
 
-    def has(self, layer: int, name: str, spec: Any) -> bool:
+    def has(self, layer: int, name: str, spec: Any, threads: int | None = None) -> bool:
         """True when the module is stored whole AND was made by this calderalab version and core
-        code (the resume check: anything else is to be recomputed)."""
+        code at `threads` intra-op threads (default torch's current count): the resume check of
+        compress_model, anything else is to be recomputed."""
         entry = self.find(layer, name, spec)
-        return entry is not None and stale_reason(entry) is None
+        threads = torch.get_num_threads() if threads is None else threads
+        return entry is not None and stale_reason(entry, threads=threads) is None
 
     # ------------------------------------------------------------ modules
 
@@ -205,8 +207,10 @@ class ArtifactStore:
         W: torch.Tensor,
         H: torch.Tensor | None = None,
         qualified_name: str | None = None,
+        threads: int | None = None,
     ) -> ModuleEntry:
-        """Store one module's decomposition of original weight W (d_out, d_in); H (d_in, d_in) optional.
+        """Store one module's decomposition of original weight W (d_out, d_in); H (d_in, d_in) optional;
+        `threads`: the intra-op thread count it was decomposed at, recorded in its entry.
 
         Writes the safetensors file, then its entry: a module counts as stored only once
         its entry exists, so a crash between the two just redoes the module on resume.
@@ -235,6 +239,7 @@ class ArtifactStore:
             qualified_name=qualified_name,
             tool_version=__version__,
             core_hash=core_code_hash(),
+            threads=threads,
         )
         self._write_atomic(self._entry_rel(layer, name, key), entry.to_json().encode())
         log.debug("stored %s (%d bytes)", rel, len(data))
