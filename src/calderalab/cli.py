@@ -147,12 +147,13 @@ def compress(
     from calderalab import compress as compress_lib
     from calderalab import models
     from calderalab.artifacts.preflight import open_for_writing
-    from calderalab.executors import resolve_threads
+    from calderalab.executors import check_executor, resolve_threads
     from calderalab.experiments.config import CompressSettings
     from calderalab.plans import spec_with
 
     console = Console()
-    threads = resolve_threads(threads)  # a bad count fails before the model loads
+    threads = resolve_threads(threads)  # a bad count or executor fails before the model loads
+    check_executor(executor, num_cpus, threads)
     run_device, run_dtype = devices.resolve(device, dtype)  # a missing GPU fails here, before the model loads
     calib_config = CompressSettings().with_options(calib_source=calib, calib_samples=calib_samples, calib_seq_len=seq_len,
                                                    seed=seed).calib

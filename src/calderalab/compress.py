@@ -28,7 +28,7 @@ from calderalab.artifacts.fingerprint import weight_fingerprint
 from calderalab.artifacts.provenance import stale_reason
 from calderalab.calib import CalibConfig, CalibData, collect_hessians, load_calibration
 from calderalab.errors import ArtifactError, StoreFullError, format_bytes
-from calderalab.executors import DecomposeJob, ExecutorName, make_executor, resolve_threads
+from calderalab.executors import DecomposeJob, ExecutorName, check_executor, make_executor, resolve_threads
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,7 @@ def compress_model(
     started = time.perf_counter()
     emit = progress or (lambda event: None)
     threads = resolve_threads(threads)
+    check_executor(executor, num_cpus, threads)  # before any calibration or Hessian work
     targets = models.discover_layers(model)
     shapes = {(t.index, n): tuple(m.weight.shape) for t in targets for n, m in t.modules.items()}
     plan.validate(shapes)

@@ -55,6 +55,15 @@ def resolve_threads(threads: int | None) -> int:
     return threads
 
 
+def check_executor(name: str, num_cpus: int | None, threads: int) -> None:
+    """Refuse an executor setting no task could run under, before any work starts."""
+    if name not in ("local", "ray"):
+        raise ValueError(f"executor must be 'local' or 'ray', got {name!r}")
+    if name == "ray" and num_cpus is not None and num_cpus < threads:
+        raise ValueError(f"--num-cpus {num_cpus} is fewer than the {threads} CPUs each Ray task reserves "
+                         f"(--threads {threads}): no task could start; pass --threads {num_cpus} or more CPUs")
+
+
 @contextlib.contextmanager
 def intra_op_threads(threads: int) -> Iterator[None]:
     """torch's intra-op thread count set to `threads` inside the block, restored after it."""
@@ -103,9 +112,7 @@ class RayExecutor:
 
     def __init__(self, num_cpus: int | None = None, gpus_per_task: float = 0.0, threads: int | None = None) -> None:
         self.threads = resolve_threads(threads)
-        if num_cpus is not None and num_cpus < self.threads:
-            raise ValueError(f"--num-cpus {num_cpus} is fewer than the {self.threads} CPUs each Ray task reserves "
-                             f"(--threads {self.threads}): no task could start; pass --threads {num_cpus} or more CPUs")
+        check_executor(self.name, num_cpus, self.threads)
         try:
             import ray
         except ImportError as err:
@@ -140,8 +147,5 @@ def _ray_task(job: DecomposeJob, threads: int) -> Any:
 
 def make_executor(name: ExecutorName, num_cpus: int | None = None,
                   threads: int | None = None) -> LocalExecutor | RayExecutor:
-    if name == "local":
-        return LocalExecutor(threads)
-    if name == "ray":
-        return RayExecutor(num_cpus=num_cpus, threads=threads)
-    raise ValueError(f"executor must be 'local' or 'ray', got {name!r}")
+    check_executor(name, num_cpus, resolve_threads(threads))
+    return LocalExecutor(threads) if name == "local" else RayExecutor(num_cpus=num_cpus, threads=threads)
