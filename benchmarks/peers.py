@@ -95,7 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads of each decomposition of those rows "
                    "(compress --threads; default torch's count)")
     p.add_argument("--cached-only", action="store_true", help="report peers from cached outputs only, run none")
-    p.add_argument("--peer-timeout", type=float, default=3600.0, help="seconds one peer run may take")
+    p.add_argument("--peer-timeout", type=float, default=10800.0, help="seconds one peer run may take (llm-compressor "
+                   "AWQ at 4 bits took 3649 s on the 2-core CPU: its scale search forwards every grid point)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "calderalab" / "peers"))
     p.add_argument("--plot", default=str(DOCS / "peers-kl.png"))
     args = p.parse_args(argv)
