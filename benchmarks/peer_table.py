@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 
@@ -58,6 +59,58 @@ def format_table(rows: list[Row]) -> str:
     measured = sorted((r for r in rows if not r.failure), key=lambda r: (r.bpw, r.kl))
     failed = [r for r in rows if r.failure]
     return "\n".join([HEADER] + [format_row(r) for r in measured + failed])
+
+
+ORIGINAL_METHOD = "original (fp32)"
+
+
+def table_series(method: str, group: str, rank: str, version: str) -> str:
+    """A plot series rebuilt from a printed row's cells: a peer's "hqq g64" / "gptq-eora g64 r64",
+    calderalab's "caldera r64 row" (method words after the first, then a "[ray t1]" run tag, last:
+    "caldera r16 row e8p"); what peers.py names its rows, up to the order of a tuned row's words."""
+    if method == ORIGINAL_METHOD:
+        return ORIGINAL
+    if not version.startswith("calderalab"):
+        return f"{method} g{group}" + ("" if rank == "-" else f" r{rank}")
+    method, _, tag = method.partition(" [")
+    first, _, rest = method.partition(" ")
+    name = f"{first}{'' if rank == '-' else f' r{rank}'} {group}{f' {rest}' if rest else ''}"
+    return name + (f" [{tag}" if tag else "")
+
+
+_PPL = re.compile(r"([\d.]+) \(×([\d.]+)\)")
+_KL = re.compile(r"([\d.]+) \(([\d.]+) \.\. ([\d.]+)\)")
+
+
+def parse_table(text: str) -> list[Row]:
+    """The rows of the first table `format_table` printed in `text` (a README, a log): its inverse up
+    to the printed precision, each row's series rebuilt by `table_series`. So the plot and the verdicts
+    can be redrawn from a published table whose runs' caches are gone."""
+    lines = [line.strip() for line in text.splitlines()]
+    head = HEADER.splitlines()
+    starts = [i for i in range(len(lines) - 1) if lines[i] == head[0] and lines[i + 1] == head[1]]
+    if not starts:
+        raise ValueError("no peer table in the text (its header row is: " + head[0] + ")")
+    rows = []
+    for n, line in enumerate(lines[starts[0] + 2:], start=starts[0] + 3):
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != 10:
+            raise ValueError(f"table line {n} has {len(cells)} cells, not 10: {line}")
+        method, bits, group, rank, version = *cells[:4], cells[9]
+        fields = dict(method=method, series=table_series(method, group, rank, version), bits=bits, group=group,
+                      rank=rank, version=version)
+        if cells[4].startswith("not run: "):
+            rows.append(Row(failure=cells[4].removeprefix("not run: "), **fields))
+            continue
+        ppl, kl = _PPL.fullmatch(cells[5]), _KL.fullmatch(cells[6])
+        if ppl is None or kl is None or not cells[7].endswith("%"):
+            raise ValueError(f"table line {n}: cannot read perplexity, KL or top-1 in: {line}")
+        rows.append(Row(bpw=float(cells[4]), ppl=float(ppl[1]), ppl_ratio=float(ppl[2]), kl=float(kl[1]),
+                        kl_lo=float(kl[2]), kl_hi=float(kl[3]), top1=float(cells[7][:-1]) / 100,
+                        seconds=math.nan if cells[8] == "-" else float(cells[8]), **fields))
+    return rows
 
 
 def series(rows: list[Row]) -> dict[str, list[tuple[float, float]]]:

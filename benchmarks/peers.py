@@ -52,7 +52,7 @@ from calderalab.tune.run import tune_store
 from calderalab.tune.train import TuneConfig
 from peer_envs import ensure_env, run_worker
 from peer_specs import PEERS, PeerConfig, model_bpw, output_key, peer_configs, unsupported
-from peer_table import ORIGINAL, Row, format_table, leads, plot, speed, tuning_windows_plot
+from peer_table import ORIGINAL, ORIGINAL_METHOD, Row, format_table, leads, parse_table, plot, speed, tuning_windows_plot
 from ppl import cached_hessians
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
@@ -99,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "AWQ at 4 bits took 3649 s on the 2-core CPU: its scale search forwards every grid point)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "calderalab" / "peers"))
     p.add_argument("--plot", default=str(DOCS / "peers-kl.png"))
+    p.add_argument("--replot", default=None, metavar="FILE", help="run nothing: read the first peer table printed in "
+                   "FILE (e.g. README.md), print its verdict and speed lines and redraw --plot from it")
     args = p.parse_args(argv)
     if args.quick:
         args.methods, args.ranks, args.groups = "ldlq,caldera", "64", "row"
@@ -505,8 +507,22 @@ def tuned_row(args, lr: float, model, calib, reference, ids, store_dir: Path, bp
                     **tuned_fields), result
 
 
+def replot(args) -> None:
+    """--replot: the verdicts and the plot of a published table, whose runs' caches may be gone."""
+    rows = parse_table(Path(args.replot).read_text(encoding="utf-8"))
+    print(f"{len(rows)} rows read from {args.replot}")
+    print("\n".join(leads(rows) + speed(rows)))
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    plot(rows, args.plot, f"{args.model}, WikiText-2 test, {args.windows}×{args.context} tokens; calibration "
+                          f"{args.calib_samples}×{args.seq_len} tokens of valid.txt (drawn from the table in "
+                          f"{Path(args.replot).name})")
+    print(f"plot: {args.plot}")
+
+
 def main() -> None:
     args = parse_args()
+    if args.replot:
+        return replot(args)
     cache = Path(args.cache).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     model, tokenizer = models.load_model(args.model)
@@ -516,7 +532,7 @@ def main() -> None:
     print(f"original ppl {reference.baseline.perplexity:.3f} on {reference.baseline.n_scored_tokens} tokens "
           f"in {reference.baseline.n_windows} windows; calibration: {calib.description}", flush=True)
     timings = Timings(cache / "timings.json")
-    rows = [Row(method="original (fp32)", series=ORIGINAL, bits="-", group="-", rank="-", version="-", bpw=32.0,
+    rows = [Row(method=ORIGINAL_METHOD, series=ORIGINAL, bits="-", group="-", rank="-", version="-", bpw=32.0,
                 ppl=reference.baseline.perplexity, ppl_ratio=1.0, kl=0.0, kl_lo=0.0, kl_hi=0.0, top1=1.0)]
     ours, tunings = calderalab_rows(args, model, calib, reference, ids, cache, timings)
     rows += ours

@@ -154,3 +154,37 @@ def test_speed_ratio_pairs_rows_of_the_same_bits(mods):
     assert speed(rows) == ["compression time, caldera r64 row b3 / gptqmodel g64 b3: 0.40 (120 s / 300 s)",
                            "compression time, caldera r64 row [ray t1] b3 / gptqmodel g64 b3: 0.30 (90 s / 300 s)"]
 
+
+
+def test_a_printed_table_reads_back_to_its_rows_verdicts_and_series(mods, tmp_path):
+    """parse_table inverts format_table to the printed precision, so a README's table redraws the plot
+    and gives the same verdicts (the runs' caches may be gone); a table that is not there is refused."""
+    pt = mods["peer_table"]
+    Row = pt.Row
+    def row(method, group, rank, version, bits, bpw, kl, lo, hi, seconds=12.0):  # noqa: E306
+        return Row(method=method, series=pt.table_series(method, group, rank, version), bits=bits, group=group,
+                   rank=rank, version=version, bpw=bpw, ppl=27.5, ppl_ratio=1.074, kl=kl, kl_lo=lo, kl_hi=hi,
+                   top1=0.853, seconds=seconds)
+    rows = [row("caldera e8p", "row", "16", "calderalab 0.1.0", "4", 4.21, 0.0642, 0.0617, 0.0669),
+            row("caldera [ray t1]", "row", "64", "calderalab 0.1.0", "3", 3.791, 0.1718, 0.1647, 0.179, 250.0),
+            row("ldlq kl-plan", "row", "-", "calderalab 0.1.0", "4.3", 4.3, 0.0474, 0.0455, 0.0494),
+            row("gptq-eora", "64", "64", "gptqmodel 7.7.0", "3", 6.286, 0.302, 0.2865, 0.3183),
+            row("gptqmodel", "64", "-", "gptqmodel 7.7.0", "3", 3.342, 0.6656, 0.6368, 0.6942, 500.0),
+            row("hqq", "64", "-", "hqq 0.2.8", "4", 4.5, 0.0400, 0.0390, 0.0410),
+            Row(method=pt.ORIGINAL_METHOD, series=pt.ORIGINAL, bits="-", group="-", rank="-", version="-", bpw=32.0,
+                ppl=25.62, ppl_ratio=1.0, kl=0.0, kl_lo=0.0, kl_hi=0.0, top1=1.0),
+            Row(method="llmc-awq", series="llmc-awq g64", bits="2", group="64", rank="-", version="0.14",
+                failure="not run in this invocation")]
+    assert [r.series for r in rows[:6]] == ["caldera r16 row e8p", "caldera r64 row [ray t1]", "ldlq row kl-plan",
+                                            "gptq-eora g64 r64", "gptqmodel g64", "hqq g64"]
+    text = "intro\n\n" + pt.format_table(rows) + "\n\nafter\n"
+    back = pt.parse_table(text)
+    key = lambda r: (r.series, r.bits)  # noqa: E731
+    assert sorted(back, key=key) == sorted(rows, key=key)  # every value above is exact at the printed precision
+    assert pt.leads(back) == pt.leads(rows) and any("does NOT lead" in v for v in pt.leads(back))  # hqq's planted win
+    assert pt.speed(back) == ["compression time, caldera r64 row [ray t1] b3 / gptqmodel g64 b3: 0.50 (250 s / 500 s)"]
+    with pytest.raises(ValueError, match="no peer table in the text"):
+        pt.parse_table("| a | b |\n|---|---|\n")
+    broken = text.replace("0.0642 (0.0617 .. 0.0669)", "0.0642 [0.0617, 0.0669]")
+    with pytest.raises(ValueError, match="cannot read perplexity, KL or top-1"):
+        pt.parse_table(broken)
