@@ -67,11 +67,13 @@ ORIGINAL_METHOD = "original (fp32)"
 def table_series(method: str, group: str, rank: str, version: str) -> str:
     """A plot series rebuilt from a printed row's cells: a peer's "hqq g64" / "gptq-eora g64 r64",
     calderalab's "caldera r64 row" (method words after the first, then a "[ray t1]" run tag, last:
-    "caldera r16 row e8p"); what peers.py names its rows, up to the order of a tuned row's words."""
+    "caldera r16 row e8p"), a KL plan's "ldlq kl-plan": what peers.py names its rows."""
     if method == ORIGINAL_METHOD:
         return ORIGINAL
     if not version.startswith("calderalab"):
         return f"{method} g{group}" + ("" if rank == "-" else f" r{rank}")
+    if method.startswith("ldlq kl-plan"):  # one line through every target bpw, named by the method alone
+        return method
     method, _, tag = method.partition(" [")
     first, _, rest = method.partition(" ")
     name = f"{first}{'' if rank == '-' else f' r{rank}'} {group}{f' {rest}' if rest else ''}"

@@ -175,7 +175,7 @@ def test_a_printed_table_reads_back_to_its_rows_verdicts_and_series(mods, tmp_pa
                 ppl=25.62, ppl_ratio=1.0, kl=0.0, kl_lo=0.0, kl_hi=0.0, top1=1.0),
             Row(method="llmc-awq", series="llmc-awq g64", bits="2", group="64", rank="-", version="0.14",
                 failure="not run in this invocation")]
-    assert [r.series for r in rows[:6]] == ["caldera r16 row e8p", "caldera r64 row [ray t1]", "ldlq row kl-plan",
+    assert [r.series for r in rows[:6]] == ["caldera r16 row e8p", "caldera r64 row [ray t1]", "ldlq kl-plan",
                                             "gptq-eora g64 r64", "gptqmodel g64", "hqq g64"]
     text = "intro\n\n" + pt.format_table(rows) + "\n\nafter\n"
     back = pt.parse_table(text)
