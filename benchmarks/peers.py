@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--groups", default="row,128,64", help="calderalab group sizes ('row' = one per row)")
     p.add_argument("--codebooks", default="scalar,e8p", help="calderalab backbone quantisers: scalar, e8p (E8P lattice; "
                    "residual E8P codebooks at 3 and 4 bits)")
+    p.add_argument("--seeds", default="0", help="calderalab's rotation seeds (CompressionSpec.seed: the random "
+                   "Hadamard signs), comma-separated; a row per seed, seeds other than 0 labelled ' s<seed>': their "
+                   "spread is the run-to-run noise of a compression, which a paired window interval does not see")
     p.add_argument("--quick", action="store_true", help="calderalab ldlq and caldera rank 64, row groups only")
     p.add_argument("--tune-steps", type=int, default=0,
                    help="also recovery-tune every caldera store (calderalab.tune, on the calibration windows) "
@@ -304,14 +307,17 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
         hessians = timed_hessians(model, calib, cache, timings)
     n_layers = models.num_layers(model)
     rows, tunings = [], []
-    specs = calderalab_specs(args.methods.split(","), [int(b) for b in args.bits.split(",")],
-                             [int(k) for k in args.ranks.split(",")], args.groups.split(","), tuple(args.codebooks.split(",")))
+    specs = [dataclasses.replace(spec, seed=seed) for seed in [int(x) for x in args.seeds.split(",")]
+             for spec in calderalab_specs(args.methods.split(","), [int(b) for b in args.bits.split(",")],
+                                          [int(k) for k in args.ranks.split(",")], args.groups.split(","),
+                                          tuple(args.codebooks.split(",")))]
     tag, store_tag = run_tag(args)
     for spec in specs:
         group = "row" if spec.group_size is None else str(spec.group_size)
         book = "" if spec.codebook == "scalar" else f" {spec.codebook}"
-        fields = dict(method=spec.method + book + tag,
-                      series=f"{spec.method}{f' r{spec.rank}' if spec.rank else ''} {group}{book}{tag}",
+        seed = f" s{spec.seed}" if spec.seed else ""
+        fields = dict(method=spec.method + book + seed + tag,
+                      series=f"{spec.method}{f' r{spec.rank}' if spec.rank else ''} {group}{book}{seed}{tag}",
                       bits=str(spec.bits), group=group, rank=str(spec.rank or "-"), version=f"calderalab {__version__}")
         try:
             [core.expected_bpw(spec, m, n) for m, n in shapes_of(model)]
