@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0", help="calderalab's rotation seeds (CompressionSpec.seed: the random "
                    "Hadamard signs), comma-separated; a row per seed, seeds other than 0 labelled ' s<seed>': their "
                    "spread is the run-to-run noise of a compression, which a paired window interval does not see")
+    p.add_argument("--margin", type=float, default=0.0, help="run-to-run spread (nats/token) a paired change between "
+                   "two separately compressed models must clear (the KL plan lines); the spread over --seeds runs "
+                   "measures it (0.0067 for caldera r64 at 3 bits on SmolLM2); 0: the window interval alone")
     p.add_argument("--quick", action="store_true", help="calderalab ldlq and caldera rank 64, row groups only")
     p.add_argument("--tune-steps", type=int, default=0,
                    help="also recovery-tune every caldera store (calderalab.tune, on the calibration windows) "
@@ -443,7 +446,7 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
         base = root / f"{prefix}-{spec.key()}-score-{reference.key[:16]}.json" if spec else None
         if base is not None and base.exists():
             lines.append(paired_kl_line(f"KL plan {target:g} ({made['bpw']:.3f} bpw) against uniform {spec.key()} ({bpw:.3f} bpw)",
-                                        cached_result(base, None), result))
+                                        cached_result(base, None), result, args.margin))
         for lr in tune_lrs(args) if args.tune_steps and target in tuned_targets else []:
             tuned = tuned_row(args, lr, model, calib, reference, ids, root / made["store"], made["bpw"], timings,
                               made["seconds"], fields, args.tune_rank16)
@@ -457,7 +460,7 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
         if over:
             bpw, t = min(over)
             lines.append(paired_kl_line(f"{row.series} {target:g} ({row.bpw:.3f} bpw) against KL plan {t:g} ({bpw:.3f} bpw)",
-                                        plain[t][1], tuned_result))
+                                        plain[t][1], tuned_result, args.margin))
     return rows, lines, stores, tunings
 
 

@@ -117,3 +117,32 @@ def test_logit_softcap_after_the_head_is_refused():
     model = transformers.Gemma2ForCausalLM(cfg).eval()
     with pytest.raises(ValueError, match="softcap"):
         build_reference(model, IDS, CTX, STRIDE)
+
+
+def _planted_result(window_kl_per_token: list[float], tokens: int = 500):
+    """A FidelityResult whose windows have the given KL per token (perplexity fields are placeholders)."""
+    from calderalab.eval.fidelity import FidelityResult
+    from calderalab.eval.perplexity import PerplexityResult
+
+    n = len(window_kl_per_token)
+    ppl = PerplexityResult(20.0, 3.0 * n * tokens, n * tokens, n, 512, 512, tuple([3.0 * tokens] * n), tuple([tokens] * n))
+    return FidelityResult(ppl, ppl, tuple(k * tokens for k in window_kl_per_token), tuple([tokens // 2] * n))
+
+
+def test_paired_line_with_a_margin_calls_only_changes_beyond_it():
+    """A planted +0.005 nats/token shift on every window: the window interval alone calls it higher;
+    against a run-to-run margin of 0.0067 it is no change; a +0.02 shift clears that margin."""
+    from calderalab.eval.fidelity import paired_kl_line
+
+    g = torch.Generator().manual_seed(0)
+    base = (0.10 + 0.02 * torch.rand(40, generator=g)).tolist()
+    jitter = (0.0005 * torch.randn(40, generator=g)).tolist()
+    small = _planted_result([b + 0.005 + j for b, j in zip(base, jitter)])
+    large = _planted_result([b + 0.02 + j for b, j in zip(base, jitter)])
+    fixed = _planted_result(base)
+    assert paired_kl_line("x", fixed, small).endswith("): higher")
+    assert paired_kl_line("x", fixed, small, 0.0067).endswith("): no change shown beyond the run-to-run margin ±0.0067")
+    assert paired_kl_line("x", fixed, large, 0.0067).endswith("): higher beyond the run-to-run margin ±0.0067")
+    assert paired_kl_line("x", large, fixed, 0.0067).endswith("): lower beyond the run-to-run margin ±0.0067")
+    with pytest.raises(ValueError, match="margin must be a non-negative"):
+        paired_kl_line("x", fixed, small, -0.001)

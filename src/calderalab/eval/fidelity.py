@@ -76,17 +76,26 @@ class FidelityResult:
         return window_mean_interval(self.window_top1, self.perplexity.window_tokens, level, seed=seed)
 
 
-def paired_kl_line(what: str, base: FidelityResult, other: FidelityResult) -> str:
+def paired_kl_line(what: str, base: FidelityResult, other: FidelityResult, margin: float = 0.0) -> str:
     """other's KL minus base's, paired over the same windows: a resample of windows keeps both scores
-    of each window (window_mean_interval on the per-window differences). One line, with its verdict."""
+    of each window (window_mean_interval on the per-window differences). One line, with its verdict.
+
+    The interval holds both models fixed. Two separately compressed models of one method differ by
+    more than it (another rotation seed or thread count moved SmolLM2's caldera 3-bit KL by up to
+    0.0067 nats, README): to compare methods, pass that run-to-run spread as `margin` (nats/token),
+    and a change counts only when its interval clears ±margin.
+    """
     if base.perplexity.window_tokens != other.perplexity.window_tokens:
         raise ValueError("the two results were scored on different windows: a paired change needs the same ones")
+    if not margin >= 0.0:
+        raise ValueError(f"margin must be a non-negative number of nats/token, got {margin!r}")
     diff = [b - a for a, b in zip(base.window_kl, other.window_kl)]
     mean, lo, hi = window_mean_interval(diff, base.perplexity.window_tokens)
     lower = sum(d < 0 for d in diff)
-    verdict = "lower" if hi < 0 else "higher" if lo > 0 else "no change shown"
+    verdict = "lower" if hi < -margin else "higher" if lo > margin else "no change shown"
+    beyond = f" beyond the run-to-run margin ±{margin:.4f}" if margin else ""
     return (f"{what}: KL {mean:+.4f} nats/token (95% {lo:+.4f} .. {hi:+.4f}, paired over windows; "
-            f"lower in {lower} of {len(diff)} windows): {verdict}")
+            f"lower in {lower} of {len(diff)} windows): {verdict}{beyond}")
 
 
 def reference_key(model_sha: str, ids: torch.Tensor, context_len: int, stride: int) -> str:
