@@ -52,9 +52,11 @@ def calibration_text(root: Path) -> Path:
 
 
 def compress_args(model: Path, calib: Path, out: Path | str) -> list[str]:
-    """`calderalab compress` at 4-bit LDLQ on 4 calibration windows: a second or two of work."""
+    """`calderalab compress` at 4-bit LDLQ on 4 calibration windows: a second or two of work. One
+    decomposition thread (`--threads 1`), as in the killed subprocesses (OMP_NUM_THREADS=1): a resume
+    reuses only modules made at its own count, so the runs whose bytes are compared share it."""
     return ["compress", str(model), "--bits", "4", "--calib", str(calib), "--calib-samples", "4", "--seq-len", "32",
-            "--out", str(out)]
+            "--threads", "1", "--out", str(out)]
 
 
 def start_killed(argv: list[str], fault: str, extra_env: dict[str, str] | None = None,

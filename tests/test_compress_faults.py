@@ -61,7 +61,8 @@ def crashed(tmp_path_factory, s3, tiny_compressed):
 
     One `compress` subprocess per fault, all started at once (the interpreter start-up dominates,
     so they overlap), one thread each; the uninterrupted reference ran in the test process with its
-    default threads (so the byte comparison also spans thread counts).
+    default threads for the Hessian capture (so the byte comparison also spans thread counts there) and
+    `--threads 1` for the decompositions, as the resumes do (a module of another count is recomputed).
     """
     root = tmp_path_factory.mktemp("faults")
     model, calib, reference = tiny_compressed

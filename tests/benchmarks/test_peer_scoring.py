@@ -128,8 +128,9 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
     ids = torch.randint(1, 64, (4 * 32,), generator=torch.Generator().manual_seed(0))
     reference = load_or_build_reference(model, ids, 32, 32, tmp_path / "reference")
     timings = peers.Timings(tmp_path / "timings.json")
-    args = argparse.Namespace(kl_plans="3.5", cached_only=False, tune_steps=0, tune_kl_plans="")
-    cached_args = lambda plans: argparse.Namespace(kl_plans=plans, cached_only=True, tune_steps=0, tune_kl_plans="")  # noqa: E731
+    args = argparse.Namespace(kl_plans="3.5", cached_only=False, tune_steps=0, tune_kl_plans="", margin=0.0)
+    cached_args = lambda plans: argparse.Namespace(kl_plans=plans, cached_only=True, tune_steps=0, tune_kl_plans="",  # noqa: E731
+                                                   margin=0.0)
     [row], lines, [store], tunings = peers.kl_plan_rows(args, model, calib, reference, ids, tmp_path, timings)
     assert tunings == []
     assert lines == []  # no uniform candidate was scored
@@ -172,7 +173,7 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
     # with the untuned plan at or under its bpw
     monkeypatch.setattr(peers, "compress_model", real_compress)  # a new target (4) is compressed and measured
     monkeypatch.setattr(peers.fisher, "output_sensitivity", real_fisher)
-    tuned_args = argparse.Namespace(kl_plans="3.5,4.5", cached_only=False, tune_steps=2, tune_lr="1e-2", tune_rank16=2,
+    tuned_args = argparse.Namespace(kl_plans="3.5,4.5", cached_only=False, tune_steps=2, tune_lr="1e-2", tune_rank16=2, margin=0.0,
                                     tune_kl_plans="3.5")
     rows, lines, _, [(label, source, tuned_result)] = peers.kl_plan_rows(tuned_args, model, calib, reference, ids,
                                                                          tmp_path, timings)
