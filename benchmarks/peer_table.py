@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from dataclasses import dataclass
 
 
@@ -206,8 +207,6 @@ def tuning_windows_plot(tunings: list, path: str, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    import textwrap
 
     fig, axes = plt.subplots(1, len(tunings), figsize=(max(3.6 * len(tunings), 5.0), 4.0), squeeze=False)
     for ax, (label, source, tuned) in zip(axes[0], tunings):

@@ -35,6 +35,7 @@ import shutil
 import time
 from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 import torch
 from safetensors.torch import load_file
@@ -43,6 +44,7 @@ from calderalab import __version__, core, kl_budget, models, plans
 from calderalab.artifacts import ArtifactStore, assemble_weights
 from calderalab.calib import CalibConfig, load_calibration
 from calderalab.compress import compress_model
+from calderalab.executors import ExecutorName
 from calderalab.core.e8p_matrix import BITS as E8P_BITS
 from calderalab.calib import fisher
 from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, measure_against, paired_kl_line
@@ -95,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kl-plans", default="", help="also calderalab's KL plan (compress --plan kl: LDLQ bits per module, "
                    "least predicted KL) at these target bpw, comma-separated, e.g. 2.5,3.3,4.3; its candidates are "
                    "the ldlq E8P / scalar stores of this benchmark")
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
+    p.add_argument("--executor", choices=list(get_args(ExecutorName)), default="local",
                    help="where calderalab's uniform rows decompose (compress --executor); a row of another setting "
                         "than the default is labelled with it and cached apart")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads of each decomposition of those rows "
@@ -516,15 +518,18 @@ def tuned_row(args, lr: float, model, calib, reference, ids, store_dir: Path, bp
                     **tuned_fields), result
 
 
+def plot_title(args, n_windows: int) -> str:
+    return (f"{args.model}, WikiText-2 test, {n_windows}×{args.context} tokens; "
+            f"calibration {args.calib_samples}×{args.seq_len} tokens of valid.txt")
+
+
 def replot(args) -> None:
     """--replot: the verdicts and the plot of a published table, whose runs' caches may be gone."""
     rows = parse_table(Path(args.replot).read_text(encoding="utf-8"))
     print(f"{len(rows)} rows read from {args.replot}")
     print("\n".join(leads(rows) + speed(rows)))
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-    plot(rows, args.plot, f"{args.model}, WikiText-2 test, {args.windows}×{args.context} tokens; calibration "
-                          f"{args.calib_samples}×{args.seq_len} tokens of valid.txt (drawn from the table in "
-                          f"{Path(args.replot).name})")
+    plot(rows, args.plot, plot_title(args, args.windows) + f" (drawn from the table in {Path(args.replot).name})")
     print(f"plot: {args.plot}")
 
 
@@ -562,8 +567,7 @@ def main() -> None:
     print()
     print("\n".join(leads(rows) + speed(rows) + [tuning_line(*t) for t in tunings] + kl_lines))
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-    plot(rows, args.plot, f"{args.model}, WikiText-2 test, {reference.baseline.n_windows}×{args.context} tokens; "
-                          f"calibration {args.calib_samples}×{args.seq_len} tokens of valid.txt")
+    plot(rows, args.plot, plot_title(args, reference.baseline.n_windows))
     print(f"plot: {args.plot}")
     if tunings:
         path = Path(args.plot).with_name(Path(args.plot).stem + "-tuning.png")
