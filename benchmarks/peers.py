@@ -43,6 +43,7 @@ from safetensors.torch import load_file
 from calderalab import __version__, core, kl_budget, models, plans
 from calderalab.artifacts import ArtifactStore, assemble_weights
 from calderalab.calib import CalibConfig, load_calibration
+from calderalab.calib.sources import HESSIAN_DTYPES
 from calderalab.compress import compress_model
 from calderalab.executors import ExecutorName
 from calderalab.core.e8p_matrix import BITS as E8P_BITS
@@ -102,6 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "than the default is labelled with it and cached apart")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads of each decomposition of those rows "
                    "(compress --threads; default torch's count)")
+    p.add_argument("--hessian-dtype", choices=list(HESSIAN_DTYPES), default="float32",
+                   help="dtype of the Hessian capture of those rows (compress --hessian-dtype): bfloat16 runs the "
+                        "calibration forwards and XᵀX products in bfloat16 (rows labelled and cached apart)")
     p.add_argument("--cached-only", action="store_true", help="report peers from cached outputs only, run none")
     p.add_argument("--peer-timeout", type=float, default=10800.0, help="seconds one peer run may take (llm-compressor "
                    "AWQ at 4 bits took 3649 s on the 2-core CPU: its scale search forwards every grid point)")
@@ -133,16 +137,14 @@ def calderalab_specs(methods: list[str], bits: list[int], ranks: list[int], grou
 
 
 def hessians_key(calib) -> str:
-    return f"hessians-{calib.sha256[:16]}-v{__version__}"
+    tag = "" if calib.hessian_dtype == "float32" else f"-{calib.hessian_dtype}"
+    return f"hessians-{calib.sha256[:16]}-v{__version__}{tag}"
 
 
 def timed_hessians(model, calib, cache: Path, timings: "Timings") -> list:
-    """ppl.cached_hessians, with the time of collecting them kept (a reused file reports it too)."""
-    t0 = time.perf_counter()
-    hessians = cached_hessians(model, calib, cache)
-    if timings.get(hessians_key(calib)) is None:
-        timings.put(hessians_key(calib), time.perf_counter() - t0)
-    return hessians
+    """ppl.cached_hessians, with the time of collecting them kept: the time of the latest collection (a
+    file collected again, say after calib/ changed, times anew; a reused file reports the old time)."""
+    return cached_hessians(model, calib, cache, lambda seconds: timings.put(hessians_key(calib), seconds))
 
 
 def timed_compress(model, plan, store_dir: Path, calib, hessians, timings: "Timings", executor: str = "local",
@@ -294,12 +296,16 @@ def tune_lrs(args) -> list[float]:
 
 
 def run_tag(args) -> tuple[str, str]:
-    """(label suffix, store-name suffix) of a non-default --executor / --threads: such a row is timed
+    """(label suffix, store-name suffix) of a non-default --executor / --threads / --hessian-dtype: such a row is timed
     apart (its own store) and named apart (its own series, which `speed` also reads)."""
-    if args.executor == "local" and args.threads is None:
+    parts = []
+    if args.executor != "local" or args.threads is not None:
+        parts.append(args.executor + ("" if args.threads is None else f" t{args.threads}"))
+    if args.hessian_dtype != "float32":
+        parts.append(f"H {args.hessian_dtype}")
+    if not parts:
         return "", ""
-    threads = "" if args.threads is None else f" t{args.threads}"
-    return f" [{args.executor}{threads}]", f"-{args.executor}{threads.replace(' ', '-')}"
+    return f" [{', '.join(parts)}]", "".join("-" + p.replace(" ", "-") for p in parts)
 
 
 def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Timings
@@ -307,6 +313,7 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
     """The calderalab rows, and per tuned row (its label, the source's scores, its scores)."""
     if not args.methods:
         return [], []
+    calib = dataclasses.replace(calib, hessian_dtype=args.hessian_dtype)  # these rows' Hessians only
     key = hessians_key(calib)
     if not args.cached_only:
         hessians = timed_hessians(model, calib, cache, timings)

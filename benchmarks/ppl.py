@@ -51,12 +51,17 @@ def configs(bits_list: list[int], ranks: list[int], lr_bits: int = 4,
     return out
 
 
-def cached_hessians(model, calib, cache: Path) -> list[tuple[int, dict[str, torch.Tensor]]]:
-    """Hessians of `calib`, cached under a name keyed on the calibration tokens AND the code that
-    collects them (calderalab version, calib/*.py hash): a file made by other calib code is never
-    found, and a file whose recorded provenance disagrees is recollected, with the reason printed."""
+def cached_hessians(model, calib, cache: Path, on_collect=None) -> list[tuple[int, dict[str, torch.Tensor]]]:
+    """Hessians of `calib`, cached under a name keyed on the calibration tokens, their Hessian dtype AND the
+    code that collects them (calderalab version, calib/*.py hash): a file made by other calib code is never
+    found, and a file whose recorded provenance disagrees is recollected, with the reason printed.
+    on_collect(seconds) is called when they were collected now (not read from the file)."""
     provenance = {"calibration": calib.sha256, "calderalab": __version__, "calib_code": source_hash("calib")}
-    path = cache / f"hessians-{calib.sha256[:16]}-calib{provenance['calib_code'][:8]}-v{__version__}.pt"
+    tag = ""
+    if calib.hessian_dtype != "float32":  # float32 keeps the name and provenance it had before the option
+        provenance["hessian_dtype"] = calib.hessian_dtype
+        tag = f"-{calib.hessian_dtype}"
+    path = cache / f"hessians-{calib.sha256[:16]}-calib{provenance['calib_code'][:8]}-v{__version__}{tag}.pt"
     if path.exists():
         stored = torch.load(path)
         if isinstance(stored, dict) and stored.get("provenance") == provenance:
@@ -64,8 +69,11 @@ def cached_hessians(model, calib, cache: Path) -> list[tuple[int, dict[str, torc
         found = stored.get("provenance") if isinstance(stored, dict) else None
         print(f"{path.name}: collected with {found}, this code is {provenance}: recollecting")
     t0 = time.perf_counter()
-    hessians = list(collect_hessians(model, calib.batches))
-    print(f"collected Hessians of {len(hessians)} layers on {calib.n_tokens} tokens in {time.perf_counter() - t0:.1f}s")
+    hessians = list(collect_hessians(model, calib.batches, forward_dtype=calib.forward_dtype))
+    seconds = time.perf_counter() - t0
+    print(f"collected Hessians of {len(hessians)} layers on {calib.n_tokens} tokens in {seconds:.1f}s")
+    if on_collect is not None:
+        on_collect(seconds)
     torch.save({"provenance": provenance, "hessians": hessians}, path)
     return hessians
 

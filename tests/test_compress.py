@@ -87,6 +87,27 @@ def test_finished_store_of_another_calibration_is_refused(tmp_path):
         compress_model(model, plan, ArtifactStore(str(tmp_path / "s")), calib_data(seed=1))
 
 
+def test_bfloat16_hessians_are_recorded_deterministic_and_leave_the_weights(tmp_path):
+    """--hessian-dtype bfloat16: other Hessians (so other codes than float32's), the same bytes on a rerun,
+    the model's float32 weights decomposed (same fingerprints), and recorded, so a float32 resume is refused."""
+    import dataclasses
+
+    model, _ = tiny_model("llama", n_layers=2)
+    plan = plans.uniform_plan(2, SPEC)
+    fast = dataclasses.replace(calib_data(), hessian_dtype="bfloat16")
+    compress_model(model, plan, ArtifactStore(str(tmp_path / "b1")), fast)
+    compress_model(model, plan, ArtifactStore(str(tmp_path / "b2")), fast)
+    run(model, plan, tmp_path / "f")
+    assert file_bytes(tmp_path / "b1") == file_bytes(tmp_path / "b2")
+    assert file_bytes(tmp_path / "b1") != file_bytes(tmp_path / "f")
+    b16, f32 = (ArtifactStore(str(tmp_path / n)).manifest() for n in ("b1", "f"))
+    assert b16.header.calibration["hessian_dtype"] == "bfloat16" and "hessian_dtype" not in f32.header.calibration
+    fingerprints = lambda m: {k: e.original_fingerprint for k, e in m.modules.items()}  # noqa: E731
+    assert fingerprints(b16) == fingerprints(f32)
+    with pytest.raises(ArtifactError, match="with calibration .* use a new store URL"):
+        run(model, plan, tmp_path / "b1")
+
+
 def test_other_families(tmp_path):
     for family in ("qwen2", "gemma"):
         model, _ = tiny_model(family, n_layers=2)

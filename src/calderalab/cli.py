@@ -129,6 +129,9 @@ def compress(
                               ".jsonl, or 'auto' (default: the reference GSM8K questions beside the checkout, else self)"),
     calib_samples: int = typer.Option(None, "--calib-samples", help="number of calibration sequences (default 32)"),
     seq_len: int = typer.Option(None, "--seq-len", help="tokens per calibration sequence"),
+    hessian_dtype: str = typer.Option(None, "--hessian-dtype", help="float32 (default) | bfloat16: the calibration "
+                                      "forward passes and XᵀX products of the Hessians in bfloat16 (sums in float32; "
+                                      "about 2.5x faster on a CPU with AMX); the weights decomposed stay as loaded"),
     executor: str = typer.Option("local", help="local | ray"),
     num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs for a local Ray instance"),
     threads: int = typer.Option(None, "--threads", help="intra-op threads of each decomposition (default: torch's, "
@@ -156,7 +159,7 @@ def compress(
     check_executor(executor, num_cpus, threads)
     run_device, run_dtype = devices.resolve(device, dtype)  # a missing GPU fails here, before the model loads
     calib_config = CompressSettings().with_options(calib_source=calib, calib_samples=calib_samples, calib_seq_len=seq_len,
-                                                   seed=seed).calib
+                                                   seed=seed, hessian_dtype=hessian_dtype).calib
     fields = {"bits": bits, "rank": rank, "method": method, "lr_bits": lr_bits, "group_size": group_size,
               "codebook": codebook, "outer_iters": outer_iters, "inner_iters": inner_iters, "damp": damp, "seed": seed}
     if plan == "budget":
@@ -211,7 +214,8 @@ def _budget_plan(console, request, run, model_obj, tokenizer, calib_config, offl
 
     settings, the_profile, shapes = request
     calib = load_calibration(model_obj, tokenizer, calib_config)
-    hessians = list(collect_hessians(model_obj, calib.batches, offload_dir=offload_dir))  # every candidate reuses them
+    hessians = list(collect_hessians(model_obj, calib.batches, offload_dir=offload_dir,
+                                     forward_dtype=calib.forward_dtype))  # every candidate reuses them
     chosen = budget.budget_plan(the_profile, settings, shapes,
                                 lambda p: run(p, f"candidate {budget.option_name(p.spec(0, 'q'))}", calib, hessians))
     console.print(budget.map_table(chosen), highlight=False, markup=False)
@@ -241,7 +245,8 @@ def _kl_plan(console, request, run, model_obj, tokenizer, calib_config, offload_
     settings, _ = request
     kl_budget.check_in_memory(model_obj)
     calib = load_calibration(model_obj, tokenizer, calib_config)
-    hessians = list(collect_hessians(model_obj, calib.batches, offload_dir=offload_dir))
+    hessians = list(collect_hessians(model_obj, calib.batches, offload_dir=offload_dir,
+                                     forward_dtype=calib.forward_dtype))
     with make_progress(eta=True, console=console) as progress:
         task = progress.add_task("output sensitivity (Fisher)", total=None)
         sensitivity = output_sensitivity(model_obj, calib.token_ids, settings.fisher,

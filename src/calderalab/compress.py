@@ -226,7 +226,8 @@ def compress_model(
         store.init(_model_record(model, model_ref), calibration)
         emit(CalibrationReady(calib_data.description, calib_data.n_tokens, calib_data.sha256))
         stream = hessians if hessians is not None else collect_hessians(
-            model, calib_data.batches, layers=sorted(todo), targets=targets, offload_dir=offload_dir)
+            model, calib_data.batches, layers=sorted(todo), targets=targets, offload_dir=offload_dir,
+            forward_dtype=calib_data.forward_dtype)
         try:
             done += _compress_layers(model, targets, todo, stream, store, make_executor(executor, num_cpus, threads), emit)
         except StoreFullError as err:

@@ -193,8 +193,11 @@ def test_kl_plan_rows_meet_their_target_and_come_from_the_cache(peers, tmp_path,
 
 
 def test_run_tag_names_and_separates_non_default_runs(peers):
-    """A row decomposed under another executor or thread count is its own series and store (its time
-    and last bits differ); the default keeps the names every earlier run cached under."""
+    """A row decomposed under another executor, thread count or Hessian dtype is its own series and store (its
+    time and last bits differ); the default keeps the names every earlier run cached under."""
     assert peers.run_tag(peers.parse_args([])) == ("", "")
     assert peers.run_tag(peers.parse_args(["--executor", "ray", "--threads", "1"])) == (" [ray t1]", "-ray-t1")
     assert peers.run_tag(peers.parse_args(["--threads", "2"])) == (" [local t2]", "-local-t2")
+    assert peers.run_tag(peers.parse_args(["--hessian-dtype", "bfloat16"])) == (" [H bfloat16]", "-H-bfloat16")
+    assert peers.run_tag(peers.parse_args(["--threads", "1", "--hessian-dtype", "bfloat16"])) == (
+        " [local t1, H bfloat16]", "-local-t1-H-bfloat16")

@@ -75,6 +75,30 @@ def test_layerwise_equals_full_forward(family):
     assert got[0]["o"] is not got[0]["q"]
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_bfloat16_forward_equals_a_bfloat16_model(family):
+    """forward_dtype=bfloat16 gives the Hessians of the same model held in bfloat16 (its forward is the same
+    arithmetic: embeddings, rotary cos/sin and masks cast as transformers casts them), up to the one
+    bfloat16 rounding per product chunk; the float32 model itself is left as it was, float32."""
+    import copy
+
+    model = build(family, n_layers=3)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    gen = torch.Generator().manual_seed(4)
+    batches = [torch.randint(0, 97, (2, 12), generator=gen) for _ in range(3)]
+    twin = copy.deepcopy(model).to(torch.bfloat16)
+    twin.model.rotary_emb.inv_freq = model.model.rotary_emb.inv_freq.clone()  # .to() rounds this buffer; capture does not
+    ref = reference_hessians(twin, batches)
+    fp32 = dict(collect_hessians(model, batches, targets=targets(model)))
+    got = dict(collect_hessians(model, batches, targets=targets(model), forward_dtype=torch.bfloat16))
+    rel = lambda a, b: float((a.double() - b.double()).norm() / b.double().norm())  # noqa: E731
+    for (layer, name), H in ref.items():
+        assert got[layer][name].dtype == torch.float32
+        assert rel(got[layer][name], H) < 2**-9, (layer, name)
+    assert max(rel(fp32[layer][name], H) for (layer, name), H in ref.items()) > 2**-8  # float32 is another forward
+    assert all(torch.equal(v, state[k]) and v.dtype == torch.float32 for k, v in model.state_dict().items())
+
+
 def test_subset_of_layers_and_model_untouched():
     model = build("llama", n_layers=4)
     batches = [torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(2))]

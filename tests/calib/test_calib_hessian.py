@@ -53,3 +53,24 @@ def test_bad_inputs():
         acc.update(torch.randn(3, 5))
     with pytest.raises(ValueError, match="zero tokens"):
         acc.hessian()
+
+
+def test_bfloat16_products_within_their_rounding():
+    """bfloat16 inputs multiplied in bfloat16 chunks: within 2⁻⁹ (one bfloat16 rounding per chunk) of the
+    exact XᵀX of the same bfloat16 values, and really computed in bfloat16 (farther than float32's error)."""
+    from calderalab.calib.hessian import PRODUCT_CHUNK
+
+    gen = torch.Generator().manual_seed(0)
+    X = (torch.randn(2 * PRODUCT_CHUNK + 300, 48, generator=gen) + 0.5).to(torch.bfloat16)  # three chunks, one short
+    exact = X.double().T @ X.double() / X.shape[0]
+    fast = HessianAccumulator(48, product_dtype=torch.bfloat16)
+    fast.update(X[:1000])
+    fast.update(X[1000:])
+    slow = HessianAccumulator(48)
+    slow.update(X)
+    rel = lambda H: float((H.double() - exact).norm() / exact.norm())  # noqa: E731
+    assert fast.n_tokens == X.shape[0]
+    assert rel(slow.hessian()) < 1e-6
+    assert 1e-6 < rel(fast.hessian()) < 2**-9
+    with pytest.raises(ValueError, match="product_dtype"):
+        HessianAccumulator(4, product_dtype=torch.float16)

@@ -8,6 +8,10 @@ from __future__ import annotations
 import torch
 
 _DTYPES = (torch.float32, torch.float64)
+# bfloat16 products run in chunks of this many tokens: each chunk's XᵀX is rounded to bfloat16 once
+# (relative 2⁻⁹ per entry) before the float32 sum, so the sum's rounding error shrinks as 1/√chunks;
+# 2048 keeps the matmuls large enough for AMX (measured on SmolLM2 widths: bench in calib/capture).
+PRODUCT_CHUNK = 2048
 
 
 class HessianAccumulator:
@@ -21,15 +25,23 @@ class HessianAccumulator:
         dtype: accumulation dtype. float32 (default) is 2-4x faster on CPU and its relative rounding
             error (~1e-7·sqrt(n_batches)) is far below the sampling noise of calibration data;
             float64 (the reference CALDERA setting) for very long calibration streams.
+        product_dtype: None (default) multiplies in `dtype`; torch.bfloat16 multiplies bfloat16 inputs
+            in bfloat16, PRODUCT_CHUNK tokens at a time, each chunk's product added to the `dtype` sum
+            (AMX / tensor-core matmuls: ~2x faster than float32 on a Xeon with AMX; the inputs of a
+            bfloat16 forward pass are bfloat16 values already, so only the chunks' roundings are added).
     """
 
-    def __init__(self, d_in: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+    def __init__(self, d_in: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                 product_dtype: torch.dtype | None = None):
         if not isinstance(d_in, int) or d_in <= 0:
             raise ValueError(f"d_in must be a positive int, got {d_in!r}")
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if product_dtype not in (None, torch.bfloat16):
+            raise ValueError(f"product_dtype must be None or torch.bfloat16, got {product_dtype}")
         self.d_in = d_in
         self.dtype = dtype
+        self.product_dtype = product_dtype
         self._sum = torch.zeros(d_in, d_in, dtype=dtype, device=device)  # (d_in, d_in)
         self.n_tokens = 0
 
@@ -37,10 +49,14 @@ class HessianAccumulator:
         """Add a batch of inputs. X: (..., d_in), flattened to (n, d_in)."""
         if X.shape[-1] != self.d_in:
             raise ValueError(f"input width {X.shape[-1]} does not match d_in={self.d_in} (X shape {tuple(X.shape)})")
-        X = X.detach().reshape(-1, self.d_in).to(device=self._sum.device, dtype=self.dtype)  # (n, d_in)
+        X = X.detach().reshape(-1, self.d_in).to(device=self._sum.device, dtype=self.product_dtype or self.dtype)  # (n, d_in)
         if X.shape[0] == 0:
             return
-        self._sum.addmm_(X.T, X)  # (d_in, d_in) += (d_in, n) @ (n, d_in)
+        if self.product_dtype is None:
+            self._sum.addmm_(X.T, X)  # (d_in, d_in) += (d_in, n) @ (n, d_in)
+        else:
+            for chunk in X.split(PRODUCT_CHUNK):  # (c, d_in); the transposed copy is what AMX runs fastest
+                self._sum.add_(chunk.T.contiguous() @ chunk)  # (d_in, d_in) in product_dtype, summed in dtype
         self.n_tokens += X.shape[0]
 
     def hessian(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -44,6 +44,9 @@ NEUTRAL_PROMPTS: tuple[str, ...] = (
 )
 
 
+HESSIAN_DTYPES = ("float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class CalibConfig:
     """Calibration settings. Defaults live here only (the CLI passes None to keep them)."""
@@ -53,6 +56,7 @@ class CalibConfig:
     seq_len: int = 256
     batch_size: int = 8
     seed: int = 0
+    hessian_dtype: str = "float32"  # or "bfloat16": calibration forwards and XᵀX products (collect_hessians)
 
     def __post_init__(self) -> None:
         if self.n_samples < 1:
@@ -61,11 +65,15 @@ class CalibConfig:
             raise ValueError(f"seq_len must be >= 8, got {self.seq_len}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.hessian_dtype not in HESSIAN_DTYPES:
+            raise ValueError(f"hessian_dtype (--hessian-dtype) must be {' or '.join(HESSIAN_DTYPES)}, got {self.hessian_dtype!r}")
         if self.source != SELF_SOURCE and not Path(self.source).expanduser().is_file():
             raise ValueError(f"calibration source {self.source!r} is neither 'self' nor an existing file")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "n_samples": self.n_samples, "seq_len": self.seq_len, "batch_size": self.batch_size, "seed": self.seed}
+        out = {"source": self.source, "n_samples": self.n_samples, "seq_len": self.seq_len, "batch_size": self.batch_size, "seed": self.seed}
+        # float32 unrecorded, as before the option: configs (and what is keyed on them) made earlier still match
+        return out if self.hessian_dtype == "float32" else {**out, "hessian_dtype": self.hessian_dtype}
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class CalibData:
     token_ids: torch.Tensor
     description: str
     batch_size: int
+    hessian_dtype: str = "float32"  # CalibConfig.hessian_dtype
 
     @property
     def batches(self) -> list[torch.Tensor]:
@@ -91,8 +100,16 @@ class CalibData:
     def n_tokens(self) -> int:
         return self.token_ids.numel()
 
+    @property
+    def forward_dtype(self) -> torch.dtype | None:
+        """collect_hessians' forward_dtype: None for float32 (the layers as the model holds them)."""
+        return None if self.hessian_dtype == "float32" else getattr(torch, self.hessian_dtype)
+
     def manifest_entry(self) -> dict[str, Any]:
-        return {"description": self.description, "n_samples": self.token_ids.shape[0], "seq_len": self.token_ids.shape[1], "token_sha256": self.sha256}
+        """What a store records of its calibration; the Hessian dtype only when it is not float32, so the
+        stores made before it existed still match their own calibration on resume."""
+        entry = {"description": self.description, "n_samples": self.token_ids.shape[0], "seq_len": self.token_ids.shape[1], "token_sha256": self.sha256}
+        return entry if self.hessian_dtype == "float32" else {**entry, "hessian_dtype": self.hessian_dtype}
 
 
 def token_sha256(token_ids: torch.Tensor) -> str:
@@ -164,7 +181,7 @@ def load_calibration(model: Any, tokenizer: Any, config: CalibConfig) -> CalibDa
             raise ValueError("self-generated calibration needs the model's tokenizer; pass a text or .jsonl source instead")
         ids = generate_self_text(model, tokenizer, config.n_samples, config.seq_len, config.seed, GENERATION_BATCH)
         description = f"self-generated (seeded sampling, top_p=0.95, seed={config.seed}, {GENERATION_BATCH} rows per prompt) from {len(NEUTRAL_PROMPTS)} neutral prompts"
-        return CalibData(ids, description, config.batch_size)
+        return CalibData(ids, description, config.batch_size, config.hessian_dtype)
     path = Path(config.source).expanduser()
     if path.suffix == ".jsonl":
         text = read_gsm8k_questions(path, config.seed)
@@ -176,4 +193,4 @@ def load_calibration(model: Any, tokenizer: Any, config: CalibConfig) -> CalibDa
         raise ValueError(f"calibration from {path} needs a tokenizer")
     ids = sample_windows(_tokenize(tokenizer, text), config.n_samples, config.seq_len, config.seed)
     description = f"{kind} {path.name} (sha256 {hashlib.sha256(text.encode()).hexdigest()[:12]}), {config.n_samples} windows x {config.seq_len} tokens, seed {config.seed}"
-    return CalibData(ids, description, config.batch_size)
+    return CalibData(ids, description, config.batch_size, config.hessian_dtype)

@@ -86,14 +86,16 @@ class CompressSettings:
         return self.base if bits is None else dataclasses.replace(self.base, bits=bits)
 
     def with_options(self, calib_source: str | None = None, calib_samples: int | None = None,
-                     calib_seq_len: int | None = None, seed: int | None = None, **spec_fields: Any) -> "CompressSettings":
+                     calib_seq_len: int | None = None, seed: int | None = None, hessian_dtype: str | None = None,
+                     **spec_fields: Any) -> "CompressSettings":
         """These settings with every option that is not None applied (the CLI's default=None merge).
         spec_fields: CompressionSpec fields (bits, rank, method, ...; see `plans.spec_with`); seed
         seeds both the rotations and the calibration sampling."""
         from calderalab.plans import spec_with
 
         source = None if calib_source is None else resolve_calib_source(calib_source)
-        calib = merged(self.calib, source=source, n_samples=calib_samples, seq_len=calib_seq_len, seed=seed)
+        calib = merged(self.calib, source=source, n_samples=calib_samples, seq_len=calib_seq_len, seed=seed,
+                       hessian_dtype=hessian_dtype)
         return CompressSettings(spec_with(self.base, seed=seed, **spec_fields), calib)
 
 

@@ -180,13 +180,14 @@ class CompressOnTheFly:
         from calderalab.models import target_linear
 
         if isinstance(self.calib, Sequence):
-            batches, learned = list(self.calib), {}
+            batches, learned, forward_dtype = list(self.calib), {}, None
         else:
             data = load_calibration(model, tokenizer, self.calib)
-            batches, learned = list(data.batches), {"calib": data.description}
+            batches, learned, forward_dtype = list(data.batches), {"calib": data.description}, data.forward_dtype
         # Decompositions, not Ŵ, are kept: codes and factors; each layer's Ŵ is rebuilt when it is run
         out: dict[int, dict[str, Any]] = {}
-        for layer, hessians in collect_hessians(model, batches, layers=layers, offload_dir=self.offload_dir):
+        for layer, hessians in collect_hessians(model, batches, layers=layers, offload_dir=self.offload_dir,
+                                                forward_dtype=forward_dtype):
             W = {name: target_linear(model, layer, name).weight.detach().float() for name in hessians}
             out[layer] = {name: decompose(W[name], H.float(), self.spec) for name, H in hessians.items()}
         return (lambda layer: {(layer, name): d.reconstruct() for name, d in out[layer].items()}), learned
