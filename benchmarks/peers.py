@@ -44,6 +44,7 @@ from calderalab import __version__, core, kl_budget, models, plans
 from calderalab.artifacts import ArtifactStore, assemble_weights
 from calderalab.calib import CalibConfig, load_calibration
 from calderalab.calib.sources import HESSIAN_DTYPES
+from calderalab.core.spec import SVDS
 from calderalab.compress import compress_model
 from calderalab.executors import ExecutorName
 from calderalab.core.e8p_matrix import BITS as E8P_BITS
@@ -103,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "than the default is labelled with it and cached apart")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads of each decomposition of those rows "
                    "(compress --threads; default torch's count)")
+    p.add_argument("--svd", choices=list(SVDS), default="exact", help="caldera's SVD start (CompressionSpec.svd); "
+                   "randomized rows are labelled rsvd and stored apart (their spec key says so)")
     p.add_argument("--hessian-dtype", choices=list(HESSIAN_DTYPES), default="float32",
                    help="dtype of the Hessian capture of those rows (compress --hessian-dtype): bfloat16 runs the "
                         "calibration forwards and XᵀX products in bfloat16 (rows labelled and cached apart)")
@@ -319,7 +322,7 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
         hessians = timed_hessians(model, calib, cache, timings)
     n_layers = models.num_layers(model)
     rows, tunings = [], []
-    specs = [dataclasses.replace(spec, seed=seed) for seed in [int(x) for x in args.seeds.split(",")]
+    specs = [dataclasses.replace(spec, seed=seed, svd=args.svd) for seed in [int(x) for x in args.seeds.split(",")]
              for spec in calderalab_specs(args.methods.split(","), [int(b) for b in args.bits.split(",")],
                                           [int(k) for k in args.ranks.split(",")], args.groups.split(","),
                                           tuple(args.codebooks.split(",")))]
@@ -328,6 +331,7 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
         group = "row" if spec.group_size is None else str(spec.group_size)
         book = "" if spec.codebook == "scalar" else f" {spec.codebook}"
         seed = f" s{spec.seed}" if spec.seed else ""
+        seed += " rsvd" if spec.method == "caldera" and spec.svd == "randomized" else ""
         fields = dict(method=spec.method + book + seed + tag,
                       series=f"{spec.method}{f' r{spec.rank}' if spec.rank else ''} {group}{book}{seed}{tag}",
                       bits=str(spec.bits), group=group, rank=str(spec.rank or "-"), version=f"calderalab {__version__}")

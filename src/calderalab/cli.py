@@ -111,6 +111,8 @@ def compress(
     lr_bits: int = typer.Option(None, "--lr-bits", help="bits of L and R"),
     group_size: int = typer.Option(None, "--group-size", help="quantisation group size of Q (default: one group per row)"),
     codebook: str = typer.Option(None, "--codebook", help="quantiser of Q: scalar (group grid) | e8p (E8 lattice: 2 bits; 3 and 4 bits with a residual code)"),
+    svd: str = typer.Option(None, "--svd", help="caldera's SVD start of each round: exact (default) | randomized "
+                            "(a seeded sketch: about 3x faster SVDs, relative errors within 0.5 percent of exact on SmolLM2 layers 5 and 20; other bits)"),
     outer_iters: int = typer.Option(None, "--outer-iters"),
     inner_iters: int = typer.Option(None, "--inner-iters"),
     damp: float = typer.Option(None, help="Hessian damping, fraction of the mean diagonal"),
@@ -161,7 +163,8 @@ def compress(
     calib_config = CompressSettings().with_options(calib_source=calib, calib_samples=calib_samples, calib_seq_len=seq_len,
                                                    seed=seed, hessian_dtype=hessian_dtype).calib
     fields = {"bits": bits, "rank": rank, "method": method, "lr_bits": lr_bits, "group_size": group_size,
-              "codebook": codebook, "outer_iters": outer_iters, "inner_iters": inner_iters, "damp": damp, "seed": seed}
+              "codebook": codebook, "outer_iters": outer_iters, "inner_iters": inner_iters, "damp": damp, "seed": seed,
+              "svd": svd}
     if plan == "budget":
         if any(v is not None for v in (bits, rank, method, protect, ranks)):
             raise ValueError("--plan budget chooses bits and rank per layer: drop --bits/--rank/--method/--protect/--ranks")

@@ -86,3 +86,42 @@ def test_factored_loss_equals_weighted_loss_up_to_its_constant():
     constant = float((AH * W.double()).sum())
     got = _loss_up_to_constant(AH, hd.H.double())(f) + constant
     assert abs(got - weighted_loss(W, f.product(), hd.H)) <= 1e-5 * constant
+
+
+def test_randomized_svd_recovers_planted_rank_and_is_near_optimal_and_seeded():
+    """A matrix of exact rank k comes back exactly; on a slowly decaying spectrum the rank-k residual is
+    within 2% of Eckart–Young's; the same input gives the same bits; a sketch as wide as the matrix is
+    the exact SVD."""
+    from calderalab.core.lowrank import RSVD_OVERSAMPLE, randomized_svd
+
+    gen = torch.Generator().manual_seed(5)
+    A, B = torch.randn(300, 12, generator=gen), torch.randn(12, 200, generator=gen)
+    planted = A @ B  # (300, 200), rank 12
+    U, S, Vh = randomized_svd(planted, 12)
+    assert float((planted - (U * S) @ Vh).norm() / planted.norm()) < 1e-5
+
+    decaying = torch.randn(300, 200, generator=gen) @ torch.diag(torch.logspace(0, -1, 200))  # flat: hard for a sketch
+    k = 20
+    U, S, Vh = randomized_svd(decaying, k)
+    Ue, Se, Vhe = torch.linalg.svd(decaying, full_matrices=False)
+    optimum = float((decaying - (Ue[:, :k] * Se[:k]) @ Vhe[:k]).norm())
+    got = float((decaying - (U * S) @ Vh).norm())
+    assert optimum <= got < 1.02 * optimum
+    assert got > optimum * (1 + 1e-6)  # a sketch, not the exact SVD in disguise
+    again = randomized_svd(decaying, k)
+    assert all(torch.equal(a, b) for a, b in zip((U, S, Vh), again))
+
+    small = decaying[:, : k + RSVD_OVERSAMPLE]
+    U, S, Vh = randomized_svd(small, k)
+    torch.testing.assert_close(S, torch.linalg.svdvals(small)[:k])
+
+
+def test_randomized_lplr_start_lands_where_the_exact_one_does():
+    """After the inner least-squares rounds, a randomized start gives the weighted loss of the exact one
+    within 2% on a correlated problem (the property caldera's svd option relies on)."""
+    W, H = correlated_problem(64, 96, seed=3)
+    hd = factor_hessian(H, 0.01)
+    exact = lplr(W, hd, 16, 4, 3, "exact")
+    sketch = lplr(W, hd, 16, 4, 3, "randomized")
+    e, s = (weighted_loss(W, f.product(), H) for f in (exact, sketch))
+    assert abs(s - e) < 0.02 * e

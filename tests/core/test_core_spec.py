@@ -67,3 +67,13 @@ def test_codebook_key_and_dict():
     assert scalar.key() == "ldlq-b2-grow-h1-d0.01-s0" and "codebook" not in scalar.to_dict()
     assert e8.key() == scalar.key() + "-e8p" and e8.to_dict()["codebook"] == "e8p"
     assert CompressionSpec.from_dict(e8.to_dict()) == e8 and CompressionSpec.from_dict(scalar.to_dict()) == scalar
+
+
+def test_svd_key_and_dict():
+    """svd="exact" keeps every earlier key and dict; "randomized" is named in caldera keys only (ldlq ignores it)."""
+    exact, sketch = CompressionSpec("caldera", 3, rank=8), CompressionSpec("caldera", 3, rank=8, svd="randomized")
+    assert sketch.key() == exact.key() + "-rsvd" and "svd" not in exact.to_dict() and sketch.to_dict()["svd"] == "randomized"
+    assert CompressionSpec.from_dict(sketch.to_dict()) == sketch and CompressionSpec.from_dict(exact.to_dict()) == exact
+    assert CompressionSpec("ldlq", 3, svd="randomized").key() == CompressionSpec("ldlq", 3).key()
+    with pytest.raises(ValueError, match="svd='lanczos' is not one of"):
+        CompressionSpec("caldera", 3, rank=8, svd="lanczos")

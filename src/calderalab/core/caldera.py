@@ -73,6 +73,7 @@ def caldera_solve(
     inner_iters: int,
     damp: float,
     codebook: str = "scalar",
+    svd: str = "exact",
 ) -> SolveResult:
     """Alternate LPLR and LDLQ for `outer_iters` rounds and keep the best iterate.
 
@@ -85,7 +86,7 @@ def caldera_solve(
     best: SolveResult | None = None
     errors: list[float] = []
     for t in range(outer_iters):
-        factors = lplr(W - Q_hat, hd, rank, lr_bits, inner_iters)
+        factors = lplr(W - Q_hat, hd, rank, lr_bits, inner_iters, svd)
         LR = factors.product()  # (d_out, d_in)
         Q = _ldlq_backbone(W - LR, hd.inv_chol_upper, bits, group_size, codebook)
         Q_hat = Q.dequantize()

@@ -94,6 +94,7 @@ def decompose(W: Tensor, H: Tensor | None, spec: CompressionSpec) -> Decompositi
         result = caldera_solve(
             Wr, Hr, bits=spec.bits, rank=spec.rank, lr_bits=spec.lr_bits, group_size=spec.group_size,
             outer_iters=spec.outer_iters, inner_iters=spec.inner_iters, damp=spec.damp, codebook=spec.codebook,
+            svd=spec.svd,
         )
     return Decomposition(
         spec=spec, shape=(W.shape[0], W.shape[1]), w_scale=w_scale, rotation_seeds=seeds,

@@ -34,15 +34,43 @@ def weighted_loss(A: Tensor, A_hat: Tensor, H: Tensor) -> float:
     return float(((D @ H.float()) * D).sum(dtype=torch.float64))
 
 
-def exact_lowrank(A: Tensor, hd: DampedHessian, k: int) -> tuple[Tensor, Tensor]:
+RSVD_OVERSAMPLE = 16  # extra columns of the randomized range finder (Halko et al. suggest 5-20)
+RSVD_POWER_ITERS = 2  # subspace iterations: SmolLM2's (W − Q)·C spectra decay slowly
+RSVD_SEED = 0  # the test matrix Ω is fixed: same input, same factors
+
+
+def randomized_svd(M: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-k SVD of M (m, n) by a seeded randomized range finder with subspace iteration (Halko,
+    Martinsson & Tropp 2011, Alg. 4.4): U (m, k), S (k,), Vh (k, n). Exact (a full SVD) when k plus the
+    oversampling reaches min(m, n), where sketching would save nothing."""
+    m, n = M.shape
+    width = k + RSVD_OVERSAMPLE
+    if width >= min(m, n):
+        U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+        return U[:, :k], S[:k], Vh[:k]
+    gen = torch.Generator(device=M.device).manual_seed(RSVD_SEED)
+    omega = torch.randn(n, width, generator=gen, dtype=M.dtype, device=M.device)  # (n, width)
+    Y, _ = torch.linalg.qr(M @ omega)  # (m, width): an orthonormal basis of M's sampled range
+    for _ in range(RSVD_POWER_ITERS):  # re-orthonormalised each half-step (Alg. 4.4), or roundoff kills the tail
+        Z, _ = torch.linalg.qr(M.T @ Y)  # (n, width)
+        Y, _ = torch.linalg.qr(M @ Z)  # (m, width)
+    Ub, S, Vh = torch.linalg.svd(Y.T @ M, full_matrices=False)  # (width, width), (width,), (width, n)
+    return (Y @ Ub)[:, :k], S[:k], Vh[:k]
+
+
+def exact_lowrank(A: Tensor, hd: DampedHessian, k: int, svd: str = "exact") -> tuple[Tensor, Tensor]:
     """Rank-k minimiser of ‖(A − LR)H^½‖_F. A: (d_out, d_in) → L (d_out, k), R (k, d_in), float32.
 
     With H = C·Cᵀ (Cholesky), ‖M·H^½‖_F = ‖M·C‖_F, so if A·C = U S Vᵀ the minimiser is
     L·R·C = U_k S_k V_kᵀ, i.e. L = U_k S_k^½ and R = S_k^½ V_kᵀ C⁻¹ (a triangular solve; a
-    Cholesky is ~10× cheaper than the eigendecomposition H^½ would need).
+    Cholesky is ~10× cheaper than the eigendecomposition H^½ would need). svd="randomized" takes the
+    top k from `randomized_svd` instead: near, not at, the minimiser (CompressionSpec.svd).
     """
     M = A.float() @ hd.chol  # (d_out, d_in)
-    U, S, Vh = torch.linalg.svd(M, full_matrices=False)  # (d_out, r), (r,), (r, d_in)
+    if svd == "randomized":
+        U, S, Vh = randomized_svd(M, k)  # (d_out, k), (k,), (k, d_in)
+    else:
+        U, S, Vh = torch.linalg.svd(M, full_matrices=False)  # (d_out, r), (r,), (r, d_in)
     root = S[:k].sqrt()  # (k,)
     L = U[:, :k] * root  # (d_out, k)
     R = torch.linalg.solve_triangular(hd.chol, root[:, None] * Vh[:k], upper=False, left=False)  # (k, d_in)
@@ -130,14 +158,15 @@ def _loss_up_to_constant(AH: Tensor, H: Tensor):
     return f
 
 
-def lplr(A: Tensor, hd: DampedHessian, k: int, lr_bits: int, inner_iters: int) -> LowRankFactors:
-    """Quantised rank-k factors of A: exact SVD start, then `inner_iters` rounds of R-step, L-step.
+def lplr(A: Tensor, hd: DampedHessian, k: int, lr_bits: int, inner_iters: int, svd: str = "exact") -> LowRankFactors:
+    """Quantised rank-k factors of A: an SVD start (`svd`: "exact" or "randomized"), then `inner_iters`
+    rounds of R-step, L-step.
 
     Each step solves its least-squares problem against the other factor *as quantised*, then
     quantises its own result. Returns the pair with the smallest weighted loss seen.
     A: (d_out, d_in) float32.
     """
-    L, R = exact_lowrank(A, hd, k)
+    L, R = exact_lowrank(A, hd, k, svd)
     AH = A @ hd.H  # (d_out, d_in)
     loss = _loss_up_to_constant(AH.double(), hd.H.double())
     best = LowRankFactors(_quantize(L.T, lr_bits), _quantize(R, lr_bits))
