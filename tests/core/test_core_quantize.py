@@ -53,3 +53,21 @@ def test_clip_search_never_worse_than_minmax():
 def test_group_size_must_divide():
     with pytest.raises(ValueError, match="group_size=5 does not divide d_in=16"):
         quantize_rtn(_X(), 3, 5)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 8])
+def test_grid_error_in_place_equals_the_plain_expression_bit_for_bit(bits):
+    """The clip search's error, computed in one buffer, gives the very bits of the plain expression (the
+    grids every stored artifact was chosen by), on heavy tails and on small integers (ties)."""
+    from calderalab.core.quantize import _grid_for_range, _grid_sq_error
+
+    gen = torch.Generator().manual_seed(bits)
+    for X in (torch.randn(96, 128, generator=gen) ** 3, torch.randint(-3, 4, (96, 128), generator=gen).float()):
+        groups = X.reshape(96, 16, 8)
+        lo, hi = groups.amin(dim=2), groups.amax(dim=2)
+        for p in (1.0, 0.75, 0.5):
+            mid, half = (lo + hi) / 2, (hi - lo) / 2
+            scale, offset = _grid_for_range(mid - p * half, mid + p * half, bits)
+            s, o = scale[..., None], offset[..., None]
+            plain = (groups - (o + s * torch.round((groups - o) / s).clamp(0, 2**bits - 1))).pow(2).sum(dim=2)
+            assert torch.equal(_grid_sq_error(groups, scale, offset, bits), plain)
