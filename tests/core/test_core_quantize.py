@@ -71,3 +71,35 @@ def test_grid_error_in_place_equals_the_plain_expression_bit_for_bit(bits):
             s, o = scale[..., None], offset[..., None]
             plain = (groups - (o + s * torch.round((groups - o) / s).clamp(0, 2**bits - 1))).pow(2).sum(dim=2)
             assert torch.equal(_grid_sq_error(groups, scale, offset, bits), plain)
+
+
+def _scan_fit_grid(X, bits, g):
+    """The clip search as first written: p = 1, then 0.95 … 0.50, each grid rounded on its own, a
+    candidate kept only when strictly better. fit_grid must give these grids bit for bit (stored
+    artifacts and every published figure were made by this)."""
+    from calderalab.core.quantize import _grid_for_range, _grid_sq_error
+
+    rows, cols = X.shape
+    groups = X.reshape(rows, cols // g, g)
+    lo, hi = groups.amin(dim=2), groups.amax(dim=2)
+    best = _grid_for_range(lo, hi, bits)
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    best_err = _grid_sq_error(groups, *best, bits)
+    for p in torch.arange(0.95, 0.49, -0.05).tolist():
+        scale, offset = _grid_for_range(mid - p * half, mid + p * half, bits)
+        err = _grid_sq_error(groups, scale, offset, bits)
+        better = err < best_err
+        best = (torch.where(better, scale, best[0]), torch.where(better, offset, best[1]))
+        best_err = torch.where(better, err, best_err)
+    return best
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("g", [8, 128])
+def test_clip_search_equals_the_scan_bit_for_bit(bits, g):
+    gen = torch.Generator().manual_seed(bits * 1000 + g)
+    heavy = torch.randn(96, 128, generator=gen) ** 3  # heavy tails: the search clips
+    ties = torch.randint(-3, 4, (96, 128), generator=gen).float()  # small integers: equal errors across p
+    for X in (heavy, ties, torch.randn(96, 128, generator=gen) * 1e-3):
+        got, want = fit_grid(X, bits, g, clip_search=True), _scan_fit_grid(X, bits, g)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

@@ -84,6 +84,10 @@ def _grid_for_range(lo: Tensor, hi: Tensor, bits: int) -> tuple[Tensor, Tensor]:
     return scale, offset
 
 
+# Clip ratios p of the MSE grid search after min–max: 0.95 … 0.50, as float32 (what `p * half` computes in).
+_CLIP_RATIOS = torch.tensor(torch.arange(0.95, 0.49, -0.05).tolist(), dtype=torch.float32)  # (10,)
+
+
 def fit_grid(X: Tensor, bits: int, group_size: int | None, clip_search: bool = False) -> tuple[Tensor, Tensor]:
     """Per-group grid, fp16-representable.
 
@@ -106,8 +110,12 @@ def fit_grid(X: Tensor, bits: int, group_size: int | None, clip_search: bool = F
         return best
     mid, half = (lo + hi) / 2, (hi - lo) / 2
     best_err = _grid_sq_error(groups, *best, bits)
-    for p in torch.arange(0.95, 0.49, -0.05).tolist():
-        scale, offset = _grid_for_range(mid - p * half, mid + p * half, bits)
+    # Every candidate grid in one call (its fp16 rounding is ~20 small ops: per candidate they cost more
+    # than the error pass on row-wise grids); the error passes stay one at a time (batched they would
+    # stream P copies of the matrix through the cache, measured 3-5x slower). Same bits as p by p.
+    ps = _CLIP_RATIOS.to(X.device)[:, None, None]  # (P, 1, 1)
+    scales, offsets = _grid_for_range(mid - ps * half, mid + ps * half, bits)  # (P, rows, n_groups) each
+    for scale, offset in zip(scales, offsets):
         err = _grid_sq_error(groups, scale, offset, bits)
         better = err < best_err
         best = (torch.where(better, scale, best[0]), torch.where(better, offset, best[1]))
