@@ -68,14 +68,16 @@ def ldlq_quantize(
         W1 = Wt[i1:i2].clone()  # (B, d_out)
         U1 = U[i1:i2, i1:i2]  # (B, B)
         E1 = torch.empty_like(W1)  # (B, d_out) scaled errors
-        for j in range(i2 - i1):
-            w = W1[j]  # (d_out,)
-            s, o = row_scale[i1 + j], row_offset[i1 + j]
-            c = torch.round((w - o) / s).clamp_(0, maxq)
-            codes[i1 + j] = c
-            err = (w - (o + s * c)) / U1[j, j]
+        # The column loop is Python-bound (~10 small ops per column), so each op writes into its
+        # destination row (codes, E1) in place and the rows come from one unbind per block: the same
+        # arithmetic in the same order as  c = round((w − o)/s).clamp(0, maxq),  err = (w − (o + s·c))/U_jj.
+        rows = zip(W1.unbind(0), row_scale[i1:i2].unbind(0), row_offset[i1:i2].unbind(0), codes[i1:i2].unbind(0),
+                   E1.unbind(0), U1.diagonal().tolist())
+        for j, (w, s, o, c, err, u_jj) in enumerate(rows):
+            torch.sub(w, o, out=c).div_(s).round_().clamp_(0, maxq)  # (d_out,) codes, as float
+            torch.mul(s, c, out=err).add_(o)  # ŵ = s·c + o
+            torch.sub(w, err, out=err).div_(u_jj)  # (w − ŵ) / U_jj
             W1[j:].addr_(U1[j, j:], err, alpha=-1)  # (B − j, d_out) -= U1[j, j:]ᵀ ⊗ err
-            E1[j] = err
         Wt[i2:].addmm_(U[i1:i2, i2:].T, E1, alpha=-1)  # (d_in − i2, d_out): the lazy block update
     return QuantizedMatrix(codes.T.contiguous().to(torch.uint8), scale.to(torch.float16), offset.to(torch.float16), bits, g)
 
