@@ -160,3 +160,17 @@ def test_compress_with_the_e8p_codebook(local_model, shared_data, tmp_path):
         assert entry.metrics["bpw"] == pytest.approx(2 + 16 / d_in + (32 + 128) / (d_out * d_in))
     bad = CliRunner().invoke(app, ["compress", local_model, "--bits", "5", "--codebook", "e8p", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "2, 3 and 4-bit codebooks" in str(bad.exception)
+
+
+def test_compress_fast_options_reach_the_store(local_model, shared_data, tmp_path):
+    """--hessian-dtype bfloat16 and --svd randomized reach the calibration record and the spec (key -rsvd)."""
+    from calderalab.artifacts import ArtifactStore
+
+    out = tmp_path / "fast"
+    result = CliRunner().invoke(app, ["compress", local_model, "--bits", "3", "--rank", "4", "--svd", "randomized",
+                                      "--hessian-dtype", "bfloat16", "--calib", str(shared_data / "wikitext-2" / "valid.txt"),
+                                      "--calib-samples", "4", "--seq-len", "32", "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    manifest = ArtifactStore(str(out)).manifest()
+    assert manifest.header.calibration["hessian_dtype"] == "bfloat16"
+    assert manifest.modules and all(key.endswith("-rsvd") for (_, _, key) in manifest.modules)

@@ -65,6 +65,20 @@ def test_lazy_artifacts_equal_eager_bytes_and_one_layer_at_a_time(sharded, tmp_p
     assert all(p.is_meta for p in lazy.model.layers.parameters())  # every layer released after use
 
 
+def test_lazy_bfloat16_hessians_equal_eager_bytes(sharded, tmp_path):
+    """--hessian-dtype bfloat16 on a lazily opened model: its bfloat16 twin of each layer runs the copied
+    weights (not the streamed forward of the float32 original, which a copy shares), as an eager run does."""
+    import dataclasses
+
+    fast = dataclasses.replace(calib_data(), hessian_dtype="bfloat16")
+    eager, _ = load_model(str(sharded))
+    compress_model(eager, plans.uniform_plan(N_LAYERS, SPEC), ArtifactStore(str(tmp_path / "eager")), fast, model_ref=MODEL_REF)
+    lazy, _ = open_model(str(sharded))
+    compress_model(lazy, plans.uniform_plan(N_LAYERS, SPEC), ArtifactStore(str(tmp_path / "lazy")), fast, model_ref=MODEL_REF)
+    assert store_files(tmp_path / "lazy") == store_files(tmp_path / "eager")
+    assert layer_weights(lazy).peak_loaded == 1
+
+
 def test_onloaded_layer_equals_eager_weights(sharded):
     from calderalab.models import discover_layers
 

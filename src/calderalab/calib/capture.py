@@ -165,6 +165,10 @@ def _forward_copy(layer: nn.Module, modules: dict[str, nn.Linear], dtype: torch.
         return layer, modules
     paths = {id(m): path for path, m in layer.named_modules()}
     twin = copy.deepcopy(layer).to(dtype)
+    # A lazily opened layer's forward is an instance attribute that reads and runs the ORIGINAL layer
+    # (models.lazy.streamed; a function, which deepcopy shares): the twin runs its class forward on the
+    # weights copied here, in memory because capture copies inside `onloaded`.
+    twin.__dict__.pop("forward", None)
     return twin, {name: twin.get_submodule(paths[id(m)]) for name, m in modules.items()}
 
 
