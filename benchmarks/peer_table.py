@@ -163,13 +163,14 @@ def leads(rows: list[Row]) -> list[str]:
 def speed(rows: list[Row], ours: str = "caldera r64 row", peer: str = "gptqmodel g64") -> list[str]:
     """Per bit width with both rows timed: calderalab's compression wall time over the peer's (issue
     goal ≤ 0.5). Both are whole runs on the same calibration: Hessians + decompositions against
-    GPTQModel's load, calibration passes and quantisation. `ours` run under another executor or
-    thread count (series "caldera r64 row [ray t1]") gets a line of its own."""
+    GPTQModel's load, calibration passes and quantisation. `ours` run under another executor, thread
+    count or Hessian dtype, or with the randomized SVD (series "caldera r64 row [ray t1]", "caldera r64
+    row rsvd [H bfloat16]") gets a line of its own; other seeds and codebooks do not."""
     timed = {(r.series, r.bits): r for r in rows if not r.failure and math.isfinite(r.seconds)}
     lines = []
     for (name, bits), mine in sorted(timed.items()):
         theirs = timed.get((peer, bits))
-        if (name == ours or name.startswith(ours + " [")) and theirs is not None:
+        if re.fullmatch(re.escape(ours) + r"( rsvd)?( \[[^]]*\])?", name) and theirs is not None:
             lines.append(f"compression time, {name} b{bits} / {peer} b{bits}: {mine.seconds / theirs.seconds:.2f} "
                          f"({mine.seconds:.0f} s / {theirs.seconds:.0f} s)")
     return lines

@@ -150,9 +150,11 @@ def test_speed_ratio_pairs_rows_of_the_same_bits(mods):
             row("caldera r64 row", "4", 100.0, "calderalab 0.1"), row("gptqmodel g64", "2", 50.0)]
     assert speed(rows) == ["compression time, caldera r64 row b3 / gptqmodel g64 b3: 0.40 (120 s / 300 s)"]
     # the same row under another executor / thread count gets its own line; other series never do
-    rows += [row("caldera r64 row [ray t1]", "3", 90.0, "calderalab 0.1"), row("caldera r64 row e8p", "3", 60.0)]
+    rows += [row("caldera r64 row [ray t1]", "3", 90.0, "calderalab 0.1"), row("caldera r64 row e8p", "3", 60.0),
+             row("caldera r64 row rsvd [H bfloat16]", "3", 75.0, "calderalab 0.1"), row("caldera r64 row s1", "3", 99.0)]
     assert speed(rows) == ["compression time, caldera r64 row b3 / gptqmodel g64 b3: 0.40 (120 s / 300 s)",
-                           "compression time, caldera r64 row [ray t1] b3 / gptqmodel g64 b3: 0.30 (90 s / 300 s)"]
+                           "compression time, caldera r64 row [ray t1] b3 / gptqmodel g64 b3: 0.30 (90 s / 300 s)",
+                           "compression time, caldera r64 row rsvd [H bfloat16] b3 / gptqmodel g64 b3: 0.25 (75 s / 300 s)"]
 
 
 
