@@ -57,7 +57,7 @@ from calderalab.tune.train import TuneConfig
 from peer_envs import ensure_env, run_worker
 from peer_specs import PEERS, PeerConfig, model_bpw, output_key, peer_configs, unsupported
 from peer_table import ORIGINAL, ORIGINAL_METHOD, Row, format_table, leads, parse_table, plot, speed, tuning_windows_plot
-from ppl import cached_hessians
+from ppl import cached_hessians, hessian_tag
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -140,8 +140,7 @@ def calderalab_specs(methods: list[str], bits: list[int], ranks: list[int], grou
 
 
 def hessians_key(calib) -> str:
-    tag = "" if calib.hessian_dtype == "float32" else f"-{calib.hessian_dtype}"
-    return f"hessians-{calib.sha256[:16]}-v{__version__}{tag}"
+    return f"hessians-{calib.sha256[:16]}-v{__version__}{hessian_tag(calib)}"
 
 
 def timed_hessians(model, calib, cache: Path, timings: "Timings") -> list:
@@ -330,10 +329,10 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
     for spec in specs:
         group = "row" if spec.group_size is None else str(spec.group_size)
         book = "" if spec.codebook == "scalar" else f" {spec.codebook}"
-        seed = f" s{spec.seed}" if spec.seed else ""
-        seed += " rsvd" if spec.method == "caldera" and spec.svd == "randomized" else ""
-        fields = dict(method=spec.method + book + seed + tag,
-                      series=f"{spec.method}{f' r{spec.rank}' if spec.rank else ''} {group}{book}{seed}{tag}",
+        variant = f" s{spec.seed}" if spec.seed else ""
+        variant += " rsvd" if spec.method == "caldera" and spec.svd == "randomized" else ""
+        fields = dict(method=spec.method + book + variant + tag,
+                      series=f"{spec.method}{f' r{spec.rank}' if spec.rank else ''} {group}{book}{variant}{tag}",
                       bits=str(spec.bits), group=group, rank=str(spec.rank or "-"), version=f"calderalab {__version__}")
         try:
             [core.expected_bpw(spec, m, n) for m, n in shapes_of(model)]

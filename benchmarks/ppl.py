@@ -51,17 +51,20 @@ def configs(bits_list: list[int], ranks: list[int], lr_bits: int = 4,
     return out
 
 
+def hessian_tag(calib) -> str:
+    """File-name suffix of a calibration's Hessian dtype: none for float32 (the names made before the option)."""
+    return "" if calib.hessian_dtype == "float32" else f"-{calib.hessian_dtype}"
+
+
 def cached_hessians(model, calib, cache: Path, on_collect=None) -> list[tuple[int, dict[str, torch.Tensor]]]:
     """Hessians of `calib`, cached under a name keyed on the calibration tokens, their Hessian dtype AND the
     code that collects them (calderalab version, calib/*.py hash): a file made by other calib code is never
     found, and a file whose recorded provenance disagrees is recollected, with the reason printed.
     on_collect(seconds) is called when they were collected now (not read from the file)."""
     provenance = {"calibration": calib.sha256, "calderalab": __version__, "calib_code": source_hash("calib")}
-    tag = ""
-    if calib.hessian_dtype != "float32":  # float32 keeps the name and provenance it had before the option
+    if calib.hessian_dtype != "float32":  # float32 keeps the provenance it had before the option
         provenance["hessian_dtype"] = calib.hessian_dtype
-        tag = f"-{calib.hessian_dtype}"
-    path = cache / f"hessians-{calib.sha256[:16]}-calib{provenance['calib_code'][:8]}-v{__version__}{tag}.pt"
+    path = cache / f"hessians-{calib.sha256[:16]}-calib{provenance['calib_code'][:8]}-v{__version__}{hessian_tag(calib)}.pt"
     if path.exists():
         stored = torch.load(path)
         if isinstance(stored, dict) and stored.get("provenance") == provenance:

@@ -47,6 +47,12 @@ NEUTRAL_PROMPTS: tuple[str, ...] = (
 HESSIAN_DTYPES = ("float32", "bfloat16")
 
 
+def _with_hessian_dtype(record: dict[str, Any], hessian_dtype: str) -> dict[str, Any]:
+    """`record` plus the Hessian dtype, which float32 leaves unrecorded as before the option existed: configs
+    and stores made earlier (and everything keyed on them) still match their own calibration."""
+    return record if hessian_dtype == "float32" else {**record, "hessian_dtype": hessian_dtype}
+
+
 @dataclass(frozen=True)
 class CalibConfig:
     """Calibration settings. Defaults live here only (the CLI passes None to keep them)."""
@@ -71,9 +77,8 @@ class CalibConfig:
             raise ValueError(f"calibration source {self.source!r} is neither 'self' nor an existing file")
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"source": self.source, "n_samples": self.n_samples, "seq_len": self.seq_len, "batch_size": self.batch_size, "seed": self.seed}
-        # float32 unrecorded, as before the option: configs (and what is keyed on them) made earlier still match
-        return out if self.hessian_dtype == "float32" else {**out, "hessian_dtype": self.hessian_dtype}
+        return _with_hessian_dtype({"source": self.source, "n_samples": self.n_samples, "seq_len": self.seq_len,
+                                    "batch_size": self.batch_size, "seed": self.seed}, self.hessian_dtype)
 
 
 @dataclass(frozen=True)
@@ -106,10 +111,9 @@ class CalibData:
         return None if self.hessian_dtype == "float32" else getattr(torch, self.hessian_dtype)
 
     def manifest_entry(self) -> dict[str, Any]:
-        """What a store records of its calibration; the Hessian dtype only when it is not float32, so the
-        stores made before it existed still match their own calibration on resume."""
-        entry = {"description": self.description, "n_samples": self.token_ids.shape[0], "seq_len": self.token_ids.shape[1], "token_sha256": self.sha256}
-        return entry if self.hessian_dtype == "float32" else {**entry, "hessian_dtype": self.hessian_dtype}
+        """What a store records of its calibration (the Hessian dtype only when it is not float32)."""
+        return _with_hessian_dtype({"description": self.description, "n_samples": self.token_ids.shape[0],
+                                    "seq_len": self.token_ids.shape[1], "token_sha256": self.sha256}, self.hessian_dtype)
 
 
 def token_sha256(token_ids: torch.Tensor) -> str:

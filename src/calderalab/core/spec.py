@@ -55,7 +55,7 @@ class CompressionSpec:
       svd: how caldera starts each LPLR round's factors (the top-`rank` SVD of (W − Q)·C, C the damped
         Hessian's Cholesky factor). "exact": LAPACK's full SVD. "randomized": a seeded randomized range
         finder (Halko, Martinsson & Tropp 2011, Alg. 4.4: rank + 16 columns, 2 power iterations), about
-        about 3x faster on SmolLM2's widths; the inner least-squares rounds then refine the start either way
+        3x faster on SmolLM2's widths; the inner least-squares rounds then refine the start either way.
         Same bpw; other bits.
     """
 
