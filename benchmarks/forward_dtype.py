@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/forward_dtype.py [--model smollm2 --batch 8 --tokens 256 --repeats 4]
     PYTHONPATH=src python benchmarks/forward_dtype.py --paired [--model smollm2]
+    PYTHONPATH=src python benchmarks/forward_dtype.py --products [--widths 576,1536 --n-tokens 65536]
 
 Times one forward of a (batch, tokens) block with only the last position's logits kept (as the
 choice scorer runs it), float32 first, then a bfloat16 copy, then float32 again (the two float32
@@ -12,6 +13,11 @@ matmuls are native; elsewhere bfloat16 can be slower than float32.
 evaluation passes (the suite and the ladder of `EXPERIMENT_EVAL`) on the uncompressed model in
 float32 and in bfloat16 and prints, per pass and probe, the time, the correct counts and how many
 instances changed their pick or their correctness. A faster dtype is only usable if the picks hold.
+
+`--products` times the Hessian's XᵀX accumulation (calib.hessian.HessianAccumulator) over a stream of
+batches of 4096 tokens at the given widths: float32, the bfloat16 chunks as the accumulator runs them,
+and the same chunks multiplied from a contiguous copy of chunkᵀ (the accumulator's earlier form), each
+with its relative error against float64.
 """
 
 from __future__ import annotations
@@ -53,6 +59,42 @@ def paired(model, tokenizer) -> None:
                   f"(bfloat16) of {len(a)}; pick changed in {picks}, correctness in {flips}")
 
 
+def products(widths: list[int], n_tokens: int, batch_tokens: int = 4096) -> None:
+    """Seconds (best of 2) and relative error of XᵀX over n_tokens at each width."""
+    from calderalab.calib.hessian import PRODUCT_CHUNK, HessianAccumulator
+
+    def copied(batches: list[torch.Tensor]) -> torch.Tensor:
+        S = torch.zeros(batches[0].shape[1], batches[0].shape[1])
+        for batch in batches:
+            for chunk in batch.split(PRODUCT_CHUNK):
+                S.add_(chunk.T.contiguous() @ chunk)
+        return S
+
+    def accumulated(product_dtype):
+        def run(batches: list[torch.Tensor]) -> torch.Tensor:
+            acc = HessianAccumulator(batches[0].shape[1], product_dtype=product_dtype)
+            for batch in batches:
+                acc.update(batch)  # float32 accumulators cast each batch themselves, as in a float32 forward's hook
+            return acc._sum
+        return run
+
+    print(f"XᵀX of {n_tokens} tokens in batches of {batch_tokens}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    for d in widths:
+        X = torch.randn(n_tokens, d, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+        batches = list(X.split(batch_tokens))
+        exact = X.double().T @ X.double()
+        variants = {"float32": accumulated(None), "bfloat16 chunks": accumulated(torch.bfloat16),
+                    "bfloat16 chunks, copied chunkT": copied}
+        for name, run in variants.items():
+            best = float("inf")
+            for _ in range(2):
+                started = time.perf_counter()
+                S = run(batches)
+                best = min(best, time.perf_counter() - started)
+            error = float((S.double() - exact).norm() / exact.norm())
+            print(f"  d_in {d:5d}  {name:31s} {best:6.3f} s   relative error {error:.1e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
@@ -60,7 +102,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--paired", action="store_true", help="the study's evaluation in both dtypes, instance by instance")
+    parser.add_argument("--products", action="store_true", help="the Hessian's XᵀX products in float32 and bfloat16")
+    parser.add_argument("--widths", default="576,1536", help="--products: input widths (SmolLM2: 576 and 1536)")
+    parser.add_argument("--n-tokens", type=int, default=65536, help="--products: tokens (the peer calibration: 128 x 512)")
     args = parser.parse_args()
+    if args.products:
+        products([int(w) for w in args.widths.split(",")], args.n_tokens)
+        return
     from calderalab.models import load_model
 
     model, tokenizer = load_model(args.model)

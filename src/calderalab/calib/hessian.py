@@ -10,7 +10,7 @@ import torch
 _DTYPES = (torch.float32, torch.float64)
 # bfloat16 products run in chunks of this many tokens: each chunk's XᵀX is rounded to bfloat16 once
 # (relative 2⁻⁹ per entry) before the float32 sum, so the sum's rounding error shrinks as 1/√chunks;
-# 2048 keeps the matmuls large enough for AMX (measured on SmolLM2 widths: bench in calib/capture).
+# 2048 keeps the matmuls large enough for AMX (`benchmarks/forward_dtype.py --products`).
 PRODUCT_CHUNK = 2048
 
 
@@ -55,8 +55,10 @@ class HessianAccumulator:
         if self.product_dtype is None:
             self._sum.addmm_(X.T, X)  # (d_in, d_in) += (d_in, n) @ (n, d_in)
         else:
-            for chunk in X.split(PRODUCT_CHUNK):  # (c, d_in); the transposed copy is what AMX runs fastest
-                self._sum.add_(chunk.T.contiguous() @ chunk)  # (d_in, d_in) in product_dtype, summed in dtype
+            # Chunk (c, d_in) read transposed in place: a contiguous copy of chunk.T cost more than the
+            # product at d_in = 576 (0.19 s vs 0.09 s per 65,536 tokens: `benchmarks/forward_dtype.py --products`).
+            for chunk in X.split(PRODUCT_CHUNK):
+                self._sum.add_(chunk.T @ chunk)  # (d_in, d_in) in product_dtype, summed in dtype
         self.n_tokens += X.shape[0]
 
     def hessian(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
