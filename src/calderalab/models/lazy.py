@@ -81,7 +81,7 @@ def read_tensors(index: ShardIndex, names: list[str], dtype: torch.dtype, device
         by_file.setdefault(index.weight_map[name], []).append(name)
     tensors = {}
     for file_name, in_file in by_file.items():
-        with safe_open(str(index.directory / file_name), framework="pt", device="cpu") as handle:
+        with mapped_reads(), safe_open(str(index.directory / file_name), framework="pt", device="cpu") as handle:
             for name in in_file:
                 # copy=True: own the bytes, so nothing stays mapped from the shard once the layer is released
                 tensors[name] = handle.get_tensor(name).to(device=device, dtype=dtype, copy=True)
@@ -267,23 +267,53 @@ def _materialise_buffers(model: nn.Module) -> None:
         raise ModelRefError(f"cannot open {type(model).__name__} layer by layer: buffers {still_meta[:4]} stay unset")
 
 
-def fix_mmap_threshold(threshold: int = 128 * 1024) -> bool:
-    """Pin glibc's mmap threshold (its default start value), so every block of `threshold` bytes or
-    more is its own mapping, returned to the system when freed.
+MMAP_THRESHOLD_READ = 128 * 1024  # glibc's start value: every block this large is its own mapping
+MMAP_THRESHOLD_COMPUTE = 32 * 1024 * 1024  # glibc's ceiling for its dynamic threshold on 64-bit
+_pinned = False  # set by `pin_mmap_threshold`: the process's mallopt now follows `mapped_reads`
 
-    Why: glibc raises the threshold to the size of each large block freed (up to 32 MiB), after
-    which a layer's tensors of a few MiB come from the heap, and reading and dropping layers one
-    after another fragments it: measured on a 153-layer hidden-512 checkpoint (12.8 MB layers,
-    `benchmarks/streaming.py --size-gb 2 --hidden 512`), peak RSS 0.83 GiB with the dynamic
-    threshold, 0.57 GiB pinned (0.45 GiB after open). Returns False where there is no glibc."""
+
+def _mallopt(threshold: int) -> bool:
+    """glibc's mmap threshold set to `threshold` and its trim threshold to twice that (as its dynamic rule
+    pairs them); False where there is no glibc."""
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-3, threshold))  # M_MMAP_THRESHOLD
+        return bool(libc.mallopt(-3, threshold)) and bool(libc.mallopt(-1, 2 * threshold))  # M_MMAP_, M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         return False
+
+
+def pin_mmap_threshold() -> bool:
+    """Fix glibc's thresholds for a process that streams layers: reads get their own mappings
+    (`mapped_reads`), everything else the heap, up to MMAP_THRESHOLD_COMPUTE per block.
+
+    Why: glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB), after
+    which a layer's tensors of a few MiB come from the heap, and reading and dropping layers one after
+    another fragments it: measured on a 153-layer hidden-512 checkpoint (12.8 MB layers,
+    `benchmarks/streaming.py --size-gb 2 --hidden 512`), peak RSS 0.83 GiB with the dynamic threshold,
+    0.57 GiB with every block of 128 KiB or more mapped. But mapping EVERY such block made each of the
+    decompositions' and forwards' MiB-sized temporaries a fresh, zero-filled mapping: a SmolLM2
+    compression ran 297 s instead of 182 s, a third of it in the kernel. So only the layer reads are
+    mapped. Returns False where there is no glibc."""
+    global _pinned
+    _pinned = _mallopt(MMAP_THRESHOLD_COMPUTE)
+    return _pinned
+
+
+@contextlib.contextmanager
+def mapped_reads() -> Iterator[None]:
+    """Inside: blocks of MMAP_THRESHOLD_READ or more are their own mappings, returned to the system when
+    freed (the tensors of a streamed layer); after: the compute threshold again. No-op unless pinned."""
+    if not _pinned:
+        yield
+        return
+    _mallopt(MMAP_THRESHOLD_READ)
+    try:
+        yield
+    finally:
+        _mallopt(MMAP_THRESHOLD_COMPUTE)
 
 
 def open_lazy(directory: Path, dtype: torch.dtype, device: torch.device | str, index: ShardIndex) -> nn.Module:
@@ -291,7 +321,7 @@ def open_lazy(directory: Path, dtype: torch.dtype, device: torch.device | str, i
     gradients off); its decoder layers are read by `onloaded`."""
     from calderalab.models.layers import find_decoder_layers
 
-    fix_mmap_threshold()  # process-wide: a lazy model is the large-model path
+    pin_mmap_threshold()  # process-wide: a lazy model is the large-model path
 
     model = _skeleton(Path(directory), dtype)
     stack_path, _ = find_decoder_layers(model)
