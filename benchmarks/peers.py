@@ -116,6 +116,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plot", default=str(DOCS / "peers-kl.png"))
     p.add_argument("--replot", default=None, metavar="FILE", help="run nothing: read the first peer table printed in "
                    "FILE (e.g. README.md), print its verdict and speed lines and redraw --plot from it")
+    p.add_argument("--pair", nargs=2, default=None, metavar=("BASE", "OTHER"), help="run nothing: the window-paired KL "
+                   "line of OTHER against BASE, each a scored row's store name under --cache/calderalab (as the table "
+                   "run made it, e.g. 30L-5404b6c04562-caldera-b3-grow-h1-d0.01-r64-lr4-o4-i3-s0) or its score file; "
+                   "with --margin, the run-to-run spread the change must clear")
     args = p.parse_args(argv)
     if args.quick:
         args.methods, args.ranks, args.groups = "ldlq,caldera", "64", "row"
@@ -543,10 +547,33 @@ def replot(args) -> None:
     print(f"plot: {args.plot}")
 
 
+def score_file(name: str, cache: Path) -> Path:
+    """The score file a --pair argument names: a path, or the one score of a store under cache/calderalab."""
+    if Path(name).is_file():
+        return Path(name)
+    found = sorted((cache / "calderalab").glob(f"{name}-score-*.json"))
+    if len(found) != 1:
+        known = sorted(p.name.split("-score-")[0] for p in (cache / "calderalab").glob("*-score-*.json"))
+        raise SystemExit(f"--pair {name!r}: {'no' if not found else len(found)} score files of that store under "
+                         f"{cache / 'calderalab'}; scored stores: {', '.join(known) or 'none'}")
+    return found[0]
+
+
+def pair(args) -> str:
+    """--pair: OTHER's KL against BASE's over the same windows, from their cached scores (nothing run)."""
+    cache = Path(args.cache).expanduser()
+    base, other = (score_file(name, cache) for name in args.pair)
+    label = lambda p: p.name.split("-score-")[0]  # noqa: E731
+    return paired_kl_line(f"{label(other)} against {label(base)}", cached_result(base, None), cached_result(other, None),
+                          args.margin)
+
+
 def main() -> None:
     args = parse_args()
     if args.replot:
         return replot(args)
+    if args.pair:
+        return print(pair(args))
     cache = Path(args.cache).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     model, tokenizer = models.load_model(args.model)

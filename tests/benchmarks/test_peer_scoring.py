@@ -201,3 +201,25 @@ def test_run_tag_names_and_separates_non_default_runs(peers):
     assert peers.run_tag(peers.parse_args(["--hessian-dtype", "bfloat16"])) == (" [H bfloat16]", "-H-bfloat16")
     assert peers.run_tag(peers.parse_args(["--threads", "1", "--hessian-dtype", "bfloat16"])) == (
         " [local t1, H bfloat16]", "-local-t1-H-bfloat16")
+
+
+def test_pair_reads_two_scored_stores_and_calls_only_the_planted_change(peers, scored, tmp_path):
+    """--pair on the score files a table run leaves: the original's weights scored twice (KL 0 both)
+    show no change; a store whose weights were perturbed scores higher against it; and a name with no
+    score file is refused with the stores that have one."""
+    import argparse
+
+    model, reference, ids = scored
+    state = decoder_weights(model)
+    noisy = {k: v + 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for k, v in state.items()}
+    root = tmp_path / "cache" / "calderalab"
+    for name, weights in (("exact", state), ("exact-again", state), ("noisy", noisy)):
+        peers.cached_result(root / f"{name}-score-{reference.key[:16]}.json",
+                            lambda w=weights: peers.measure_state(model, w, reference, ids))
+    args = lambda base, other, margin=0.0: argparse.Namespace(cache=str(tmp_path / "cache"), pair=[base, other], margin=margin)  # noqa: E731
+    assert peers.pair(args("exact", "exact-again")).endswith("no change shown")
+    line = peers.pair(args("exact", "noisy"))
+    assert line.startswith("noisy against exact: KL +") and line.endswith(": higher")
+    assert peers.pair(args("exact", "noisy", margin=10.0)).endswith("no change shown beyond the run-to-run margin ±10.0000")
+    with pytest.raises(SystemExit, match="'gone': no score files of that store .* scored stores: exact, exact-again, noisy"):
+        peers.pair(args("exact", "gone"))
