@@ -37,7 +37,7 @@ run --peers "" $ROW --bits 3 $FAST --executor ray --threads 1
 if [ "$WHICH" = all ]; then run --peers "" $ROW --bits 3 --executor ray --threads 1; fi
 OUT=$(mktemp -d)
 started=$(date +%s.%N)
-"$(dirname "$PY")/calderalab" compress smollm2 --out "$OUT/store" --bits 3 --rank 64 --lr-bits 4 \
+PYTHONPATH=src "$PY" -m calderalab compress smollm2 --out "$OUT/store" --bits 3 --rank 64 --lr-bits 4 \
   --calib ../shared/data/wikitext-2/valid.txt --calib-samples 128 --seq-len 512 $FAST > "$OUT/log" 2>&1
 echo "calderalab compress smollm2 (3-bit rank 64, $FAST, local): $("$PY" -c "print(f'{$(date +%s.%N) - $started:.0f}')") s whole"
 rm -rf "$OUT"
