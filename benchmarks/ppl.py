@@ -26,6 +26,7 @@ from calderalab import __version__, core, models, plans
 from calderalab.artifacts import ArtifactStore, assemble_weights
 from calderalab.artifacts.provenance import source_hash
 from calderalab.calib import CalibConfig, collect_hessians, load_calibration
+from calderalab.calib.sources import with_hessian_dtype
 from calderalab.compress import compress_model
 from calderalab.eval.fidelity import load_or_build_reference, measure_against
 from calderalab.eval.perplexity import token_ids
@@ -61,9 +62,8 @@ def cached_hessians(model, calib, cache: Path, on_collect=None) -> list[tuple[in
     code that collects them (calderalab version, calib/*.py hash): a file made by other calib code is never
     found, and a file whose recorded provenance disagrees is recollected, with the reason printed.
     on_collect(seconds) is called when they were collected now (not read from the file)."""
-    provenance = {"calibration": calib.sha256, "calderalab": __version__, "calib_code": source_hash("calib")}
-    if calib.hessian_dtype != "float32":  # float32 keeps the provenance it had before the option
-        provenance["hessian_dtype"] = calib.hessian_dtype
+    provenance = with_hessian_dtype({"calibration": calib.sha256, "calderalab": __version__,
+                                     "calib_code": source_hash("calib")}, calib.hessian_dtype)
     path = cache / f"hessians-{calib.sha256[:16]}-calib{provenance['calib_code'][:8]}-v{__version__}{hessian_tag(calib)}.pt"
     if path.exists():
         stored = torch.load(path)

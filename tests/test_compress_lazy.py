@@ -133,7 +133,6 @@ def test_a_lazy_forward_gives_the_eager_logits_one_layer_at_a_time(sharded):
     assert (reader.peak_loaded, reader.n_loaded, reader.n_reads) == (1, 0, 2 * N_LAYERS)
 
 
-
 def test_only_layer_reads_get_their_own_mappings(sharded, tmp_path, monkeypatch):
     """glibc's mmap threshold is low (every layer tensor its own mapping, freed to the system) only
     while a layer is read, and the compute threshold otherwise: with every MiB-sized temporary a fresh

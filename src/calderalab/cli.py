@@ -133,7 +133,7 @@ def compress(
     seq_len: int = typer.Option(None, "--seq-len", help="tokens per calibration sequence"),
     hessian_dtype: str = typer.Option(None, "--hessian-dtype", help="float32 (default) | bfloat16: the calibration "
                                       "forward passes and XᵀX products of the Hessians in bfloat16 (sums in float32; "
-                                      "about 2x faster on a CPU with AMX); the weights decomposed stay as loaded"),
+                                      "about 3x faster on a CPU with AMX); the weights decomposed stay as loaded"),
     executor: str = typer.Option("local", help="local | ray"),
     num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs for a local Ray instance"),
     threads: int = typer.Option(None, "--threads", help="intra-op threads of each decomposition (default: torch's, "

@@ -47,7 +47,7 @@ NEUTRAL_PROMPTS: tuple[str, ...] = (
 HESSIAN_DTYPES = ("float32", "bfloat16")
 
 
-def _with_hessian_dtype(record: dict[str, Any], hessian_dtype: str) -> dict[str, Any]:
+def with_hessian_dtype(record: dict[str, Any], hessian_dtype: str) -> dict[str, Any]:
     """`record` plus the Hessian dtype, which float32 leaves unrecorded as before the option existed: configs
     and stores made earlier (and everything keyed on them) still match their own calibration."""
     return record if hessian_dtype == "float32" else {**record, "hessian_dtype": hessian_dtype}
@@ -77,7 +77,7 @@ class CalibConfig:
             raise ValueError(f"calibration source {self.source!r} is neither 'self' nor an existing file")
 
     def to_dict(self) -> dict[str, Any]:
-        return _with_hessian_dtype({"source": self.source, "n_samples": self.n_samples, "seq_len": self.seq_len,
+        return with_hessian_dtype({"source": self.source, "n_samples": self.n_samples, "seq_len": self.seq_len,
                                     "batch_size": self.batch_size, "seed": self.seed}, self.hessian_dtype)
 
 
@@ -112,7 +112,7 @@ class CalibData:
 
     def manifest_entry(self) -> dict[str, Any]:
         """What a store records of its calibration (the Hessian dtype only when it is not float32)."""
-        return _with_hessian_dtype({"description": self.description, "n_samples": self.token_ids.shape[0],
+        return with_hessian_dtype({"description": self.description, "n_samples": self.token_ids.shape[0],
                                     "seq_len": self.token_ids.shape[1], "token_sha256": self.sha256}, self.hessian_dtype)
 
 
