@@ -39,7 +39,7 @@ from calderalab.eval.fidelity import FidelityResult, load_or_build_reference, me
 from calderalab.eval.perplexity import token_ids
 from calderalab.experiments.config import default_spec
 from calderalab.plans import spec_with
-from peers import Timings, cached_result
+from peers import Timings, cached_result, score_path
 from ppl import cached_hessians
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -155,7 +155,7 @@ def main() -> None:
                         def measure(ids=ids, name=name) -> FidelityResult:
                             with models.swapped_weights(model, assemble_weights(ArtifactStore(str(store_dir)), model)):
                                 return measure_against(model, references[name], ids)
-                        score = store_dir.parent / f"{store_dir.name}-score-{references[name].key[:16]}.json"
+                        score = score_path(store_dir, references[name])
                         results[name] = cached_result(score, measure, fresh)
                     row = Measured(source, n, seq, seed, method, {k: r.kl_interval() for k, r in results.items()},
                                    {k: r.top1_interval()[0] for k, r in results.items()},

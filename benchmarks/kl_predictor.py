@@ -32,7 +32,7 @@ from calderalab.artifacts import ArtifactStore, assemble_weights  # noqa: E402
 from calderalab.calib import CalibConfig, load_calibration  # noqa: E402
 from calderalab.eval.fidelity import load_or_build_reference, measure_against  # noqa: E402
 from calderalab.eval.perplexity import token_ids  # noqa: E402
-from peers import DATA, Timings, cached_result, cached_sensitivity, timed_hessians  # noqa: E402
+from peers import DATA, Timings, cached_result, cached_sensitivity, score_path, timed_hessians  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,7 +84,7 @@ def main() -> None:
         if only is not None:
             weights = {k: v for k, v in weights.items() if k[1] == only}
         pred = predicted(sensitivity, hessians, model, weights)
-        score = store_dir.parent / f"{store_dir.name}-score-{reference.key[:16]}.json"
+        score = score_path(store_dir, reference)
         result = cached_result(score, lambda: measure(weights)) if only is None else measure(weights)
         kl, lo, hi = result.kl_interval()
         rows.append({"store": label, "modules": len(weights), "predicted": pred, "kl": kl, "kl_lo": lo, "kl_hi": hi})

@@ -191,6 +191,19 @@ def row_from(result: FidelityResult, **fields) -> Row:
                top1=result.top1_interval()[0], **fields)
 
 
+SCORE_SEP = "-score-"
+
+
+def score_path(store_dir: Path, reference) -> Path:
+    """Where the score of the store at `store_dir` against `reference` is cached: beside the store."""
+    return store_dir.parent / f"{store_dir.name}{SCORE_SEP}{reference.key[:16]}.json"
+
+
+def store_name(score: Path) -> str:
+    """The name of the store a score file belongs to (`score_path`'s inverse)."""
+    return score.name.split(SCORE_SEP)[0]
+
+
 def cached_result(path: Path, measure, fresh: bool = False) -> FidelityResult:
     """The FidelityResult stored at `path`, or measure() now and store it. Scoring a row costs a full
     pass over the windows, so a rerun that changes nothing only re-prints. fresh=True re-measures."""
@@ -344,7 +357,7 @@ def calderalab_rows(args, model, calib, reference, ids, cache: Path, timings: Ti
             rows.append(Row(failure=str(err), **fields))
             continue
         store_dir = cache / "calderalab" / f"{n_layers}L-{calib.sha256[:12]}-{spec.key()}{store_tag}"
-        score = store_dir.parent / f"{store_dir.name}-score-{reference.key[:16]}.json"
+        score = score_path(store_dir, reference)
         if args.cached_only:  # the honest bpw formula the artifacts follow (core.bpw), no store read
             if not score.exists():  # a grid point never run is left out of the table, and counted
                 print(f"--cached-only: {store_dir.name} has no cached score; left out", flush=True)
@@ -444,13 +457,13 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
             made = {"store": store_dir.name, "bpw": chosen.bpw, "predicted_kl": chosen.predicted_kl,
                     "seconds": seconds,
                     "mix": dict(sorted(Counter(n for _, n in chosen.choice).items()))}
-            score = root / f"{store_dir.name}-score-{reference.key[:16]}.json"
+            score = score_path(store_dir, reference)
             def measure():
                 with models.swapped_weights(model, assemble_weights(ArtifactStore(str(store_dir)), model)):
                     return measure_against(model, reference, ids)
             cached_result(score, measure, report.n_resumed < len(report.modules))
             record.write_text(json.dumps(made, indent=1))
-        result = cached_result(root / f"{made['store']}-score-{reference.key[:16]}.json", None)
+        result = cached_result(score_path(root / made["store"], reference), None)
         rows.append(row_from(result, bpw=made["bpw"], seconds=made["seconds"], **fields))
         stores.append(root / made["store"])
         plain[target] = (made["bpw"], result)
@@ -459,7 +472,7 @@ def kl_plan_rows(args, model, calib, reference, ids, cache: Path, timings: Timin
         below = [(kl_budget.uniform_bpw(s, shapes), s) for s in kl_budget.candidate_specs(settings).values()]
         below = [(b, s) for b, s in below if b <= made["bpw"]]
         bpw, spec = max(below, key=lambda pair: pair[0]) if below else (0.0, None)
-        base = root / f"{prefix}-{spec.key()}-score-{reference.key[:16]}.json" if spec else None
+        base = score_path(root / f"{prefix}-{spec.key()}", reference) if spec else None
         if base is not None and base.exists():
             lines.append(paired_kl_line(f"KL plan {target:g} ({made['bpw']:.3f} bpw) against uniform {spec.key()} ({bpw:.3f} bpw)",
                                         cached_result(base, None), result, args.margin))
@@ -491,7 +504,7 @@ def tuned_paths(args, lr: float, store_dir: Path, reference, rank16: int = 0) ->
     manifest_hash = ArtifactStore(str(store_dir)).manifest().content_hash()
     digest = hashlib.sha256(json.dumps([config.to_dict(), manifest_hash], sort_keys=True).encode()).hexdigest()
     out_dir = store_dir.parent / f"{store_dir.name}-tune-{digest[:12]}"
-    return config, out_dir, out_dir.parent / f"{out_dir.name}-score-{reference.key[:16]}.json"
+    return config, out_dir, score_path(out_dir, reference)
 
 
 def store_bpw(store_dir: Path) -> float:
@@ -551,9 +564,9 @@ def score_file(name: str, cache: Path) -> Path:
     """The score file a --pair argument names: a path, or the one score of a store under cache/calderalab."""
     if Path(name).is_file():
         return Path(name)
-    found = sorted((cache / "calderalab").glob(f"{name}-score-*.json"))
+    found = sorted((cache / "calderalab").glob(f"{name}{SCORE_SEP}*.json"))
     if len(found) != 1:
-        known = sorted(p.name.split("-score-")[0] for p in (cache / "calderalab").glob("*-score-*.json"))
+        known = sorted(store_name(p) for p in (cache / "calderalab").glob(f"*{SCORE_SEP}*.json"))
         raise SystemExit(f"--pair {name!r}: {'no' if not found else len(found)} score files of that store under "
                          f"{cache / 'calderalab'}; scored stores: {', '.join(known) or 'none'}")
     return found[0]
@@ -563,8 +576,7 @@ def pair(args) -> str:
     """--pair: OTHER's KL against BASE's over the same windows, from their cached scores (nothing run)."""
     cache = Path(args.cache).expanduser()
     base, other = (score_file(name, cache) for name in args.pair)
-    label = lambda p: p.name.split("-score-")[0]  # noqa: E731
-    return paired_kl_line(f"{label(other)} against {label(base)}", cached_result(base, None), cached_result(other, None),
+    return paired_kl_line(f"{store_name(other)} against {store_name(base)}", cached_result(base, None), cached_result(other, None),
                           args.margin)
 
 
